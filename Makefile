@@ -1,0 +1,44 @@
+# wa-blocklist-proxy: every target creates or refreshes the local virtualenv (.venv) first.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= config.yaml
+
+# Development defaults so `make run` works on a fresh machine; set real values in the environment in production.
+export ADMIN_TOKEN       ?= dev-admin-token-change-me
+export VIEWER_TOKEN      ?= dev-viewer-token-change-me
+export META_APP_SECRET   ?= dev-app-secret
+export META_VERIFY_TOKEN ?= dev-verify-token
+
+.PHONY: run test bench check-config lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(VENV)/.run-installed
+	$(BIN)/wa-blocklist serve --config $(CONFIG)
+
+check-config: $(VENV)/.run-installed
+	$(BIN)/wa-blocklist check-config --config $(CONFIG)
+
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python -m bench
+
+lint: $(VENV)/.test-installed
+	$(BIN)/python -m ruff check proxy plugins tests
+	$(BIN)/python -m mypy
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

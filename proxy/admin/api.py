@@ -1,0 +1,182 @@
+"""The admin JSON API (``/admin/api/``): connectors, block entries, bearer-token auth with roles.
+
+Errors are always ``{"error": {"code": "<slug>", "message": "<sentence>"}}`` with a fitting status; bad input
+is a 4xx, never a 500.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ..blocklist import Actor
+from ..config import AdminToken
+from ..errors import BadRequest, BlocklistError, Forbidden, Unauthorized
+from ..keys import CONFIG, SERVICE
+
+log = logging.getLogger(__name__)
+
+TOKEN = web.RequestKey("admin_token", AdminToken)
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_BODY_FIELDS = frozenset({"number", "reason"})
+_STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+routes = web.RouteTableDef()
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(error_body(code, message), status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every error of the admin app in the admin error format."""
+    try:
+        return await handler(request)
+    except Unauthorized as exc:
+        return json_error(exc.status, exc.code, exc.message, {"WWW-Authenticate": 'Bearer realm="wa-blocklist"'})
+    except BlocklistError as exc:
+        return json_error(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _STATUS_CODES.get(exc.status, "http_error")
+        return json_error(exc.status, code, exc.reason if exc.status != 404 else "no such admin API route")
+    except Exception:
+        log.exception("admin API failure on %s %s", request.method, request.path)
+        return json_error(500, "internal_error", "an internal error occurred; it has been logged")
+
+
+def authenticate(tokens: tuple[AdminToken, ...], header: str) -> AdminToken:
+    """Find the token presented in an ``Authorization: Bearer`` header, comparing in constant time.
+
+    Raises:
+        Unauthorized: header missing, malformed or matching no token.
+    """
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise Unauthorized("send an admin token as 'Authorization: Bearer <token>'")
+    digest = hashlib.sha256(presented.strip().encode()).digest()
+    found: AdminToken | None = None
+    for token in tokens:  # no early exit: every token is compared, so timing says nothing about which matched
+        if hmac.compare_digest(digest, hashlib.sha256(token.token.encode()).digest()):
+            found = token
+    if found is None:
+        raise Unauthorized("the admin token is not valid")
+    return found
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer-token auth for every API route; only the ``admin`` role may change anything."""
+    if request.path.startswith("/admin/api/"):
+        token = authenticate(request.config_dict[CONFIG].admin.tokens, request.headers.get("Authorization", ""))
+        if request.method not in _READ_METHODS and token.role != "admin":
+            raise Forbidden(f"the token {token.name!r} has the {token.role} role and cannot change blocks")
+        request[TOKEN] = token
+    return await handler(request)
+
+
+def _actor(request: web.Request) -> Actor:
+    return Actor(name=request[TOKEN].name, source="admin_api")
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest('the request body must be a JSON object such as {"number": "+57 300 123 4567"}')
+    unknown = sorted(set(body) - _BODY_FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)[:200]} (allowed: number, reason)")
+    return body
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number") from None
+
+
+@routes.get("/api/session")
+async def session(request: web.Request) -> web.Response:
+    """Who the token belongs to and what it may do (the admin page uses it to show or hide controls)."""
+    token = request[TOKEN]
+    return web.json_response({"name": token.name, "role": token.role})
+
+
+@routes.get("/api/connectors")
+async def list_connectors(request: web.Request) -> web.Response:
+    return web.json_response({"connectors": await request.config_dict[SERVICE].connectors()})
+
+
+@routes.get("/api/connectors/{pnid}")
+async def get_connector(request: web.Request) -> web.Response:
+    service = request.config_dict[SERVICE]
+    service.connector(request.match_info["pnid"])
+    found = [c for c in await service.connectors() if c["phone_number_id"] == request.match_info["pnid"]]
+    return web.json_response(found[0])
+
+
+@routes.get("/api/connectors/{pnid}/blocks")
+async def list_blocks(request: web.Request) -> web.Response:
+    entries, next_cursor = await request.config_dict[SERVICE].list(
+        request.match_info["pnid"],
+        limit=_int_param(request, "limit", 50),
+        cursor=request.query.get("cursor") or None,
+        q=request.query.get("q", ""),
+    )
+    return web.json_response({"blocks": [e.to_json() for e in entries], "next_cursor": next_cursor})
+
+
+@routes.post("/api/connectors/{pnid}/blocks")
+async def add_block(request: web.Request) -> web.Response:
+    service = request.config_dict[SERVICE]
+    pnid = request.match_info["pnid"]
+    service.connector(pnid)
+    body = await _json_object(request)
+    number = body.get("number")
+    if isinstance(number, int) and not isinstance(number, bool):
+        number = str(number)
+    if not isinstance(number, str) or not number.strip():
+        raise BadRequest('"number" is required: the phone number (with country code) or BSUID to block')
+    entry, created = await service.block(pnid, number, actor=_actor(request), reason=body.get("reason") or "")
+    location = request.app.router["block"].url_for(pnid=pnid, number=entry.number)
+    return web.json_response(entry.to_json(), status=201 if created else 200, headers={"Location": str(location)})
+
+
+@routes.get("/api/connectors/{pnid}/blocks/{number}", name="block")
+async def get_block(request: web.Request) -> web.Response:
+    entry = await request.config_dict[SERVICE].get(request.match_info["pnid"], request.match_info["number"])
+    return web.json_response(entry.to_json())
+
+
+@routes.delete("/api/connectors/{pnid}/blocks/{number}")
+async def remove_block(request: web.Request) -> web.Response:
+    await request.config_dict[SERVICE].unblock(
+        request.match_info["pnid"], request.match_info["number"], actor=_actor(request)
+    )
+    return web.Response(status=204)
+
+
+def create_admin_app() -> web.Application:
+    """The admin sub-application, mounted at ``/admin/``."""
+    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=64 * 1024)
+    app.add_routes(routes)
+    return app

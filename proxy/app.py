@@ -1,0 +1,64 @@
+"""The application factory: one aiohttp server with the gateway, the webhook receiver and the admin app."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from .admin import create_admin_app
+from .blocklist import BlocklistService, Clock
+from .config import Config
+from .keys import CLOCK, CONFIG, GRAPH_SESSION, SERVICE, STORE, WEBHOOK_SESSION
+from .store import open_store
+
+
+def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
+    """Build the proxy application.
+
+    Route order matters: the webhook receiver and the admin app are matched before the gateway's catch-all.
+
+    Args:
+        config: the validated configuration.
+        clock: seconds since the epoch; tests pass a controllable clock.
+    """
+    app = web.Application()
+    app[CONFIG] = config
+    app[CLOCK] = clock
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_graph_session_ctx)
+    app.cleanup_ctx.append(_webhook_session_ctx)
+    app.add_subapp("/admin/", create_admin_app())
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_store(app[CONFIG].store) as store:
+        app[STORE] = store
+        app[SERVICE] = BlocklistService(store, app[CONFIG], app[CLOCK])
+        yield
+
+
+async def _graph_session_ctx(app: web.Application) -> AsyncIterator[None]:
+    # No total timeout: media up/downloads of tens of MB must not be cut; connect and read idle time are bounded.
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=10, sock_read=app[CONFIG].graph.timeout_seconds
+    )
+    connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
+        app[GRAPH_SESSION] = session
+        yield
+
+
+async def _webhook_session_ctx(app: web.Application) -> AsyncIterator[None]:
+    timeout = aiohttp.ClientTimeout(total=app[CONFIG].webhooks.forward_timeout_seconds)
+    connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
+        app[WEBHOOK_SESSION] = session
+        yield

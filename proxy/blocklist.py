@@ -1,0 +1,273 @@
+"""The blocklist service: the one implementation of block, unblock, get, list and check.
+
+Every face (admin API, admin page, CLI, gateway, webhooks, plugins) goes through this class, so Meta's
+24-hour rule, number normalisation and the audit trail are applied the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from . import identity as ids
+from .config import Config, ConnectorConfig
+from .errors import BadRequest, InvalidNumber, NotBlocked, NotRecentlyActive, UnknownConnector
+from .identity import Identity
+from .store import DAY_MS, BlockEntry, BlocklistStore, iso_ms
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+"""Seconds since the Unix epoch; ``time.time`` in production, a controllable clock in tests."""
+
+MAX_REASON = 500
+MAX_PAGE = 500
+
+ChangeListener = Callable[[Literal["block", "unblock"], str, BlockEntry], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change and through which face (``admin_api``, ``cli``, ``block_users_api``, a plugin...)."""
+
+    name: str
+    source: str
+
+
+@dataclass(frozen=True)
+class InboundUser:
+    """The identities one inbound webhook item carries: a wa_id, a BSUID, or both."""
+
+    wa_id: str = ""
+    bsuid: str = ""
+
+
+class BlocklistService:
+    """Domain logic over a :class:`~proxy.store.BlocklistStore`.
+
+    Args:
+        store: the Redis-backed store.
+        config: the validated config (connectors are looked up here).
+        clock: seconds since the epoch.
+    """
+
+    def __init__(self, store: BlocklistStore, config: Config, clock: Clock = time.time) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self._listeners: list[ChangeListener] = []
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener(action, pnid, entry)`` after every block created and every unblock."""
+        self._listeners.append(listener)
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def connector(self, pnid: str) -> ConnectorConfig:
+        """The configured connector for a phone number ID.
+
+        Raises:
+            UnknownConnector: if no connector has this ID.
+        """
+        found = self.config.connector(pnid)
+        if found is None:
+            raise UnknownConnector(f"no connector with phone number ID {pnid[:40]!r} is configured")
+        return found
+
+    def parse_number(self, pnid: str, text: str) -> Identity:
+        """Parse a typed number or BSUID, using the connector's ``default_country`` for local numbers."""
+        return ids.parse(text, self.connector(pnid).default_country)
+
+    def _lookup_identity(self, pnid: str, text: str) -> Identity:
+        # Strict parsing first; then the lenient wa_id form, so an entry made from a webhook's wa_id that
+        # phonenumbers does not know can still be read and removed.
+        try:
+            return self.parse_number(pnid, text)
+        except InvalidNumber:
+            try:
+                return ids.recipient(text)
+            except InvalidNumber:
+                pass
+            raise
+
+    async def block(
+        self, pnid: str, number: str, *, actor: Actor, reason: str = "", force: bool = False
+    ) -> tuple[BlockEntry, bool]:
+        """Block a number (or BSUID) on a connector.
+
+        Args:
+            pnid: the connector's phone number ID.
+            number: what the supervisor typed.
+            actor: who blocks, and through which face.
+            reason: free text, at most 500 characters.
+            force: skip Meta's 24-hour rule (CLI ``--force`` only, for numbers blocked elsewhere before).
+
+        Returns:
+            The entry and True if it was created, or the existing entry and False (blocking is idempotent).
+
+        Raises:
+            UnknownConnector, InvalidNumber, BadRequest: bad input.
+            NotRecentlyActive: the user has not messaged this connector in the last 24 hours.
+            StoreUnavailable: Redis is down.
+        """
+        self.connector(pnid)
+        who = self.parse_number(pnid, number)
+        entry = BlockEntry(
+            number=who.value,
+            kind=who.kind,
+            key=who.key,
+            blocked_at_ms=self.now_ms(),
+            reason=clean_reason(reason),
+            blocked_by=actor.name,
+            source=actor.source,
+        )
+        status, stored = await self.store.block(pnid, entry, cutoff_ms=entry.blocked_at_ms - DAY_MS, force=force)
+        if status == "stale":
+            raise NotRecentlyActive(
+                f"{who.value} has not messaged this connector in the last 24 hours; "
+                "WhatsApp only allows blocking users who wrote recently"
+            )
+        assert stored is not None
+        created = status == "created"
+        if created:
+            log.info("blocked %s on %s by %s via %s", _mask(stored.number), pnid, actor.name, actor.source)
+            await self._notify("block", pnid, stored)
+        return stored, created
+
+    async def unblock(self, pnid: str, number: str, *, actor: Actor) -> BlockEntry:
+        """Remove a block (always allowed).
+
+        Raises:
+            NotBlocked: if the number has no block on this connector.
+        """
+        self.connector(pnid)
+        who = self._lookup_identity(pnid, number)
+        removed = await self.store.unblock(
+            pnid, who.key, {"by": actor.name, "source": actor.source, "at": iso_ms(self.now_ms())}
+        )
+        if removed is None:
+            raise NotBlocked(f"{who.value} is not blocked on this connector")
+        log.info("unblocked %s on %s by %s via %s", _mask(removed.number), pnid, actor.name, actor.source)
+        await self._notify("unblock", pnid, removed)
+        return removed
+
+    async def get(self, pnid: str, number: str) -> BlockEntry:
+        """The block entry for a number in any of its forms.
+
+        Raises:
+            NotBlocked: if there is none.
+        """
+        self.connector(pnid)
+        who = self._lookup_identity(pnid, number)
+        entry = await self.store.get(pnid, who.key)
+        if entry is None:
+            raise NotBlocked(f"{who.value} is not blocked on this connector")
+        return entry
+
+    async def list(
+        self, pnid: str, *, limit: int = 50, cursor: str | None = None, q: str = ""
+    ) -> tuple[list[BlockEntry], str | None]:
+        """Block entries newest first, with search and cursor paging.
+
+        Args:
+            limit: 1 to 500.
+            cursor: ``next_cursor`` of the previous page.
+            q: case-insensitive text matched against the number's digits, the reason and who blocked.
+        """
+        self.connector(pnid)
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
+        return await self.store.page(pnid, limit, cursor, _matcher(q) if q.strip() else None)
+
+    async def is_blocked(self, pnid: str, who: Identity) -> bool:
+        """True if this identity, or an identity linked to it, is blocked on the connector."""
+        return await self.store.blocked_key(pnid, [who.key]) is not None
+
+    async def first_blocked(self, pnid: str, identities: Sequence[Identity]) -> str | None:
+        """The first blocked key among several identities (one round trip), or None."""
+        return await self.store.blocked_key(pnid, [who.key for who in identities])
+
+    async def record_inbound(self, pnid: str, users: Sequence[InboundUser]) -> list[bool]:
+        """Record that these users messaged the connector now; returns which of them are blocked.
+
+        Unparseable wa_ids are still checked by their BSUID; with neither usable, the user counts as not blocked
+        and nothing is recorded for them.
+        """
+        pairs: list[tuple[str, str]] = []
+        for user in users:
+            wa_key = ""
+            if user.wa_id:
+                try:
+                    wa_key = ids.from_wa_id(user.wa_id).key
+                except InvalidNumber:
+                    wa_key = ""
+            found = ids.bsuid(user.bsuid) if user.bsuid else None
+            pairs.append((wa_key, found.key if found else ""))
+        return await self.store.record_inbound(pnid, pairs, self.now_ms())
+
+    async def last_inbound_ms(self, pnid: str, number: str) -> int | None:
+        """When the user last messaged the connector (Unix ms), or None if not in the last 24 hours."""
+        self.connector(pnid)
+        who = self._lookup_identity(pnid, number)
+        found = await self.store.last_inbound_ms(pnid, who.key)
+        if found is None:
+            other = await self.store.linked(pnid, who.key)
+            found = await self.store.last_inbound_ms(pnid, other) if other else None
+        if found is None or found < self.now_ms() - DAY_MS:
+            return None
+        return found
+
+    async def connectors(self) -> list[dict[str, Any]]:
+        """Every configured connector with its count of blocked numbers (secrets never included)."""
+        counts = await self.store.count([c.phone_number_id for c in self.config.connectors])
+        return [
+            {
+                "phone_number_id": c.phone_number_id,
+                "name": c.name,
+                "display_number": c.display_number,
+                "blocked_count": counts[c.phone_number_id],
+            }
+            for c in self.config.connectors
+        ]
+
+    async def _notify(self, action: Literal["block", "unblock"], pnid: str, entry: BlockEntry) -> None:
+        for listener in self._listeners:
+            try:
+                await listener(action, pnid, entry)
+            except Exception:  # a listener's failure must not undo or hide the change itself
+                log.exception("change listener failed for %s on %s", action, pnid)
+
+
+def clean_reason(reason: Any) -> str:
+    """Validate the free-text reason: a string of at most 500 characters, whitespace folded to single spaces."""
+    if reason is None:
+        return ""
+    if not isinstance(reason, str):
+        raise BadRequest("reason must be a string")
+    text = " ".join(reason.split())
+    if len(text) > MAX_REASON:
+        raise BadRequest(f"reason is too long ({len(text)} characters, at most {MAX_REASON})")
+    return text
+
+
+def _matcher(q: str) -> Callable[[BlockEntry], bool]:
+    needle = q.strip().lower()
+    digits = re.sub(r"[^0-9]", "", needle)
+    numeric = bool(digits) and not re.sub(r"[0-9\s+()./\-]", "", needle)
+
+    def match(entry: BlockEntry) -> bool:
+        if numeric:
+            return digits in entry.number or digits in entry.key
+        return needle in entry.number.lower() or needle in entry.reason.lower() or needle in entry.blocked_by.lower()
+
+    return match
+
+
+def _mask(number: str) -> str:
+    """Logs show enough of a number to correlate, not the whole of it."""
+    return number if len(number) <= 6 else number[:-4] + "****"

@@ -1,0 +1,179 @@
+"""The ``wa-blocklist`` command: serve, check-config, block, unblock, list.
+
+Exit codes: 0 success, 1 the operation was refused (not recently active, not blocked, store down...),
+2 bad usage or a broken config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+from .blocklist import Actor, BlocklistService
+from .config import Config, load_config
+from .errors import BlocklistError, ConfigError
+from .store import BlockEntry, open_store
+
+DEFAULT_CONFIG = os.environ.get("WA_BLOCKLIST_CONFIG", "config.yaml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=DEFAULT_CONFIG, help="the YAML config (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="wa-blocklist", description="WhatsApp blocklist proxy and its administration.", parents=[common]
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", parents=[common], help="run the proxy")
+    serve.add_argument("--host", help="listen address (default: server.host)")
+    serve.add_argument("--port", type=int, help="listen port (default: server.port)")
+
+    sub.add_parser("check-config", parents=[common], help="validate the config and print every problem")
+
+    def with_connector(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--connector", help="phone number ID (may be omitted when only one connector is configured)")
+
+    block = sub.add_parser("block", parents=[common], help="block a number on a connector")
+    block.add_argument("number", help="phone number with country code, or BSUID")
+    with_connector(block)
+    block.add_argument("--reason", default="", help="why (shown in the list)")
+    block.add_argument("--by", default=f"cli:{_user()}", help="who blocks (default: %(default)s)")
+    block.add_argument(
+        "--force", action="store_true", help="skip WhatsApp's 24-hour rule (Meta itself will not block such a user)"
+    )
+
+    unblock = sub.add_parser("unblock", parents=[common], help="remove a block")
+    unblock.add_argument("number")
+    with_connector(unblock)
+    unblock.add_argument("--by", default=f"cli:{_user()}", help="who unblocks (default: %(default)s)")
+
+    listing = sub.add_parser("list", parents=[common], help="list blocked numbers, newest first")
+    with_connector(listing)
+    listing.add_argument("--q", default="", help="search the number, reason and who blocked")
+    listing.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    return parser
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wa-blocklist`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(f"{args.config}: OK ({len(config.connectors)} connector(s), store: {_store_label(config)})")
+        return 0
+    if args.command == "serve":
+        return _serve(config, args.host, args.port)
+    try:
+        pnid = _connector(config, args.connector)
+        return asyncio.run(_run(config, lambda service: _COMMANDS[args.command](service, pnid, args)))
+    except BlocklistError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def _store_label(config: Config) -> str:
+    return f"embedded Redis in {config.store.data_dir}" if config.store.embedded else "Redis at the configured URL"
+
+
+def _connector(config: Config, requested: str | None) -> str:
+    if requested:
+        return requested
+    if len(config.connectors) == 1:
+        return config.connectors[0].phone_number_id
+    names = ", ".join(f"{c.phone_number_id} ({c.name})" for c in config.connectors) or "none configured"
+    raise BlocklistError(f"--connector is required; connectors: {names}")
+
+
+async def _run(config: Config, command: Callable[[BlocklistService], Awaitable[int]]) -> int:
+    async with open_store(config.store) as store:
+        return await command(BlocklistService(store, config))
+
+
+async def _block(service: BlocklistService, pnid: str, args: argparse.Namespace) -> int:
+    if args.force:
+        print(
+            "warning: --force skips WhatsApp's 24-hour rule; the block applies in this proxy, "
+            "but Meta will refuse it on its side for a user who has not written in the last 24 hours",
+            file=sys.stderr,
+        )
+    entry, created = await service.block(
+        pnid, args.number, actor=Actor(args.by, "cli"), reason=args.reason, force=args.force
+    )
+    state = "blocked" if created else "already blocked"
+    print(f"{state}: {entry.number} on {pnid} since {entry.blocked_at}")
+    return 0
+
+
+async def _unblock(service: BlocklistService, pnid: str, args: argparse.Namespace) -> int:
+    entry = await service.unblock(pnid, args.number, actor=Actor(args.by, "cli"))
+    print(f"unblocked: {entry.number} on {pnid}")
+    return 0
+
+
+async def _list(service: BlocklistService, pnid: str, args: argparse.Namespace) -> int:
+    shown = 0
+    cursor: str | None = None
+    if not args.json:
+        print(f"{'BLOCKED AT (UTC)':<25} {'NUMBER':<24} {'BY':<20} REASON")
+    while True:
+        page = min(500, args.limit - shown) if args.limit else 500
+        entries, cursor = await service.list(pnid, limit=page, cursor=cursor, q=args.q)
+        for entry in entries:
+            print(_format(entry, args.json))
+        shown += len(entries)
+        if cursor is None or (args.limit and shown >= args.limit):
+            break
+    if not args.json:
+        print(f"({shown} shown)", file=sys.stderr)
+    return 0
+
+
+def _format(entry: BlockEntry, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(entry.to_json(), ensure_ascii=False)
+    return f"{entry.blocked_at:<25} {entry.number:<24} {entry.blocked_by[:20]:<20} {entry.reason}"
+
+
+_COMMANDS: dict[str, Callable[[BlocklistService, str, argparse.Namespace], Awaitable[int]]] = {
+    "block": _block,
+    "unblock": _unblock,
+    "list": _list,
+}
+
+
+def _serve(config: Config, host: str | None, port: int | None) -> int:
+    from aiohttp import web
+
+    from .app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    web.run_app(
+        create_app(config),
+        host=host or config.server.host,
+        port=port if port is not None else config.server.port,
+        access_log_format='%a "%r" %s %b %Tfs',
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,450 @@
+"""Configuration: ``config.yaml`` → validated, frozen dataclasses.
+
+Values may reference the environment as ``${VAR}`` or ``${VAR:-default}``; substitution happens after YAML
+parsing, so a secret with YAML-special characters cannot break the file. Every problem found is reported at
+once, each naming its key (``connectors[1].app_secret: ...``), and a bad config never starts the proxy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from .errors import ConfigError
+
+ROLES = ("viewer", "admin")
+STORE_ERROR_POLICIES = ("deny", "allow")
+UNKNOWN_CONNECTOR_POLICIES = ("pass", "refuse")
+APPENDFSYNC_MODES = ("always", "everysec")
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_PNID = re.compile(r"^[0-9]{5,32}$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    base_url: str = "https://graph.facebook.com"
+    api_version: str = "v21.0"
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    redis_url: str = ""
+    data_dir: str = "./data"
+    appendfsync: str = "always"
+    timeout_seconds: float = 2.0
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis URL is set and the proxy runs its own Redis in ``data_dir``."""
+        return not self.redis_url
+
+
+@dataclass(frozen=True)
+class AdminToken:
+    name: str
+    token: str = field(repr=False)
+    role: str = "viewer"
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    tokens: tuple[AdminToken, ...] = ()
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    unknown_connectors: str = "pass"
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    forward_timeout_seconds: float = 10.0
+    max_body_bytes: int = 3 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ConnectorConfig:
+    phone_number_id: str
+    name: str
+    app_secret: str = field(repr=False)
+    verify_token: str = field(repr=False)
+    forward_webhooks_to: str
+    display_number: str = ""
+    default_country: str = ""
+    access_token: str = field(default="", repr=False)
+    sync_to_meta: bool = False
+    allow_encrypted_messages: bool = False
+    on_store_error: str = "deny"
+    require_signature: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    graph: GraphConfig
+    store: StoreConfig
+    admin: AdminConfig
+    gateway: GatewayConfig
+    webhooks: WebhookConfig
+    connectors: tuple[ConnectorConfig, ...]
+    source: str = "<memory>"
+
+    _by_pnid: dict[str, ConnectorConfig] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_pnid", {c.phone_number_id: c for c in self.connectors})
+
+    def connector(self, phone_number_id: str) -> ConnectorConfig | None:
+        """Return the connector with this phone number ID, or None."""
+        return self._by_pnid.get(phone_number_id)
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute and validate a YAML config file.
+
+    Args:
+        path: the YAML file.
+        env: the environment to substitute from (default: ``os.environ``).
+
+    Raises:
+        ConfigError: listing every problem, each naming its key.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read ({exc.strerror})"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{file}: not valid YAML ({exc})"]) from None
+    return parse_config(data, env=env, base_dir=file.resolve().parent, source=str(file))
+
+
+def parse_config(
+    data: Any,
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+    source: str = "<memory>",
+) -> Config:
+    """Validate an already-parsed config mapping (see :func:`load_config`)."""
+    if data is None:
+        data = {}
+    v = _Validator(os.environ if env is None else env)
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): must be a mapping of sections"])
+    v.known_keys("", data, ("server", "graph", "store", "admin", "gateway", "webhooks", "connectors"))
+
+    server = v.section("server", data)
+    graph = v.section("graph", data)
+    store = v.section("store", data)
+    admin = v.section("admin", data)
+    gateway = v.section("gateway", data)
+    webhooks = v.section("webhooks", data)
+    v.known_keys("server", server, ("host", "port"))
+    v.known_keys("graph", graph, ("base_url", "api_version", "timeout_seconds"))
+    v.known_keys("store", store, ("redis_url", "data_dir", "appendfsync", "timeout_seconds"))
+    v.known_keys("admin", admin, ("tokens",))
+    v.known_keys("gateway", gateway, ("unknown_connectors",))
+    v.known_keys("webhooks", webhooks, ("forward_timeout_seconds", "max_body_bytes"))
+
+    server_cfg = ServerConfig(
+        host=v.string("server.host", server.get("host"), default="127.0.0.1", allow_empty=False),
+        port=v.integer("server.port", server.get("port"), default=8080, low=0, high=65535),
+    )
+    graph_cfg = GraphConfig(
+        base_url=v.url("graph.base_url", graph.get("base_url"), default="https://graph.facebook.com"),
+        api_version=v.pattern(
+            "graph.api_version", graph.get("api_version"), r"^v[0-9]+\.[0-9]+$", "like v21.0", default="v21.0"
+        ),
+        timeout_seconds=v.number("graph.timeout_seconds", graph.get("timeout_seconds"), default=30.0),
+    )
+    redis_url = v.string("store.redis_url", store.get("redis_url"), default="")
+    if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        v.problem("store.redis_url", f"{redis_url!r} is not a redis://, rediss:// or unix:// URL")
+    data_dir = v.string("store.data_dir", store.get("data_dir"), default="./data", allow_empty=False)
+    if base_dir is not None and data_dir and not os.path.isabs(data_dir):
+        data_dir = str((base_dir / data_dir).resolve())
+    store_cfg = StoreConfig(
+        redis_url=redis_url,
+        data_dir=data_dir,
+        appendfsync=v.choice("store.appendfsync", store.get("appendfsync"), APPENDFSYNC_MODES, "always"),
+        timeout_seconds=v.number("store.timeout_seconds", store.get("timeout_seconds"), default=2.0),
+    )
+    admin_cfg = AdminConfig(tokens=tuple(_tokens(v, admin.get("tokens"))))
+    gateway_cfg = GatewayConfig(
+        unknown_connectors=v.choice(
+            "gateway.unknown_connectors", gateway.get("unknown_connectors"), UNKNOWN_CONNECTOR_POLICIES, "pass"
+        )
+    )
+    webhooks_cfg = WebhookConfig(
+        forward_timeout_seconds=v.number(
+            "webhooks.forward_timeout_seconds", webhooks.get("forward_timeout_seconds"), default=10.0
+        ),
+        max_body_bytes=v.integer(
+            "webhooks.max_body_bytes", webhooks.get("max_body_bytes"), default=3 * 1024 * 1024, low=1024, high=1 << 30
+        ),
+    )
+    connectors = tuple(_connectors(v, data.get("connectors")))
+    if v.problems:
+        raise ConfigError(v.problems)
+    return Config(
+        server=server_cfg,
+        graph=graph_cfg,
+        store=store_cfg,
+        admin=admin_cfg,
+        gateway=gateway_cfg,
+        webhooks=webhooks_cfg,
+        connectors=connectors,
+        source=source,
+    )
+
+
+def _tokens(v: _Validator, raw: Any) -> list[AdminToken]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        v.problem("admin.tokens", "must be a list of {name, token, role}")
+        return []
+    tokens: list[AdminToken] = []
+    seen_names: dict[str, int] = {}
+    seen_tokens: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        key = f"admin.tokens[{i}]"
+        if not isinstance(item, dict):
+            v.problem(key, "must be a mapping with name, token and role")
+            continue
+        v.known_keys(key, item, ("name", "token", "role"))
+        name = v.string(f"{key}.name", item.get("name"), allow_empty=False)
+        token = v.secret(f"{key}.token", item.get("token"))
+        role = v.choice(f"{key}.role", item.get("role"), ROLES, "viewer")
+        if name in seen_names:
+            v.problem(f"{key}.name", f"duplicate of admin.tokens[{seen_names[name]}].name ({name!r})")
+        seen_names.setdefault(name, i)
+        if token and token in seen_tokens:
+            v.problem(f"{key}.token", f"same token as admin.tokens[{seen_tokens[token]}]")
+        if token:
+            seen_tokens.setdefault(token, i)
+        if token and len(token) < 12:
+            v.problem(f"{key}.token", "too short (at least 12 characters)")
+        tokens.append(AdminToken(name=name, token=token, role=role))
+    return tokens
+
+
+def _connectors(v: _Validator, raw: Any) -> list[ConnectorConfig]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        v.problem("connectors", "must be a list of connectors")
+        return []
+    connectors: list[ConnectorConfig] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        key = f"connectors[{i}]"
+        if not isinstance(item, dict):
+            v.problem(key, "must be a mapping")
+            continue
+        v.known_keys(
+            key,
+            item,
+            (
+                "phone_number_id",
+                "name",
+                "display_number",
+                "default_country",
+                "app_secret",
+                "verify_token",
+                "forward_webhooks_to",
+                "access_token",
+                "sync_to_meta",
+                "allow_encrypted_messages",
+                "on_store_error",
+                "require_signature",
+            ),
+        )
+        raw_pnid = item.get("phone_number_id")
+        if isinstance(raw_pnid, int) and not isinstance(raw_pnid, bool):
+            raw_pnid = str(raw_pnid)
+        pnid = v.string(f"{key}.phone_number_id", raw_pnid, allow_empty=False)
+        if pnid and not _PNID.match(pnid):
+            v.problem(f"{key}.phone_number_id", f"{pnid!r} is not a phone number ID (digits only)")
+        if pnid in seen:
+            v.problem(f"{key}.phone_number_id", f"duplicate connector: same as connectors[{seen[pnid]}] ({pnid})")
+        if pnid:
+            seen.setdefault(pnid, i)
+        country = v.string(f"{key}.default_country", item.get("default_country"), default="").upper()
+        if country and not _COUNTRY.match(country):
+            v.problem(f"{key}.default_country", f"{country!r} is not a two-letter region code such as CO or BR")
+        access_token = v.string(f"{key}.access_token", item.get("access_token"), default="")
+        sync = v.boolean(f"{key}.sync_to_meta", item.get("sync_to_meta"), default=False)
+        if sync and not access_token:
+            v.problem(f"{key}.access_token", "empty, but sync_to_meta is on and needs it" + v.unset_hint(f"{key}.access_token"))
+        connectors.append(
+            ConnectorConfig(
+                phone_number_id=pnid,
+                name=v.string(f"{key}.name", item.get("name"), default=pnid, allow_empty=False),
+                display_number=v.string(f"{key}.display_number", item.get("display_number"), default=""),
+                default_country=country,
+                app_secret=v.secret(f"{key}.app_secret", item.get("app_secret")),
+                verify_token=v.secret(f"{key}.verify_token", item.get("verify_token")),
+                forward_webhooks_to=v.url(f"{key}.forward_webhooks_to", item.get("forward_webhooks_to")),
+                access_token=access_token,
+                sync_to_meta=sync,
+                allow_encrypted_messages=v.boolean(
+                    f"{key}.allow_encrypted_messages", item.get("allow_encrypted_messages"), default=False
+                ),
+                on_store_error=v.choice(
+                    f"{key}.on_store_error", item.get("on_store_error"), STORE_ERROR_POLICIES, "deny"
+                ),
+                require_signature=v.boolean(f"{key}.require_signature", item.get("require_signature"), default=True),
+            )
+        )
+    return connectors
+
+
+class _Validator:
+    """Collects problems instead of stopping at the first, and substitutes ``${VAR}`` references."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+        self._unset: dict[str, list[str]] = {}
+
+    def problem(self, key: str, what: str) -> None:
+        self.problems.append(f"{key}: {what}")
+
+    def unset_hint(self, key: str) -> str:
+        names = self._unset.get(key)
+        if not names:
+            return ""
+        return f" (environment variable {', '.join(names)} is not set)"
+
+    def section(self, name: str, data: dict[str, Any]) -> dict[str, Any]:
+        value = data.get(name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(name, "must be a mapping")
+            return {}
+        return value
+
+    def known_keys(self, where: str, data: dict[str, Any], known: tuple[str, ...]) -> None:
+        for key in data:
+            if key not in known:
+                prefix = f"{where}.{key}" if where else str(key)
+                self.problem(prefix, f"unknown key (known keys here: {', '.join(known)})")
+
+    def _substitute(self, key: str, value: str) -> str:
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            found = self.env.get(name)
+            if found:
+                return found
+            if default is not None:
+                return default
+            self._unset.setdefault(key, []).append(name)
+            return ""
+
+        return _ENV_REF.sub(replace, value)
+
+    def string(self, key: str, value: Any, default: str | None = None, allow_empty: bool = True) -> str:
+        if value is None:
+            if default is None:
+                self.problem(key, "missing")
+                return ""
+            return default
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            self.problem(key, "must be a string")
+            return ""
+        text = self._substitute(key, str(value)).strip()
+        if not text and not allow_empty:
+            self.problem(key, "empty" + self.unset_hint(key))
+        return text
+
+    def secret(self, key: str, value: Any) -> str:
+        if value is None:
+            self.problem(key, "missing")
+            return ""
+        text = self.string(key, value)
+        if not text:
+            self.problem(key, "secret left empty" + self.unset_hint(key))
+        return text
+
+    def url(self, key: str, value: Any, default: str | None = None) -> str:
+        text = self.string(key, value, default=default, allow_empty=False)
+        if text:
+            parts = urlsplit(text)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                self.problem(key, f"{text!r} is not an http(s) URL")
+        return text.rstrip("/") if key == "graph.base_url" else text
+
+    def pattern(self, key: str, value: Any, regex: str, hint: str, default: str) -> str:
+        text = self.string(key, value, default=default, allow_empty=False)
+        if text and not re.match(regex, text):
+            self.problem(key, f"{text!r} is not valid ({hint})")
+        return text
+
+    def choice(self, key: str, value: Any, options: tuple[str, ...], default: str) -> str:
+        text = self.string(key, value, default=default)
+        if text not in options:
+            self.problem(key, f"{text!r} is not one of: {', '.join(options)}")
+            return default
+        return text
+
+    def boolean(self, key: str, value: Any, default: bool) -> bool:
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            text = self._substitute(key, value).strip().lower()
+            if text in ("true", "yes", "on", "1"):
+                return True
+            if text in ("false", "no", "off", "0", ""):
+                return default if text == "" else False
+        self.problem(key, f"{value!r} is not true or false")
+        return default
+
+    def number(self, key: str, value: Any, default: float) -> float:
+        if value is None:
+            return default
+        try:
+            result = float(self._substitute(key, value) if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            self.problem(key, f"{value!r} is not a number")
+            return default
+        if isinstance(value, bool) or not result > 0:
+            self.problem(key, f"{value!r} must be a positive number")
+            return default
+        return result
+
+    def integer(self, key: str, value: Any, default: int, low: int, high: int) -> int:
+        if value is None:
+            return default
+        try:
+            if isinstance(value, bool) or isinstance(value, float):
+                raise ValueError
+            result = int(self._substitute(key, value) if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            self.problem(key, f"{value!r} is not a whole number")
+            return default
+        if not low <= result <= high:
+            self.problem(key, f"{result} is out of range ({low} to {high})")
+            return default
+        return result

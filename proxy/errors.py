@@ -1,0 +1,89 @@
+"""One exception hierarchy for every face of the proxy.
+
+Each error carries a machine-readable ``code`` (a slug), a human sentence and the HTTP status it maps to.
+The admin API renders it as ``{"error": {"code", "message"}}``; the Graph-compatible gateway renders it in the
+Graph error envelope. Messages never contain secrets.
+"""
+
+from __future__ import annotations
+
+
+class BlocklistError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(BlocklistError):
+    """The configuration is invalid; ``problems`` lists every finding as ``key: what is wrong``."""
+
+    code = "config_invalid"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+class BadRequest(BlocklistError):
+    """The request itself is malformed (JSON, fields, parameters)."""
+
+    status = 400
+    code = "bad_request"
+
+
+class InvalidNumber(BadRequest):
+    """A phone number or BSUID that cannot be understood."""
+
+    code = "invalid_number"
+
+
+class Unauthorized(BlocklistError):
+    """No credentials, or credentials that match nothing."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(BlocklistError):
+    """Valid credentials without the right to do this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(BlocklistError):
+    """Something named in the request does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
+class UnknownConnector(NotFound):
+    """The phone number ID is not a configured connector."""
+
+    code = "unknown_connector"
+
+
+class NotBlocked(NotFound):
+    """The number has no block entry on this connector."""
+
+    code = "not_blocked"
+
+
+class NotRecentlyActive(BlocklistError):
+    """Meta's rule: only users who messaged the connector in the last 24 hours can be blocked."""
+
+    status = 409
+    code = "not_recently_active"
+
+
+class StoreUnavailable(BlocklistError):
+    """Redis cannot be reached or did not answer in time. Transient: the caller may retry."""
+
+    status = 503
+    code = "store_unavailable"

