@@ -11,7 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from proxy.blocklist import BlocklistService, InboundUser
 from proxy.config import Config, parse_config
 from proxy.keys import SERVICE
 from proxy.store import redis_server_binary
+
+from fakes import FakeContactCenter, FakeGraph
 
 PNID = "111111111111111"  # "Ventas Colombia", default country CO
 PNID_BR = "222222222222222"  # "Suporte Brasil", default country BR
@@ -172,11 +174,33 @@ ConfigFactory = Callable[..., Config]
 
 
 @pytest.fixture
-def make_config(redis_url: str) -> ConfigFactory:
-    """Build a validated Config; ``changes`` is called with the raw dict to adjust it first."""
+async def fake_graph() -> AsyncIterator[FakeGraph]:
+    """A running fake Graph API that records every request."""
+    graph = FakeGraph()
+    await graph.start()
+    yield graph
+    await graph.close()
+
+
+@pytest.fixture
+async def contact_center() -> AsyncIterator[FakeContactCenter]:
+    """A running fake contact center that verifies signatures with both connectors' app secrets."""
+    center = FakeContactCenter(secrets={PNID: APP_SECRET, PNID_BR: APP_SECRET_BR})
+    await center.start()
+    yield center
+    await center.close()
+
+
+@pytest.fixture
+def make_config(redis_url: str, fake_graph: FakeGraph, contact_center: FakeContactCenter) -> ConfigFactory:
+    """Build a validated Config wired to the fakes; ``changes`` is called with the raw dict to adjust it first."""
 
     def factory(changes: Callable[[dict[str, Any]], None] | None = None) -> Config:
         data = base_config_data(redis_url)
+        assert fake_graph.server is not None and contact_center.server is not None
+        data["graph"]["base_url"] = str(fake_graph.server.make_url("")).rstrip("/")
+        for connector in data["connectors"]:
+            connector["forward_webhooks_to"] = str(contact_center.server.make_url("/webhooks/whatsapp"))
         if changes is not None:
             changes(data)
         return parse_config(data, env={})
