@@ -455,6 +455,7 @@ class EmbeddedRedis:
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(logfile),
+            "--pidfile", str(self.data_dir / "redis.pid"),
         ]  # fmt: skip
         self.process = subprocess.Popen(  # noqa: S603 - fixed argument list, binary from our dependency
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -1,0 +1,174 @@
+"""The admin API over HTTP: contract, auth and roles, errors in the admin format."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, wrote_recently
+from proxy.blocklist import BlocklistService
+
+BLOCKS = f"/admin/api/connectors/{PNID}/blocks"
+
+
+async def error_of(resp: Any, status: int, code: str) -> str:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    body = await resp.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["code"] == code
+    message: str = body["error"]["message"]
+    assert message
+    return message
+
+
+async def test_connectors_list_with_counts(client: TestClient[Any, Any], service: BlocklistService) -> None:
+    await wrote_recently(service, PNID, "573001234567")
+    await client.post(BLOCKS, json={"number": "+57 300 123 4567"}, headers=auth())
+    resp = await client.get("/admin/api/connectors", headers=auth(VIEWER_TOKEN))
+    assert resp.status == 200
+    body = await resp.json()
+    assert body == {
+        "connectors": [
+            {"phone_number_id": PNID, "name": "Ventas Colombia", "display_number": "+57 601 555 0100", "blocked_count": 1},
+            {"phone_number_id": PNID_BR, "name": "Suporte Brasil", "display_number": "+55 11 4000 0000", "blocked_count": 0},
+        ]
+    }
+    assert "secret" not in await resp.text()
+    one = await client.get(f"/admin/api/connectors/{PNID}", headers=auth())
+    assert (await one.json())["blocked_count"] == 1
+    await error_of(await client.get("/admin/api/connectors/123456", headers=auth()), 404, "unknown_connector")
+
+
+async def test_block_lifecycle(client: TestClient[Any, Any], service: BlocklistService, clock: FakeClock) -> None:
+    await wrote_recently(service, PNID, "573001234567")
+    resp = await client.post(BLOCKS, json={"number": "+57 300 123 4567", "reason": "  insults \n repeated "}, headers=auth())
+    assert resp.status == 201
+    entry = await resp.json()
+    assert entry["number"] == "573001234567"
+    assert entry["reason"] == "insults repeated"
+    assert entry["blocked_by"] == "supervisor"
+    assert entry["type"] == "phone"
+    assert entry["blocked_at"].endswith("Z") and entry["blocked_at"].startswith("20")
+    assert resp.headers["Location"] == f"{BLOCKS}/573001234567"
+
+    clock.advance(5)
+    again = await client.post(BLOCKS, json={"number": "300 123 4567"}, headers=auth())
+    assert again.status == 200 and await again.json() == entry  # idempotent
+
+    for form in ["573001234567", quote("+57 300 123 4567"), "3001234567"]:
+        got = await client.get(f"{BLOCKS}/{form}", headers=auth(VIEWER_TOKEN))
+        assert got.status == 200 and await got.json() == entry, form
+
+    listing = await client.get(BLOCKS, headers=auth(VIEWER_TOKEN))
+    assert await listing.json() == {"blocks": [entry], "next_cursor": None}
+
+    deleted = await client.delete(f"{BLOCKS}/{quote('+57 300 123 4567')}", headers=auth())
+    assert deleted.status == 204
+    await error_of(await client.delete(f"{BLOCKS}/573001234567", headers=auth()), 404, "not_blocked")
+    await error_of(await client.get(f"{BLOCKS}/573001234567", headers=auth()), 404, "not_blocked")
+
+
+async def test_24_hour_rule_is_a_409(client: TestClient[Any, Any], service: BlocklistService, clock: FakeClock) -> None:
+    message = await error_of(
+        await client.post(BLOCKS, json={"number": "+57 300 123 4567"}, headers=auth()), 409, "not_recently_active"
+    )
+    assert "last 24 hours" in message
+    await wrote_recently(service, PNID, "573001234567")
+    clock.advance(24 * 3600 + 1)
+    await error_of(await client.post(BLOCKS, json={"number": "+57 300 123 4567"}, headers=auth()), 409, "not_recently_active")
+    listing = await client.get(BLOCKS, headers=auth())
+    assert (await listing.json())["blocks"] == []  # nothing half-written
+
+
+async def test_paging_and_search_over_http(client: TestClient[Any, Any], service: BlocklistService, clock: FakeClock) -> None:
+    numbers = [f"5730012300{i:02d}" for i in range(25)]
+    await wrote_recently(service, PNID, *numbers)
+    for number in numbers:
+        clock.advance(1)
+        assert (await client.post(BLOCKS, json={"number": number}, headers=auth())).status == 201
+    got: list[str] = []
+    cursor = ""
+    while True:
+        resp = await client.get(BLOCKS, params={"limit": "10", **({"cursor": cursor} if cursor else {})}, headers=auth())
+        body = await resp.json()
+        got += [e["number"] for e in body["blocks"]]
+        if body["next_cursor"] is None:
+            break
+        cursor = body["next_cursor"]
+    assert got == list(reversed(numbers))
+    found = await client.get(BLOCKS, params={"q": "230007"}, headers=auth())
+    assert [e["number"] for e in (await found.json())["blocks"]] == ["573001230007"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "fragment"),
+    [
+        (b"{not json", "bad_request", "not valid JSON"),
+        (b"[1, 2]", "bad_request", "JSON object"),
+        (b"{}", "bad_request", '"number" is required'),
+        (b'{"number": ""}', "bad_request", '"number" is required'),
+        (b'{"number": ["+57"]}', "bad_request", '"number" is required'),
+        (b'{"number": "hello"}', "invalid_number", "is not a phone number"),
+        (b'{"number": "+57 300 123 4567", "reason": 5}', "bad_request", "reason must be a string"),
+        (b'{"number": "+57 300 123 4567", "numbr": 1}', "bad_request", "unknown field(s): numbr"),
+        (b"\xff\xfe", "bad_request", "not valid JSON"),
+    ],
+)
+async def test_bad_input_is_a_400_in_the_admin_format(
+    client: TestClient[Any, Any], body: bytes, code: str, fragment: str
+) -> None:
+    resp = await client.post(BLOCKS, data=body, headers={**auth(), "Content-Type": "application/json"})
+    assert fragment in await error_of(resp, 400, code)
+
+
+async def test_bad_query_parameters(client: TestClient[Any, Any]) -> None:
+    await error_of(await client.get(BLOCKS, params={"limit": "ten"}, headers=auth()), 400, "bad_request")
+    await error_of(await client.get(BLOCKS, params={"limit": "0"}, headers=auth()), 400, "bad_request")
+    await error_of(await client.get(BLOCKS, params={"limit": "501"}, headers=auth()), 400, "bad_request")
+    await error_of(await client.get(BLOCKS, params={"cursor": "zzz"}, headers=auth()), 400, "bad_request")
+
+
+async def test_unknown_connector_and_route(client: TestClient[Any, Any]) -> None:
+    await error_of(
+        await client.post("/admin/api/connectors/999999/blocks", json={"number": "+57 300 123 4567"}, headers=auth()),
+        404,
+        "unknown_connector",
+    )
+    await error_of(await client.get("/admin/api/connectors/999999/blocks", headers=auth()), 404, "unknown_connector")
+    await error_of(await client.get("/admin/api/nothing-here", headers=auth()), 404, "not_found")
+    await error_of(await client.put(BLOCKS, headers=auth()), 405, "method_not_allowed")
+
+
+async def test_oversized_body_is_a_413(client: TestClient[Any, Any]) -> None:
+    resp = await client.post(BLOCKS, data=b'{"number": "' + b"1" * 100_000 + b'"}', headers=auth())
+    await error_of(resp, 413, "body_too_large")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer"}, {"Authorization": "Bearer wrong-token-xyz"}, {"Authorization": "Basic abc"}],
+)
+async def test_missing_or_wrong_token_is_a_401(client: TestClient[Any, Any], headers: dict[str, str]) -> None:
+    for method, path in [("GET", "/admin/api/connectors"), ("GET", BLOCKS), ("POST", BLOCKS), ("DELETE", f"{BLOCKS}/1")]:
+        resp = await client.request(method, path, headers=headers, json={"number": "+57 300 123 4567"})
+        await error_of(resp, 401, "unauthorized")
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_viewer_reads_but_cannot_change(client: TestClient[Any, Any], service: BlocklistService) -> None:
+    await wrote_recently(service, PNID, "573001234567")
+    viewer = auth(VIEWER_TOKEN)
+    session = await client.get("/admin/api/session", headers=viewer)
+    assert await session.json() == {"name": "wallboard", "role": "viewer"}
+    await error_of(await client.post(BLOCKS, json={"number": "+57 300 123 4567"}, headers=viewer), 403, "forbidden")
+    assert (await client.get(BLOCKS, headers=viewer)).status == 200
+    assert (await (await client.get(BLOCKS, headers=viewer)).json())["blocks"] == []
+    assert (await client.post(BLOCKS, json={"number": "+57 300 123 4567"}, headers=auth())).status == 201
+    await error_of(await client.delete(f"{BLOCKS}/573001234567", headers=viewer), 403, "forbidden")
+    assert (await client.get(f"{BLOCKS}/573001234567", headers=viewer)).status == 200
+    admin_session = await client.get("/admin/api/session", headers=auth())
+    assert await admin_session.json() == {"name": "supervisor", "role": "admin"}

@@ -1,0 +1,178 @@
+"""Real processes: the CLI against a real Redis, and the proxy on its embedded store surviving restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import ADMIN_TOKEN, PNID, base_config_data, free_port, wait_until
+from proxy.blocklist import BlocklistService, InboundUser
+from proxy.config import load_config
+from proxy.store import open_store
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "proxy.cli", *args, "--config", str(config)],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def redis_config(tmp_path: Path, redis_url: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(base_config_data(redis_url)))
+    return path
+
+
+async def record(config_path: Path, *wa_ids: str) -> None:
+    config = load_config(config_path)
+    async with open_store(config.store) as store:
+        await BlocklistService(store, config).record_inbound(PNID, [InboundUser(wa_id=w) for w in wa_ids])
+
+
+async def test_cli_block_list_unblock(redis_config: Path) -> None:
+    refused = cli(redis_config, "block", "+57 300 123 4567", "--connector", PNID)
+    assert refused.returncode == 1
+    assert "has not messaged this connector in the last 24 hours" in refused.stderr
+
+    await record(redis_config, "573001234567")
+    done = cli(redis_config, "block", "+57 300 123 4567", "--connector", PNID, "--reason", "spam calls", "--by", "ana")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("blocked: 573001234567 on 111111111111111 since 20")
+    again = cli(redis_config, "block", "573001234567", "--connector", PNID)
+    assert again.stdout.startswith("already blocked: 573001234567")
+
+    forced = cli(redis_config, "block", "+57 300 765 4321", "--connector", PNID, "--force")
+    assert forced.returncode == 0
+    assert "--force skips WhatsApp's 24-hour rule" in forced.stderr
+
+    listing = cli(redis_config, "list", "--connector", PNID, "--json")
+    rows = [json.loads(line) for line in listing.stdout.splitlines()]
+    assert [(r["number"], r["blocked_by"], r["source"]) for r in rows] == [
+        ("573007654321", "cli:" + rows[0]["blocked_by"].split(":", 1)[1], "cli"),
+        ("573001234567", "ana", "cli"),
+    ]
+    assert rows[1]["reason"] == "spam calls"
+    table = cli(redis_config, "list", "--connector", PNID, "--q", "spam")
+    assert "573001234567" in table.stdout and "573007654321" not in table.stdout
+
+    assert cli(redis_config, "unblock", "573001234567", "--connector", PNID).returncode == 0
+    missing = cli(redis_config, "unblock", "573001234567", "--connector", PNID)
+    assert missing.returncode == 1 and "is not blocked" in missing.stderr
+
+
+def test_cli_needs_a_connector_when_several_exist(redis_config: Path) -> None:
+    done = cli(redis_config, "list")
+    assert done.returncode == 1
+    assert "--connector is required" in done.stderr and PNID in done.stderr
+    bad = cli(redis_config, "block", "nonsense", "--connector", PNID)
+    assert bad.returncode == 1 and "is not a phone number" in bad.stderr
+
+
+class Proxy:
+    """``wa-blocklist serve`` as a child process on its embedded store."""
+
+    def __init__(self, config: Path, port: int) -> None:
+        self.config = config
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(self.config), "--port", str(self.port)],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        wait_until(self.ready, timeout=30, what="the proxy to serve")
+
+    def ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"proxy exited: {self.process.stderr.read().decode() if self.process.stderr else ''}")
+        try:
+            self.call("GET", "/admin/api/connectors")
+            return True
+        except (urllib.error.URLError, ConnectionError):
+            return False
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(30)
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+        self.process = None
+
+
+@pytest.fixture
+def embedded_config(tmp_path: Path) -> Iterator[Path]:
+    data = base_config_data("")
+    data["store"] = {"redis_url": "", "data_dir": "./data"}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    yield path
+
+
+def redis_alive(data_dir: Path) -> int | None:
+    """The pid of the live embedded redis-server of this data_dir (from its pidfile), or None."""
+    try:
+        pid = int((data_dir / "redis.pid").read_text())
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except (OSError, ValueError):
+        return None
+    return pid if state != "Z" else None
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+async def test_blocks_survive_a_restart_of_the_embedded_store(embedded_config: Path, stop_signal: int) -> None:
+    data_dir = embedded_config.parent / "data"
+    proxy = Proxy(embedded_config, free_port())
+    try:
+        proxy.start()
+        pid = redis_alive(data_dir)
+        assert pid is not None
+        await record(embedded_config, "573001234567", "573001112222")  # the CLI-side client shares the running server
+        status, entry = proxy.call("POST", f"/admin/api/connectors/{PNID}/blocks", {"number": "+57 300 123 4567"})
+        assert status == 201
+        status, _ = proxy.call("POST", f"/admin/api/connectors/{PNID}/blocks", {"number": "+57 300 111 2222"})
+        assert status == 201
+        proxy.stop(stop_signal)
+        # The embedded Redis goes with its parent, even on kill -9 (it is tied to the parent's life).
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=15, what="the embedded redis to exit")
+
+        proxy.start()
+        status, again = proxy.call("GET", f"/admin/api/connectors/{PNID}/blocks/573001234567")
+        assert status == 200 and again == entry
+        status, listing = proxy.call("GET", f"/admin/api/connectors/{PNID}/blocks")
+        assert [e["number"] for e in listing["blocks"]] == ["573001112222", "573001234567"]
+    finally:
+        proxy.stop()
+    assert (data_dir / "appendonly.aof").exists() or (data_dir / "appendonlydir").exists()
