@@ -8,8 +8,9 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient
 
-from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, wrote_recently
 from proxy.blocklist import BlocklistService
+
+from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, wrote_recently
 
 BLOCKS = f"/admin/api/connectors/{PNID}/blocks"
 
@@ -33,8 +34,18 @@ async def test_connectors_list_with_counts(client: TestClient[Any, Any], service
     body = await resp.json()
     assert body == {
         "connectors": [
-            {"phone_number_id": PNID, "name": "Ventas Colombia", "display_number": "+57 601 555 0100", "blocked_count": 1},
-            {"phone_number_id": PNID_BR, "name": "Suporte Brasil", "display_number": "+55 11 4000 0000", "blocked_count": 0},
+            {
+                "phone_number_id": PNID,
+                "name": "Ventas Colombia",
+                "display_number": "+57 601 555 0100",
+                "blocked_count": 1,
+            },
+            {
+                "phone_number_id": PNID_BR,
+                "name": "Suporte Brasil",
+                "display_number": "+55 11 4000 0000",
+                "blocked_count": 0,
+            },
         ]
     }
     assert "secret" not in await resp.text()
@@ -45,7 +56,9 @@ async def test_connectors_list_with_counts(client: TestClient[Any, Any], service
 
 async def test_block_lifecycle(client: TestClient[Any, Any], service: BlocklistService, clock: FakeClock) -> None:
     await wrote_recently(service, PNID, "573001234567")
-    resp = await client.post(BLOCKS, json={"number": "+57 300 123 4567", "reason": "  insults \n repeated "}, headers=auth())
+    resp = await client.post(
+        BLOCKS, json={"number": "+57 300 123 4567", "reason": "  insults \n repeated "}, headers=auth()
+    )
     assert resp.status == 201
     entry = await resp.json()
     assert entry["number"] == "573001234567"
@@ -79,12 +92,16 @@ async def test_24_hour_rule_is_a_409(client: TestClient[Any, Any], service: Bloc
     assert "last 24 hours" in message
     await wrote_recently(service, PNID, "573001234567")
     clock.advance(24 * 3600 + 1)
-    await error_of(await client.post(BLOCKS, json={"number": "+57 300 123 4567"}, headers=auth()), 409, "not_recently_active")
+    await error_of(
+        await client.post(BLOCKS, json={"number": "+57 300 123 4567"}, headers=auth()), 409, "not_recently_active"
+    )
     listing = await client.get(BLOCKS, headers=auth())
     assert (await listing.json())["blocks"] == []  # nothing half-written
 
 
-async def test_paging_and_search_over_http(client: TestClient[Any, Any], service: BlocklistService, clock: FakeClock) -> None:
+async def test_paging_and_search_over_http(
+    client: TestClient[Any, Any], service: BlocklistService, clock: FakeClock
+) -> None:
     numbers = [f"5730012300{i:02d}" for i in range(25)]
     await wrote_recently(service, PNID, *numbers)
     for number in numbers:
@@ -93,7 +110,9 @@ async def test_paging_and_search_over_http(client: TestClient[Any, Any], service
     got: list[str] = []
     cursor = ""
     while True:
-        resp = await client.get(BLOCKS, params={"limit": "10", **({"cursor": cursor} if cursor else {})}, headers=auth())
+        resp = await client.get(
+            BLOCKS, params={"limit": "10", **({"cursor": cursor} if cursor else {})}, headers=auth()
+        )
         body = await resp.json()
         got += [e["number"] for e in body["blocks"]]
         if body["next_cursor"] is None:
@@ -153,7 +172,12 @@ async def test_oversized_body_is_a_413(client: TestClient[Any, Any]) -> None:
     [{}, {"Authorization": "Bearer"}, {"Authorization": "Bearer wrong-token-xyz"}, {"Authorization": "Basic abc"}],
 )
 async def test_missing_or_wrong_token_is_a_401(client: TestClient[Any, Any], headers: dict[str, str]) -> None:
-    for method, path in [("GET", "/admin/api/connectors"), ("GET", BLOCKS), ("POST", BLOCKS), ("DELETE", f"{BLOCKS}/1")]:
+    for method, path in [
+        ("GET", "/admin/api/connectors"),
+        ("GET", BLOCKS),
+        ("POST", BLOCKS),
+        ("DELETE", f"{BLOCKS}/1"),
+    ]:
         resp = await client.request(method, path, headers=headers, json={"number": "+57 300 123 4567"})
         await error_of(resp, 401, "unauthorized")
         assert resp.headers["WWW-Authenticate"].startswith("Bearer")
@@ -172,3 +196,47 @@ async def test_viewer_reads_but_cannot_change(client: TestClient[Any, Any], serv
     assert (await client.get(f"{BLOCKS}/573001234567", headers=viewer)).status == 200
     admin_session = await client.get("/admin/api/session", headers=auth())
     assert await admin_session.json() == {"name": "supervisor", "role": "admin"}
+
+
+async def test_audit_trail_over_http(client: TestClient[Any, Any], service: BlocklistService) -> None:
+    await wrote_recently(service, PNID, "573001234567")
+    await client.post(BLOCKS, json={"number": "+57 300 123 4567", "reason": "spam"}, headers=auth())
+    deleted = await client.delete(f"{BLOCKS}/573001234567", params={"reason": "appeal accepted"}, headers=auth())
+    assert deleted.status == 204
+    resp = await client.get(f"/admin/api/connectors/{PNID}/audit", headers=auth(VIEWER_TOKEN))
+    body = await resp.json()
+    assert [(r["action"], r["by"], r["source"], r["reason"]) for r in body["records"]] == [
+        ("unblock", "supervisor", "admin_api", "appeal accepted"),
+        ("block", "supervisor", "admin_api", "spam"),
+    ]
+    assert body["next_cursor"] is None
+    page = await client.get(f"/admin/api/connectors/{PNID}/audit", params={"limit": "1"}, headers=auth())
+    first = await page.json()
+    assert len(first["records"]) == 1 and first["next_cursor"] == first["records"][0]["id"]
+    await error_of(
+        await client.get(f"/admin/api/connectors/{PNID}/audit", params={"cursor": "x"}, headers=auth()),
+        400,
+        "bad_request",
+    )
+
+
+async def test_openapi_document_is_public_and_lists_every_route(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/admin/api/openapi.json")
+    assert resp.status == 200
+    document = await resp.json()
+    assert document["openapi"].startswith("3.")
+    assert set(document["paths"]) == {
+        "/session",
+        "/connectors",
+        "/connectors/{pnid}",
+        "/connectors/{pnid}/blocks",
+        "/connectors/{pnid}/blocks/{number}",
+        "/connectors/{pnid}/audit",
+    }
+    routes = {
+        (route.method, route.resource.canonical.removeprefix("/admin/api"))
+        for route in client.app.router.routes()  # type: ignore[union-attr]
+        if route.resource is not None and route.resource.canonical.startswith("/admin/api/") and route.method != "HEAD"
+    }
+    documented = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
+    assert routes - {("GET", "/openapi.json")} == documented

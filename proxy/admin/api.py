@@ -19,6 +19,8 @@ from ..blocklist import Actor
 from ..config import AdminToken
 from ..errors import BadRequest, BlocklistError, Forbidden, Unauthorized
 from ..keys import CONFIG, SERVICE
+from .openapi import OPENAPI
+from .page import setup_page
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,7 @@ TOKEN = web.RequestKey("admin_token", AdminToken)
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _BODY_FIELDS = frozenset({"number", "reason"})
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+MAX_BODY = 64 * 1024
 
 routes = web.RouteTableDef()
 
@@ -51,7 +54,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code = _STATUS_CODES.get(exc.status, "http_error")
-        return json_error(exc.status, code, exc.reason if exc.status != 404 else "no such admin API route")
+        missing = "no such admin API route" if request.path.startswith("/admin/api/") else "no such admin page"
+        messages = {404: missing, 413: f"the request body is larger than {MAX_BODY} bytes"}
+        return json_error(exc.status, code, messages.get(exc.status, exc.reason))
     except Exception:
         log.exception("admin API failure on %s %s", request.method, request.path)
         return json_error(500, "internal_error", "an internal error occurred; it has been logged")
@@ -79,7 +84,7 @@ def authenticate(tokens: tuple[AdminToken, ...], header: str) -> AdminToken:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bearer-token auth for every API route; only the ``admin`` role may change anything."""
-    if request.path.startswith("/admin/api/"):
+    if request.path.startswith("/admin/api/") and request.path != "/admin/api/openapi.json":
         token = authenticate(request.config_dict[CONFIG].admin.tokens, request.headers.get("Authorization", ""))
         if request.method not in _READ_METHODS and token.role != "admin":
             raise Forbidden(f"the token {token.name!r} has the {token.role} role and cannot change blocks")
@@ -91,9 +96,24 @@ def _actor(request: web.Request) -> Actor:
     return Actor(name=request[TOKEN].name, source="admin_api")
 
 
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything larger than ``limit`` bytes without reading it all."""
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _json_object(request: web.Request) -> dict[str, Any]:
+    raw = await read_limited(request, MAX_BODY)
     try:
-        body = await request.json(loads=json.loads)
+        body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise BadRequest("the request body is not valid JSON") from None
     if not isinstance(body, dict):
@@ -170,13 +190,33 @@ async def get_block(request: web.Request) -> web.Response:
 @routes.delete("/api/connectors/{pnid}/blocks/{number}")
 async def remove_block(request: web.Request) -> web.Response:
     await request.config_dict[SERVICE].unblock(
-        request.match_info["pnid"], request.match_info["number"], actor=_actor(request)
+        request.match_info["pnid"],
+        request.match_info["number"],
+        actor=_actor(request),
+        reason=request.query.get("reason", ""),
     )
     return web.Response(status=204)
 
 
+@routes.get("/api/connectors/{pnid}/audit")
+async def audit_trail(request: web.Request) -> web.Response:
+    records, next_cursor = await request.config_dict[SERVICE].audit(
+        request.match_info["pnid"],
+        limit=_int_param(request, "limit", 100),
+        cursor=request.query.get("cursor") or None,
+    )
+    return web.json_response({"records": records, "next_cursor": next_cursor})
+
+
+@routes.get("/api/openapi.json")
+async def openapi_document(request: web.Request) -> web.Response:
+    """The OpenAPI 3 description of this API (public: it holds no data)."""
+    return web.json_response(OPENAPI)
+
+
 def create_admin_app() -> web.Application:
     """The admin sub-application, mounted at ``/admin/``."""
-    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[error_middleware, auth_middleware])
     app.add_routes(routes)
+    setup_page(app)
     return app

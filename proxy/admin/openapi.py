@@ -1,0 +1,231 @@
+"""The OpenAPI 3.0 document of the admin API, served at ``/admin/api/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+_ENTRY = {
+    "type": "object",
+    "required": ["number", "type", "blocked_at", "reason", "blocked_by", "source"],
+    "properties": {
+        "number": {"type": "string", "description": "canonical digits (E.164 without +) or a BSUID"},
+        "type": {"type": "string", "enum": ["phone", "bsuid"]},
+        "blocked_at": {"type": "string", "format": "date-time"},
+        "reason": {"type": "string"},
+        "blocked_by": {"type": "string"},
+        "source": {"type": "string"},
+    },
+}
+_CONNECTOR = {
+    "type": "object",
+    "required": ["phone_number_id", "name", "display_number", "blocked_count"],
+    "properties": {
+        "phone_number_id": {"type": "string"},
+        "name": {"type": "string"},
+        "display_number": {"type": "string"},
+        "blocked_count": {"type": "integer", "minimum": 0},
+    },
+}
+_AUDIT = {
+    "type": "object",
+    "required": ["id", "action", "number", "type", "by", "source", "reason", "at"],
+    "properties": {
+        "id": {"type": "string"},
+        "action": {"type": "string", "enum": ["block", "unblock"]},
+        "number": {"type": "string"},
+        "type": {"type": "string"},
+        "by": {"type": "string"},
+        "source": {"type": "string"},
+        "reason": {"type": "string"},
+        "at": {"type": "string", "format": "date-time"},
+    },
+}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {
+        400: "Bad input",
+        401: "Missing or unknown token",
+        403: "Viewer token on a change",
+        404: "Unknown connector, entry or route",
+        409: "Not messaged in the last 24 hours",
+        413: "Body too large",
+        503: "Store unavailable (retry)",
+    }
+    return {
+        str(s): {
+            "description": text[s],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for s in statuses
+    }
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_PNID = {"name": "pnid", "in": "path", "required": True, "schema": {"type": "string"}, "description": "phone number ID"}
+_NUMBER = {
+    "name": "number",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "the number in any written form, or a BSUID",
+}
+_LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
+_CURSOR = {"name": "cursor", "in": "query", "schema": {"type": "string"}}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "wa-blocklist-proxy admin API", "version": __version__},
+    "servers": [{"url": "/admin/api"}],
+    "security": [{"bearer": []}],
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {"Error": _ERROR, "Entry": _ENTRY, "Connector": _CONNECTOR, "AuditRecord": _AUDIT},
+    },
+    "paths": {
+        "/session": {
+            "get": {
+                "summary": "Who the token belongs to",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["name", "role"],
+                            "properties": {"name": {"type": "string"}, "role": {"enum": ["viewer", "admin"]}},
+                        },
+                        "The token's name and role",
+                    ),
+                    **_errors(401, 503),
+                },
+            }
+        },
+        "/connectors": {
+            "get": {
+                "summary": "Configured connectors with their count of blocked numbers",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["connectors"],
+                            "properties": {
+                                "connectors": {"type": "array", "items": {"$ref": "#/components/schemas/Connector"}}
+                            },
+                        },
+                        "Connectors",
+                    ),
+                    **_errors(401, 503),
+                },
+            }
+        },
+        "/connectors/{pnid}": {
+            "get": {
+                "summary": "One connector",
+                "parameters": [_PNID],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Connector"}, "The connector"),
+                    **_errors(401, 404, 503),
+                },
+            }
+        },
+        "/connectors/{pnid}/blocks": {
+            "get": {
+                "summary": "Blocked numbers, newest first",
+                "parameters": [_PNID, {"name": "q", "in": "query", "schema": {"type": "string"}}, _LIMIT, _CURSOR],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["blocks", "next_cursor"],
+                            "properties": {
+                                "blocks": {"type": "array", "items": {"$ref": "#/components/schemas/Entry"}},
+                                "next_cursor": {"type": "string", "nullable": True},
+                            },
+                        },
+                        "A page of entries",
+                    ),
+                    **_errors(400, 401, 404, 503),
+                },
+            },
+            "post": {
+                "summary": "Block a number (only if it messaged the connector in the last 24 hours)",
+                "parameters": [_PNID],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["number"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "number": {"type": "string", "example": "+57 300 123 4567"},
+                                    "reason": {"type": "string", "maxLength": 500},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json({"$ref": "#/components/schemas/Entry"}, "Blocked"),
+                    "200": _json({"$ref": "#/components/schemas/Entry"}, "Already blocked (the existing entry)"),
+                    **_errors(400, 401, 403, 404, 409, 413, 503),
+                },
+            },
+        },
+        "/connectors/{pnid}/blocks/{number}": {
+            "get": {
+                "summary": "The block entry of a number",
+                "parameters": [_PNID, _NUMBER],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Entry"}, "The entry"),
+                    **_errors(400, 401, 404, 503),
+                },
+            },
+            "delete": {
+                "summary": "Unblock a number (always allowed)",
+                "parameters": [
+                    _PNID,
+                    _NUMBER,
+                    {"name": "reason", "in": "query", "schema": {"type": "string", "maxLength": 500}},
+                ],
+                "responses": {"204": {"description": "Unblocked"}, **_errors(400, 401, 403, 404, 503)},
+            },
+        },
+        "/connectors/{pnid}/audit": {
+            "get": {
+                "summary": "Every block and unblock on the connector, newest first",
+                "parameters": [_PNID, _LIMIT, _CURSOR],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["records", "next_cursor"],
+                            "properties": {
+                                "records": {"type": "array", "items": {"$ref": "#/components/schemas/AuditRecord"}},
+                                "next_cursor": {"type": "string", "nullable": True},
+                            },
+                        },
+                        "A page of audit records",
+                    ),
+                    **_errors(400, 401, 404, 503),
+                },
+            }
+        },
+    },
+}

@@ -1,0 +1,789 @@
+// The "Block Numbers" admin page of wa-blocklist-proxy: plain JavaScript, no build step, no other origin.
+//
+// Security model: the admin token lives in sessionStorage only (gone when the tab closes) and travels as an
+// Authorization: Bearer header; the proxy sets no cookie, so no other site can make requests on our behalf.
+// Everything that comes from the API (numbers, reasons, names) is written with textContent, never as HTML.
+
+const TOKEN_KEY = "wa-blocklist.admin-token";
+const LANG_KEY = "wa-blocklist.lang";
+const PAGE_SIZE = 25;
+const SEARCH_DELAY_MS = 250;
+
+const MESSAGES = {
+  en: {
+    pageTitle: "Block Numbers · WhatsApp blocklist",
+    appName: "WhatsApp blocklist",
+    skipToContent: "Skip to content",
+    language: "Language",
+    signIn: "Sign in",
+    signInTitle: "Sign in",
+    signInHint: "Enter the admin token you were given. It is kept only in this browser tab.",
+    tokenLabel: "Admin token",
+    tokenRequired: "Enter your admin token.",
+    signingIn: "Signing in…",
+    signOut: "Sign out",
+    signedOut: "You have signed out.",
+    signedInAs: "{name} · {role}",
+    role_admin: "admin",
+    role_viewer: "viewer (read-only)",
+    sessionEnded: "Your session has ended: the token is no longer accepted. Sign in again.",
+    connectorsTitle: "WhatsApp connectors",
+    connectorsHint: "Choose a connector to see and manage its blocked numbers.",
+    noConnectors: "No connectors are configured.",
+    colName: "Name",
+    colDisplayNumber: "Display number",
+    colPhoneNumberId: "Phone number ID",
+    colBlockedCount: "Blocked numbers",
+    colActions: "Actions",
+    blockButton: "Block numbers",
+    blockButtonFor: "Block numbers of {name}",
+    blockNumbersTitle: "Block Numbers",
+    close: "Close",
+    numberLabel: "Number",
+    numberPlaceholder: "+57 300 123 4567",
+    reasonLabel: "Reason (optional)",
+    addNumber: "Add Number",
+    addHint: "WhatsApp only allows blocking numbers that wrote to this connector in the last 24 hours.",
+    numberRequired: "Enter the number to block, with its country code.",
+    readOnly: "Read-only: your token can see blocked numbers but not change them.",
+    blockedNumbersTitle: "Blocked Numbers",
+    searchLabel: "Search",
+    searchPlaceholder: "Number, reason or name",
+    colNumber: "Number",
+    colBlockedAt: "Blocked on",
+    colReason: "Reason",
+    colBlockedBy: "Blocked by",
+    colUnblock: "Unblock",
+    unblockNumber: "Unblock {number}",
+    noBlocks: "No numbers are blocked on this connector.",
+    noMatches: "No blocked number matches “{q}”.",
+    loading: "Loading…",
+    showing: "Showing {n}",
+    showingMore: "Showing {n} · more available",
+    loadMore: "Load more",
+    blocked: "{number} is now blocked.",
+    alreadyBlocked: "{number} was already blocked ({date}).",
+    unblocked: "{number} is no longer blocked.",
+    alreadyUnblocked: "{number} was already unblocked.",
+    confirmTitle: "Unblock this number?",
+    confirmText: "{number} will be able to message {connector} again, and agents will be able to write to it.",
+    cancel: "Cancel",
+    unblock: "Unblock",
+    none: "—",
+    error_unauthorized: "The token was not accepted.",
+    error_forbidden: "Not allowed.",
+    error_invalid_number: "That number is not valid.",
+    error_not_recently_active: "This number has not written in the last 24 hours.",
+    error_not_blocked: "That number is not blocked.",
+    error_unknown_connector: "Unknown connector.",
+    error_store_unavailable: "The blocklist store is unavailable. Try again in a moment.",
+    error_bad_request: "The request was not accepted.",
+    error_internal_error: "The proxy had an internal error.",
+    error_network: "The proxy cannot be reached. Check the connection and try again.",
+    error_generic: "The request failed.",
+  },
+  es: {
+    pageTitle: "Bloquear números · Lista de bloqueo de WhatsApp",
+    appName: "Lista de bloqueo de WhatsApp",
+    skipToContent: "Saltar al contenido",
+    language: "Idioma",
+    signIn: "Iniciar sesión",
+    signInTitle: "Iniciar sesión",
+    signInHint: "Ingrese el token de administrador que recibió. Solo se guarda en esta pestaña del navegador.",
+    tokenLabel: "Token de administrador",
+    tokenRequired: "Ingrese su token de administrador.",
+    signingIn: "Iniciando sesión…",
+    signOut: "Cerrar sesión",
+    signedOut: "Cerró la sesión.",
+    signedInAs: "{name} · {role}",
+    role_admin: "administrador",
+    role_viewer: "consulta (solo lectura)",
+    sessionEnded: "Su sesión terminó: el token ya no es aceptado. Inicie sesión de nuevo.",
+    connectorsTitle: "Conectores de WhatsApp",
+    connectorsHint: "Elija un conector para ver y gestionar sus números bloqueados.",
+    noConnectors: "No hay conectores configurados.",
+    colName: "Nombre",
+    colDisplayNumber: "Número visible",
+    colPhoneNumberId: "ID del número de teléfono",
+    colBlockedCount: "Números bloqueados",
+    colActions: "Acciones",
+    blockButton: "Bloquear números",
+    blockButtonFor: "Bloquear números de {name}",
+    blockNumbersTitle: "Bloquear números",
+    close: "Cerrar",
+    numberLabel: "Número",
+    numberPlaceholder: "+57 300 123 4567",
+    reasonLabel: "Motivo (opcional)",
+    addNumber: "Agregar número",
+    addHint: "WhatsApp solo permite bloquear números que escribieron a este conector en las últimas 24 horas.",
+    numberRequired: "Ingrese el número a bloquear, con su código de país.",
+    readOnly: "Solo lectura: su token puede ver los números bloqueados, pero no cambiarlos.",
+    blockedNumbersTitle: "Números bloqueados",
+    searchLabel: "Buscar",
+    searchPlaceholder: "Número, motivo o nombre",
+    colNumber: "Número",
+    colBlockedAt: "Bloqueado el",
+    colReason: "Motivo",
+    colBlockedBy: "Bloqueado por",
+    colUnblock: "Desbloquear",
+    unblockNumber: "Desbloquear {number}",
+    noBlocks: "No hay números bloqueados en este conector.",
+    noMatches: "Ningún número bloqueado coincide con «{q}».",
+    loading: "Cargando…",
+    showing: "Mostrando {n}",
+    showingMore: "Mostrando {n} · hay más",
+    loadMore: "Cargar más",
+    blocked: "{number} quedó bloqueado.",
+    alreadyBlocked: "{number} ya estaba bloqueado ({date}).",
+    unblocked: "{number} ya no está bloqueado.",
+    alreadyUnblocked: "{number} ya estaba desbloqueado.",
+    confirmTitle: "¿Desbloquear este número?",
+    confirmText: "{number} podrá volver a escribir a {connector} y los agentes podrán escribirle.",
+    cancel: "Cancelar",
+    unblock: "Desbloquear",
+    none: "—",
+    error_unauthorized: "El token no fue aceptado.",
+    error_forbidden: "No permitido.",
+    error_invalid_number: "Ese número no es válido.",
+    error_not_recently_active: "Este número no ha escrito en las últimas 24 horas.",
+    error_not_blocked: "Ese número no está bloqueado.",
+    error_unknown_connector: "Conector desconocido.",
+    error_store_unavailable: "El almacén de bloqueos no está disponible. Inténtelo de nuevo en un momento.",
+    error_bad_request: "La solicitud no fue aceptada.",
+    error_internal_error: "El proxy tuvo un error interno.",
+    error_network: "No se puede contactar con el proxy. Revise la conexión e inténtelo de nuevo.",
+    error_generic: "La solicitud falló.",
+  },
+};
+
+/** An error answer of the admin API ({"error": {"code", "message"}}), or a network failure (status 0). */
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+const $ = (id) => document.getElementById(id);
+
+const el = {
+  signinView: $("signin-view"),
+  signinForm: $("signin-form"),
+  tokenInput: $("token-input"),
+  signinButton: $("signin-button"),
+  signinError: $("signin-error"),
+  session: $("session"),
+  sessionWho: $("session-who"),
+  signOut: $("sign-out"),
+  pageStatus: $("page-status"),
+  connectorsView: $("connectors-view"),
+  connectorsBody: $("connectors-body"),
+  connectorsEmpty: $("connectors-empty"),
+  connectorsError: $("connectors-error"),
+  connectorRow: $("connector-row"),
+  blocksDialog: $("blocks-dialog"),
+  blocksConnector: $("blocks-connector"),
+  blocksClose: $("blocks-close"),
+  addForm: $("add-form"),
+  addNumber: $("add-number"),
+  addReason: $("add-reason"),
+  addButton: $("add-button"),
+  readonlyNote: $("readonly-note"),
+  dialogError: $("dialog-error"),
+  dialogStatus: $("dialog-status"),
+  searchForm: $("search-form"),
+  searchInput: $("search-input"),
+  blocksTable: $("blocks-table"),
+  blocksBody: $("blocks-body"),
+  blocksEmpty: $("blocks-empty"),
+  blocksCount: $("blocks-count"),
+  loadMore: $("load-more"),
+  blockRow: $("block-row"),
+  confirmDialog: $("confirm-dialog"),
+  confirmText: $("confirm-text"),
+  confirmCancel: $("confirm-cancel"),
+  confirmOk: $("confirm-ok"),
+};
+
+const state = {
+  lang: "en",
+  token: null,
+  session: null,
+  connectors: [],
+  current: null, // the connector whose Block Numbers dialog is open
+  opener: null, // the button that opened it, focused again on close
+  blocks: [],
+  nextCursor: null,
+  query: "",
+  listing: null, // AbortController of the list request in flight
+  loading: false,
+  searchTimer: 0,
+  pendingUnblock: null, // {entry, button} while the confirmation is open
+  dialogError: null, // ApiError shown in the dialog (kept to re-render on a language switch)
+  dialogStatus: null, // {key, vars} shown in the dialog
+  signinError: null,
+  connectorsError: null,
+};
+
+// ---------------------------------------------------------------- language
+
+function storageGet(storage, key) {
+  try {
+    return storage.getItem(key);
+  } catch {
+    return null; // storage disabled by the browser's privacy settings
+  }
+}
+
+function storageSet(storage, key, value) {
+  try {
+    if (value === null) storage.removeItem(key);
+    else storage.setItem(key, value);
+  } catch {
+    // storage disabled: the page still works, it just does not remember
+  }
+}
+
+function initialLanguage() {
+  const saved = storageGet(localStorage, LANG_KEY);
+  if (saved && saved in MESSAGES) return saved;
+  const preferred = navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language];
+  for (const tag of preferred) {
+    const base = String(tag || "").toLowerCase().split("-")[0];
+    if (base in MESSAGES) return base;
+  }
+  return "en";
+}
+
+function t(key, vars = {}) {
+  const text = MESSAGES[state.lang][key] ?? MESSAGES.en[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (match, name) => (name in vars ? String(vars[name]) : match));
+}
+
+/** The locale for dates and numbers: the browser's own when it is a variant of the chosen language. */
+function locale() {
+  const browser = navigator.language || "";
+  return browser.toLowerCase().startsWith(state.lang) ? browser : state.lang;
+}
+
+function formatDate(iso, long = false) {
+  const options = long
+    ? { dateStyle: "full", timeStyle: "long" }
+    : { dateStyle: "medium", timeStyle: "short" };
+  return new Intl.DateTimeFormat(locale(), options).format(new Date(iso));
+}
+
+function formatCount(n) {
+  return new Intl.NumberFormat(locale()).format(n);
+}
+
+function setLanguage(lang, remember) {
+  state.lang = lang in MESSAGES ? lang : "en";
+  if (remember) storageSet(localStorage, LANG_KEY, state.lang);
+  document.documentElement.lang = state.lang;
+  document.title = t("pageTitle");
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  for (const node of document.querySelectorAll("[data-i18n-placeholder]")) {
+    node.placeholder = t(node.dataset.i18nPlaceholder);
+  }
+  for (const node of document.querySelectorAll("[data-i18n-aria-label]")) {
+    node.setAttribute("aria-label", t(node.dataset.i18nAriaLabel));
+  }
+  for (const button of document.querySelectorAll(".lang-button")) {
+    button.setAttribute("aria-pressed", String(button.dataset.lang === state.lang));
+  }
+  renderSession();
+  renderConnectors();
+  renderMessage(el.signinError, state.signinError);
+  renderMessage(el.connectorsError, state.connectorsError);
+  if (state.current) {
+    renderDialogHeading();
+    renderBlocks();
+    renderDialogMessages();
+  }
+}
+
+// ---------------------------------------------------------------- API
+
+function encode(segment) {
+  return encodeURIComponent(segment);
+}
+
+/**
+ * Call the admin API (relative URLs, so the page works wherever the proxy mounts /admin/).
+ * @returns {Promise<{status: number, data: any}>}
+ */
+async function api(method, path, { body, token = state.token, signal } = {}) {
+  const headers = { Accept: "application/json", Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "omit",
+      cache: "no-store",
+      signal,
+    });
+  } catch (err) {
+    if (signal && signal.aborted) throw err;
+    throw new ApiError(0, "network", "");
+  }
+  let data = null;
+  if (response.status !== 204) {
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+  }
+  if (!response.ok) {
+    const error = data && data.error ? data.error : {};
+    const apiError = new ApiError(response.status, String(error.code || "http_error"), String(error.message || ""));
+    if (response.status === 401 && state.token && token === state.token) signOut(apiError);
+    throw apiError;
+  }
+  return { status: response.status, data };
+}
+
+// ---------------------------------------------------------------- messages
+
+/** Show an ApiError (or a local {code, message}) as a summary in the page's language plus the API's own words. */
+function renderMessage(node, error) {
+  if (!error) {
+    node.hidden = true;
+    node.replaceChildren();
+    return;
+  }
+  const summaryKey = error.summaryKey || `error_${error.code}`;
+  const summary = document.createElement("strong");
+  summary.textContent = summaryKey in MESSAGES.en ? t(summaryKey) : t("error_generic");
+  const parts = [summary];
+  if (error.message && error.message !== summary.textContent) {
+    const detail = document.createElement("span");
+    detail.className = "message-detail";
+    detail.lang = "en"; // the API speaks English; screen readers should pronounce it so
+    detail.textContent = error.message;
+    parts.push(detail);
+  }
+  node.replaceChildren(...parts);
+  node.hidden = false;
+}
+
+function localError(summaryKey) {
+  return { code: "local", summaryKey, message: "" };
+}
+
+function announce(text) {
+  el.pageStatus.textContent = text;
+}
+
+function setDialogError(error) {
+  state.dialogError = error;
+  if (error) state.dialogStatus = null;
+  renderDialogMessages();
+}
+
+function setDialogStatus(key, vars) {
+  state.dialogStatus = key ? { key, vars } : null;
+  if (key) state.dialogError = null;
+  renderDialogMessages();
+}
+
+function renderDialogMessages() {
+  renderMessage(el.dialogError, state.dialogError);
+  if (state.dialogStatus) {
+    el.dialogStatus.textContent = t(state.dialogStatus.key, state.dialogStatus.vars);
+    el.dialogStatus.hidden = false;
+  } else {
+    el.dialogStatus.textContent = "";
+    el.dialogStatus.hidden = true;
+  }
+}
+
+// ---------------------------------------------------------------- sign in / out
+
+function canEdit() {
+  return Boolean(state.session && state.session.role === "admin");
+}
+
+function renderSession() {
+  if (!state.session) {
+    el.session.hidden = true;
+    el.sessionWho.textContent = "";
+    return;
+  }
+  el.sessionWho.textContent = t("signedInAs", { name: state.session.name, role: t(`role_${state.session.role}`) });
+  el.session.hidden = false;
+}
+
+function showSignIn(error) {
+  state.signinError = error || null;
+  renderMessage(el.signinError, state.signinError);
+  el.tokenInput.setAttribute("aria-invalid", String(Boolean(error)));
+  el.connectorsView.hidden = true;
+  el.signinView.hidden = false;
+  renderSession();
+  el.tokenInput.focus();
+}
+
+/** Check the token with the API and show the connectors; `saved` marks a token restored from this tab's storage. */
+async function signIn(token, saved = false) {
+  el.signinButton.disabled = true;
+  el.signinButton.textContent = t("signingIn");
+  try {
+    const { data } = await api("GET", "api/session", { token });
+    state.token = token;
+    state.session = { name: String(data.name), role: String(data.role) };
+    storageSet(sessionStorage, TOKEN_KEY, token);
+    state.signinError = null;
+    renderMessage(el.signinError, null);
+    el.tokenInput.value = "";
+    el.tokenInput.setAttribute("aria-invalid", "false");
+    renderSession();
+    el.signinView.hidden = true;
+    el.connectorsView.hidden = false;
+    document.body.classList.toggle("read-only", !canEdit());
+    await loadConnectors();
+    const first = el.connectorsBody.querySelector("button");
+    (first || $("main")).focus();
+  } catch (err) {
+    storageSet(sessionStorage, TOKEN_KEY, null);
+    showSignIn(saved && err.status === 401 ? localError("sessionEnded") : err);
+  } finally {
+    el.signinButton.disabled = false;
+    el.signinButton.textContent = t("signIn");
+  }
+}
+
+/** Forget the token; with an error, say why (an expired or revoked token). */
+function signOut(error) {
+  storageSet(sessionStorage, TOKEN_KEY, null);
+  state.token = null;
+  state.session = null;
+  state.connectors = [];
+  if (el.confirmDialog.open) el.confirmDialog.close("cancel");
+  if (el.blocksDialog.open) el.blocksDialog.close();
+  renderConnectors();
+  showSignIn(error ? localError("sessionEnded") : null);
+  if (!error) announce(t("signedOut"));
+}
+
+// ---------------------------------------------------------------- connectors
+
+async function loadConnectors() {
+  try {
+    const { data } = await api("GET", "api/connectors");
+    state.connectors = Array.isArray(data.connectors) ? data.connectors : [];
+    state.connectorsError = null;
+  } catch (err) {
+    if (!state.token) return;
+    state.connectorsError = err;
+  }
+  renderMessage(el.connectorsError, state.connectorsError);
+  renderConnectors();
+}
+
+function connectorLabel(connector) {
+  return connector.display_number ? `${connector.name} · ${connector.display_number}` : connector.name;
+}
+
+function renderConnectors() {
+  const rows = state.connectors.map((connector) => {
+    const row = el.connectorRow.content.firstElementChild.cloneNode(true);
+    row.dataset.pnid = connector.phone_number_id;
+    row.querySelector(".connector-name").textContent = connector.name;
+    row.querySelector(".connector-display").textContent = connector.display_number || t("none");
+    row.querySelector(".connector-pnid").textContent = connector.phone_number_id;
+    row.querySelector(".connector-count").textContent = formatCount(connector.blocked_count);
+    const button = row.querySelector(".button-block");
+    button.querySelector(".button-label").textContent = t("blockButton");
+    button.setAttribute("aria-label", t("blockButtonFor", { name: connector.name }));
+    button.addEventListener("click", () => openBlocks(connector.phone_number_id));
+    return row;
+  });
+  // Keep focus on the same connector's button when rows are rebuilt (language switch).
+  const focusedPnid = el.connectorsBody.contains(document.activeElement)
+    ? document.activeElement.closest("tr").dataset.pnid
+    : null;
+  el.connectorsBody.replaceChildren(...rows);
+  el.connectorsEmpty.hidden = !(state.session && state.connectors.length === 0 && !state.connectorsError);
+  if (focusedPnid) connectorButton(focusedPnid)?.focus();
+}
+
+function connectorButton(pnid) {
+  const row = el.connectorsBody.querySelector(`tr[data-pnid="${CSS.escape(pnid)}"]`);
+  return row ? row.querySelector(".button-block") : null;
+}
+
+// ---------------------------------------------------------------- Block Numbers dialog
+
+function renderDialogHeading() {
+  el.blocksConnector.textContent = `${connectorLabel(state.current)} · ${state.current.phone_number_id}`;
+}
+
+function openBlocks(pnid) {
+  const connector = state.connectors.find((c) => c.phone_number_id === pnid);
+  if (!connector) return;
+  state.current = connector;
+  state.opener = connectorButton(pnid);
+  state.blocks = [];
+  state.nextCursor = null;
+  state.query = "";
+  el.searchInput.value = "";
+  el.addForm.reset();
+  el.addNumber.setAttribute("aria-invalid", "false");
+  setDialogStatus(null);
+  setDialogError(null);
+  const editable = canEdit();
+  el.addForm.hidden = !editable;
+  el.readonlyNote.hidden = editable;
+  el.blocksTable.querySelector("th.edit-only").hidden = !editable;
+  renderDialogHeading();
+  renderBlocks();
+  el.blocksDialog.showModal();
+  (editable ? el.addNumber : el.searchInput).focus();
+  loadBlocks(true);
+}
+
+function onBlocksDialogClosed() {
+  if (state.listing) state.listing.abort();
+  clearTimeout(state.searchTimer);
+  state.current = null;
+  state.blocks = [];
+  const opener = state.opener;
+  state.opener = null;
+  if (opener && opener.isConnected) opener.focus();
+  if (state.token) refreshCounts();
+}
+
+/** Update the connectors' blocked counts in place, so the focused button is not replaced. */
+async function refreshCounts() {
+  let data;
+  try {
+    ({ data } = await api("GET", "api/connectors"));
+  } catch {
+    return; // the counts stay as they were; the next full load corrects them
+  }
+  state.connectors = data.connectors;
+  for (const connector of state.connectors) {
+    const row = el.connectorsBody.querySelector(`tr[data-pnid="${CSS.escape(connector.phone_number_id)}"]`);
+    if (row) row.querySelector(".connector-count").textContent = formatCount(connector.blocked_count);
+  }
+}
+
+async function loadBlocks(reset) {
+  if (!state.current) return;
+  if (state.listing) state.listing.abort();
+  const controller = new AbortController();
+  state.listing = controller;
+  const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  if (state.query) params.set("q", state.query);
+  if (!reset && state.nextCursor) params.set("cursor", state.nextCursor);
+  const pnid = state.current.phone_number_id;
+  state.loading = true;
+  el.blocksTable.setAttribute("aria-busy", "true");
+  el.loadMore.disabled = true;
+  if (reset) renderBlocks();
+  try {
+    const { data } = await api("GET", `api/connectors/${encode(pnid)}/blocks?${params}`, { signal: controller.signal });
+    if (reset) state.blocks = [];
+    state.blocks.push(...data.blocks);
+    state.nextCursor = data.next_cursor || null;
+  } catch (err) {
+    if (controller.signal.aborted) return;
+    setDialogError(err);
+  } finally {
+    if (state.listing === controller) {
+      state.listing = null;
+      state.loading = false;
+      el.blocksTable.setAttribute("aria-busy", "false");
+      el.loadMore.disabled = false;
+    }
+  }
+  if (!controller.signal.aborted) renderBlocks();
+}
+
+/** Next page; focus moves to the first new row so keyboard and screen reader users continue from there. */
+async function loadMore() {
+  const before = state.blocks.length;
+  await loadBlocks(false);
+  const first = el.blocksBody.rows[before];
+  if (first) first.querySelector(".block-number").focus();
+}
+
+function displayNumber(entry) {
+  return entry.type === "phone" ? `+${entry.number}` : entry.number;
+}
+
+function renderBlocks() {
+  const editable = canEdit();
+  const rows = state.blocks.map((entry) => {
+    const row = el.blockRow.content.firstElementChild.cloneNode(true);
+    row.dataset.number = entry.number;
+    row.querySelector(".block-number").textContent = displayNumber(entry);
+    const time = row.querySelector("time");
+    time.dateTime = entry.blocked_at;
+    time.textContent = formatDate(entry.blocked_at);
+    time.title = formatDate(entry.blocked_at, true);
+    const reason = row.querySelector(".block-reason");
+    reason.textContent = entry.reason || t("none");
+    reason.classList.toggle("muted", !entry.reason);
+    row.querySelector(".block-by").textContent = entry.blocked_by;
+    const actions = row.querySelector(".actions");
+    if (editable) {
+      const button = actions.querySelector("button");
+      const label = t("unblockNumber", { number: displayNumber(entry) });
+      button.setAttribute("aria-label", label);
+      button.title = label;
+      button.addEventListener("click", () => askUnblock(entry, button));
+    } else {
+      actions.remove(); // viewers get no unblock control at all, not just a hidden one
+    }
+    return row;
+  });
+  el.blocksBody.replaceChildren(...rows);
+  const shown = state.blocks.length;
+  if (shown === 0) {
+    el.blocksEmpty.textContent = state.loading ? t("loading") : state.query ? t("noMatches", { q: state.query }) : t("noBlocks");
+    el.blocksEmpty.hidden = false;
+  } else {
+    el.blocksEmpty.hidden = true;
+  }
+  el.blocksCount.textContent = shown ? t(state.nextCursor ? "showingMore" : "showing", { n: formatCount(shown) }) : "";
+  el.loadMore.hidden = !state.nextCursor;
+}
+
+async function addBlock(event) {
+  event.preventDefault();
+  const number = el.addNumber.value.trim();
+  if (!number) {
+    el.addNumber.setAttribute("aria-invalid", "true");
+    setDialogError(localError("numberRequired"));
+    el.addNumber.focus();
+    return;
+  }
+  const reason = el.addReason.value.trim();
+  const pnid = state.current.phone_number_id;
+  el.addButton.disabled = true;
+  try {
+    const { status, data } = await api("POST", `api/connectors/${encode(pnid)}/blocks`, { body: { number, reason } });
+    el.addForm.reset();
+    el.addNumber.setAttribute("aria-invalid", "false");
+    if (status === 201) setDialogStatus("blocked", { number: displayNumber(data) });
+    else setDialogStatus("alreadyBlocked", { number: displayNumber(data), date: formatDate(data.blocked_at) });
+    // Show the new entry where it belongs: newest first, with no filter hiding it.
+    state.query = "";
+    el.searchInput.value = "";
+    await loadBlocks(true);
+  } catch (err) {
+    if (err.code === "invalid_number" || err.code === "not_recently_active") {
+      el.addNumber.setAttribute("aria-invalid", "true");
+    }
+    setDialogError(err);
+  } finally {
+    el.addButton.disabled = false;
+    if (el.blocksDialog.open) el.addNumber.focus();
+  }
+}
+
+function askUnblock(entry, button) {
+  state.pendingUnblock = { entry, button };
+  el.confirmText.textContent = t("confirmText", { number: displayNumber(entry), connector: state.current.name });
+  el.confirmDialog.returnValue = "";
+  el.confirmDialog.showModal();
+  el.confirmCancel.focus(); // the safe choice is the default one
+}
+
+async function onConfirmClosed() {
+  const pending = state.pendingUnblock;
+  state.pendingUnblock = null;
+  if (!pending || !state.current) return;
+  if (el.confirmDialog.returnValue !== "confirm") {
+    if (pending.button.isConnected) pending.button.focus();
+    return;
+  }
+  const { entry } = pending;
+  const pnid = state.current.phone_number_id;
+  let key = "unblocked";
+  try {
+    await api("DELETE", `api/connectors/${encode(pnid)}/blocks/${encode(entry.number)}`);
+  } catch (err) {
+    if (err.code !== "not_blocked") {
+      setDialogError(err);
+      if (pending.button.isConnected) pending.button.focus();
+      return;
+    }
+    key = "alreadyUnblocked"; // someone else removed it meanwhile: the list just catches up
+  }
+  const index = state.blocks.findIndex((e) => e.number === entry.number);
+  if (index >= 0) state.blocks.splice(index, 1);
+  renderBlocks();
+  setDialogStatus(key, { number: displayNumber(entry) });
+  const rows = el.blocksBody.rows;
+  const next = rows.length ? rows[Math.min(Math.max(index, 0), rows.length - 1)].querySelector("button") : null;
+  (next || el.searchInput).focus();
+}
+
+// ---------------------------------------------------------------- wiring
+
+function onSearchInput() {
+  clearTimeout(state.searchTimer);
+  state.searchTimer = setTimeout(runSearch, SEARCH_DELAY_MS);
+}
+
+function runSearch() {
+  clearTimeout(state.searchTimer);
+  const query = el.searchInput.value.trim();
+  if (query === state.query && (state.blocks.length || state.loading)) return;
+  state.query = query;
+  state.nextCursor = null;
+  loadBlocks(true);
+}
+
+function wire() {
+  for (const button of document.querySelectorAll(".lang-button")) {
+    button.addEventListener("click", () => setLanguage(button.dataset.lang, true));
+  }
+  el.signinForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = el.tokenInput.value.trim();
+    if (!token) {
+      showSignIn(localError("tokenRequired"));
+      return;
+    }
+    signIn(token);
+  });
+  el.signOut.addEventListener("click", () => signOut(null));
+  el.blocksClose.addEventListener("click", () => el.blocksDialog.close());
+  el.blocksDialog.addEventListener("close", onBlocksDialogClosed);
+  el.addForm.addEventListener("submit", addBlock);
+  el.addNumber.addEventListener("input", () => el.addNumber.setAttribute("aria-invalid", "false"));
+  el.searchForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    runSearch();
+  });
+  el.searchInput.addEventListener("input", onSearchInput);
+  el.loadMore.addEventListener("click", loadMore);
+  el.confirmCancel.addEventListener("click", () => el.confirmDialog.close("cancel"));
+  el.confirmOk.addEventListener("click", () => el.confirmDialog.close("confirm"));
+  el.confirmDialog.addEventListener("close", onConfirmClosed);
+}
+
+async function start() {
+  wire();
+  setLanguage(initialLanguage(), false);
+  const saved = storageGet(sessionStorage, TOKEN_KEY);
+  if (saved) {
+    el.signinView.hidden = true;
+    await signIn(saved, true);
+  } else {
+    showSignIn(null);
+  }
+  document.body.classList.add("ready");
+}
+
+start();

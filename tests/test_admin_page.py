@@ -1,0 +1,420 @@
+"""The admin web page at /admin/: served files and headers, and the page itself driven in a real headless Chromium.
+
+The proxy runs in-process on the aiohttp test server against the real Redis; Playwright drives Debian's
+``chromium``. Every wait is one of Playwright's auto-waiting expectations, never a sleep.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiohttp.test_utils import TestClient
+from playwright.async_api import Browser, Locator, Page, Request, async_playwright, expect
+
+from proxy.blocklist import Actor, BlocklistService
+
+from conftest import ADMIN_TOKEN, PNID, VIEWER_TOKEN, FakeClock, auth, require_binary, wrote_recently
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+TIME_ZONE = "America/Bogota"  # UTC-5 all year: a date shown in UTC would be visibly wrong
+NUMBER = "573001234567"
+SUPERVISOR = Actor(name="supervisor", source="admin_api")
+RED = "rgb(198, 40, 40)"
+
+OpenAdmin = Callable[..., Awaitable[Page]]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    executable = require_binary("chromium")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def open_admin(browser: Browser, client: TestClient[Any, Any]) -> AsyncIterator[OpenAdmin]:
+    """Open /admin/ in a fresh browser context (own storage); afterwards, fail on any script error, CSP
+    violation or request to another origin."""
+    origin = str(client.make_url("/")).rstrip("/")
+    problems: list[str] = []
+    foreign: list[str] = []
+    contexts = []
+
+    def on_console(message: Any) -> None:
+        # The browser reports every 4xx answer as a console error; the API's 401/409 are expected here.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            problems.append(message.text)
+
+    def on_request(request: Request) -> None:
+        if not request.url.startswith(origin + "/"):
+            foreign.append(request.url)
+
+    async def opener(locale: str = "en-US") -> Page:
+        context = await browser.new_context(locale=locale, timezone_id=TIME_ZONE)
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        page = await context.new_page()
+        page.on("console", on_console)
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page.on("request", on_request)
+        await page.goto(origin + "/admin/")
+        return page
+
+    yield opener
+    for context in contexts:
+        await context.close()
+    assert problems == [], "the page logged errors (script error or CSP violation)"
+    assert foreign == [], "the page requested another origin"
+
+
+async def sign_in(page: Page, token: str = ADMIN_TOKEN) -> None:
+    await page.get_by_label("Admin token").fill(token)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="WhatsApp connectors")).to_be_visible()
+
+
+def blocks_dialog(page: Page) -> Locator:
+    return page.get_by_role("dialog", name="Block Numbers")
+
+
+def local_time_pattern(blocked_at: str) -> re.Pattern[str]:
+    """What en-US shows for an ISO UTC instant in TIME_ZONE, e.g. ``Nov 24, 2026, 9:49 PM``."""
+    when = datetime.fromisoformat(blocked_at.replace("Z", "+00:00")).astimezone(ZoneInfo(TIME_ZONE))
+    hour = when.hour % 12 or 12
+    ampm = "AM" if when.hour < 12 else "PM"
+    return re.compile(rf"^{when:%b} {when.day}, {when.year}, {hour}:{when:%M}\s{ampm}$")
+
+
+# ---------------------------------------------------------------- served files and headers (no browser)
+
+
+async def test_page_files_are_served_with_security_headers(client: TestClient[Any, Any]) -> None:
+    redirect = await client.get("/admin", allow_redirects=False)
+    assert redirect.status in (301, 308)
+    assert redirect.headers["Location"] == "/admin/"
+
+    page = await client.get("/admin/")
+    assert page.status == 200
+    assert page.content_type == "text/html"
+    csp = {
+        directive.split()[0]: directive.split()[1:]
+        for directive in page.headers["Content-Security-Policy"].split(";")
+        if directive.strip()
+    }
+    assert csp["default-src"] == ["'none'"]
+    assert csp["script-src"] == ["'self'"]
+    assert csp["style-src"] == ["'self'"]
+    assert csp["frame-ancestors"] == ["'none'"]
+    assert "unsafe" not in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert "Set-Cookie" not in page.headers
+
+    html = await page.text()
+    assert "<dialog" in html and "Block Numbers" in html
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "inline script"
+    assert not re.search(r"\son[a-z]+\s*=", html), "inline event handler"
+    assert not re.search(r"\sstyle\s*=", html), "inline style"
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html), "reference to another origin"
+
+    for name, media_type in [
+        ("admin.js", "text/javascript"),
+        ("admin.css", "text/css"),
+        ("favicon.svg", "image/svg+xml"),
+    ]:
+        served = await client.get(f"/admin/static/{name}")
+        assert served.status == 200, name
+        assert served.content_type == media_type
+        assert served.headers["X-Content-Type-Options"] == "nosniff"
+        assert "frame-ancestors 'none'" in served.headers["Content-Security-Policy"]
+        etag = served.headers["ETag"]
+        assert etag.startswith('W/"')
+        again = await client.get(f"/admin/static/{name}", headers={"If-None-Match": etag})
+        assert again.status == 304
+        assert await again.read() == b""
+        stale = await client.get(f"/admin/static/{name}", headers={"If-None-Match": 'W/"an-older-version"'})
+        assert stale.status == 200
+
+    gzipped = await client.get("/admin/static/admin.js", headers={"Accept-Encoding": "gzip"})
+    assert gzipped.headers["Content-Encoding"] == "gzip"
+    assert "textContent" in await gzipped.text()
+
+    head = await client.head("/admin/")
+    assert head.status == 200
+
+
+@pytest.mark.parametrize("path", ["/admin/static/index.html", "/admin/static/nope.js", "/admin/static/..%2fapi.py"])
+async def test_only_the_page_files_are_served(client: TestClient[Any, Any], path: str) -> None:
+    response = await client.get(path)
+    assert response.status == 404
+    assert (await response.json())["error"]["code"] == "not_found"
+
+
+async def test_admin_api_keeps_working_beside_the_page(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/admin/api/session", headers=auth())
+    assert response.status == 200
+    assert await response.json() == {"name": "supervisor", "role": "admin"}
+    refused = await client.get("/admin/api/connectors")
+    assert refused.status == 401
+    assert (await refused.json())["error"]["code"] == "unauthorized"
+
+
+# ---------------------------------------------------------------- the page in a browser
+
+
+async def test_block_and_unblock_a_number(open_admin: OpenAdmin, service: BlocklistService) -> None:
+    await wrote_recently(service, PNID, NUMBER)
+    page = await open_admin()
+    await sign_in(page)
+    await expect(page.get_by_text("supervisor · admin")).to_be_visible()
+
+    rows = page.locator("#connectors-body tr")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(0).locator("th, td")).to_have_text(
+        ["Ventas Colombia", "+57 601 555 0100", PNID, "0", "Block numbers"]
+    )
+    await expect(rows.nth(1).locator("th")).to_have_text("Suporte Brasil")
+    block_button = page.get_by_role("button", name="Block numbers of Ventas Colombia")
+    await expect(block_button).to_have_css("background-color", RED)
+
+    # Keyboard: Enter opens the dialog and focus lands in the number field.
+    await block_button.focus()
+    await page.keyboard.press("Enter")
+    dialog = blocks_dialog(page)
+    await expect(dialog).to_be_visible()
+    await expect(dialog).to_contain_text("Ventas Colombia")
+    number_field = dialog.get_by_label("Number", exact=True)
+    await expect(number_field).to_be_focused()
+    await expect(dialog.get_by_text("No numbers are blocked on this connector.")).to_be_visible()
+
+    # A number that wrote recently: blocked, shown with its date in the browser's time zone.
+    await number_field.fill("+57 300 123 4567")
+    await dialog.get_by_label("Reason (optional)").fill("Insults to agents")
+    await dialog.get_by_role("button", name="Add Number").click()
+    block_rows = dialog.locator("tbody tr")
+    await expect(block_rows).to_have_count(1)
+    entry = await service.get(PNID, NUMBER)
+    await expect(block_rows.nth(0).locator("td").nth(0)).to_have_text("+" + NUMBER)
+    await expect(block_rows.nth(0).locator("time")).to_have_attribute("datetime", entry.blocked_at)
+    await expect(block_rows.nth(0).locator("time")).to_have_text(local_time_pattern(entry.blocked_at))
+    await expect(block_rows.nth(0).locator("td").nth(2)).to_have_text("Insults to agents")
+    await expect(block_rows.nth(0).locator("td").nth(3)).to_have_text("supervisor")
+    await expect(dialog.get_by_role("status")).to_have_text(f"+{NUMBER} is now blocked.")
+    await expect(number_field).to_have_value("")
+
+    # Blocking is idempotent: the same number again says since when it is blocked.
+    await number_field.fill(NUMBER)
+    await dialog.get_by_role("button", name="Add Number").click()
+    await expect(dialog.get_by_role("status")).to_have_text(
+        re.compile(rf"^\+{NUMBER} was already blocked \(.*2\d\d\d.*\)\.$")
+    )
+    await expect(block_rows).to_have_count(1)
+
+    # One that did not write in the last 24 hours: the API's 409 is shown, nothing is added.
+    await number_field.fill("+57 300 999 9999")
+    await dialog.get_by_role("button", name="Add Number").click()
+    alert = dialog.get_by_role("alert")
+    await expect(alert).to_contain_text("This number has not written in the last 24 hours.")
+    await expect(alert).to_contain_text("has not messaged this connector in the last 24 hours")
+    await expect(number_field).to_have_attribute("aria-invalid", "true")
+    await expect(block_rows).to_have_count(1)
+    assert [e.number for e in (await service.list(PNID))[0]] == [NUMBER]
+
+    # Escape closes, focus returns to the button that opened it, the count is up to date.
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_be_hidden()
+    await expect(block_button).to_be_focused()
+    await expect(rows.nth(0).locator("td").nth(2)).to_have_text("1")
+
+    # Unblock: a confirmation first; cancelling keeps the block.
+    await block_button.click()
+    await expect(block_rows).to_have_count(1)
+    unblock_button = dialog.get_by_role("button", name=f"Unblock +{NUMBER}")
+    await unblock_button.click()
+    confirm = page.get_by_role("dialog", name="Unblock this number?")
+    await expect(confirm).to_be_visible()
+    await expect(confirm).to_contain_text(f"+{NUMBER} will be able to message Ventas Colombia again")
+    await expect(confirm.get_by_role("button", name="Cancel")).to_be_focused()
+    await confirm.get_by_role("button", name="Cancel").click()
+    await expect(confirm).to_be_hidden()
+    await expect(unblock_button).to_be_focused()
+    await expect(block_rows).to_have_count(1)
+    await page.keyboard.press("Enter")  # the focused X opens the confirmation again; Escape closes only that
+    await expect(confirm).to_be_visible()
+    await page.keyboard.press("Escape")
+    await expect(confirm).to_be_hidden()
+    await expect(dialog).to_be_visible()
+    await expect(unblock_button).to_be_focused()
+    assert await service.get(PNID, NUMBER)
+
+    await unblock_button.click()
+    await confirm.get_by_role("button", name="Unblock", exact=True).click()
+    await expect(block_rows).to_have_count(0)
+    await expect(dialog.get_by_role("status")).to_have_text(f"+{NUMBER} is no longer blocked.")
+    await expect(dialog.get_by_text("No numbers are blocked on this connector.")).to_be_visible()
+    assert (await service.list(PNID))[0] == []
+
+    await dialog.get_by_role("button", name="Close").click()
+    await expect(dialog).to_be_hidden()
+    await expect(rows.nth(0).locator("td").nth(2)).to_have_text("0")
+
+
+async def test_search_and_load_more(open_admin: OpenAdmin, service: BlocklistService, clock: FakeClock) -> None:
+    numbers = [f"57300100{i:04d}" for i in range(30)]
+    await wrote_recently(service, PNID, *numbers)
+    for i, number in enumerate(numbers):
+        clock.advance(1)  # distinct block times: the list is newest first
+        await service.block(PNID, number, actor=SUPERVISOR, reason="abuse" if i % 2 else "spam")
+    page = await open_admin()
+    await sign_in(page)
+    await page.get_by_role("button", name="Block numbers of Ventas Colombia").click()
+    dialog = blocks_dialog(page)
+    block_rows = dialog.locator("tbody tr")
+
+    await expect(block_rows).to_have_count(25)
+    await expect(block_rows.first.locator("td").first).to_have_text("+" + numbers[-1])
+    await expect(dialog.get_by_text("Showing 25 · more available")).to_be_visible()
+    await dialog.get_by_role("button", name="Load more").click()
+    await expect(block_rows).to_have_count(30)
+    await expect(block_rows.nth(25).locator("td").first).to_be_focused()
+    await expect(block_rows.last.locator("td").first).to_have_text("+" + numbers[0])
+    await expect(dialog.get_by_role("button", name="Load more")).to_be_hidden()
+    await expect(dialog.get_by_text("Showing 30", exact=True)).to_be_visible()
+
+    search = dialog.get_by_label("Search")
+    await search.fill("abuse")
+    await expect(block_rows).to_have_count(15)
+    await expect(dialog.locator("tbody td:nth-child(3)")).to_have_text(["abuse"] * 15)
+
+    await search.fill("300 100 0007")
+    await search.press("Enter")
+    await expect(block_rows).to_have_count(1)
+    await expect(block_rows.first.locator("td").first).to_have_text("+573001000007")
+
+    await search.fill("nobody-matches")
+    await expect(dialog.get_by_text("No blocked number matches “nobody-matches”.")).to_be_visible()
+    await expect(block_rows).to_have_count(0)
+
+    await search.fill("")
+    await expect(block_rows).to_have_count(25)
+
+
+async def test_language_follows_the_switch_and_is_remembered(open_admin: OpenAdmin, service: BlocklistService) -> None:
+    page = await open_admin("en-US")
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await sign_in(page)
+
+    await page.get_by_role("button", name="Español").click()
+    await expect(page.locator("html")).to_have_attribute("lang", "es")
+    await expect(page.get_by_role("button", name="Español")).to_have_attribute("aria-pressed", "true")
+    await expect(page.get_by_role("heading", name="Conectores de WhatsApp")).to_be_visible()
+    await expect(page.locator("#connectors-table thead th")).to_have_text(
+        ["Nombre", "Número visible", "ID del número de teléfono", "Números bloqueados", "Acciones"]
+    )
+    await expect(page.get_by_role("button", name="Cerrar sesión")).to_be_visible()
+
+    # Remembered across a reload (localStorage); the token survives too (sessionStorage, same tab).
+    await page.reload()
+    await expect(page.get_by_role("heading", name="Conectores de WhatsApp")).to_be_visible()
+    await page.get_by_role("button", name="Bloquear números de Ventas Colombia").click()
+    dialog = page.get_by_role("dialog", name="Bloquear números")
+    await expect(dialog).to_be_visible()
+    await expect(dialog.get_by_role("button", name="Agregar número")).to_be_visible()
+    await dialog.get_by_label("Número", exact=True).fill("+57 300 999 9999")
+    await dialog.get_by_role("button", name="Agregar número").click()
+    await expect(dialog.get_by_role("alert")).to_contain_text("Este número no ha escrito en las últimas 24 horas.")
+
+    await page.keyboard.press("Escape")
+    await page.get_by_role("button", name="English").click()
+    await expect(page.get_by_role("heading", name="WhatsApp connectors")).to_be_visible()
+    assert await page.evaluate("localStorage.getItem('wa-blocklist.lang')") == "en"
+
+
+async def test_spanish_browser_starts_in_spanish(open_admin: OpenAdmin) -> None:
+    page = await open_admin("es-CO")
+    await expect(page.get_by_role("heading", name="Iniciar sesión")).to_be_visible()
+    await expect(page.get_by_label("Token de administrador")).to_be_visible()
+    await expect(page.locator("html")).to_have_attribute("lang", "es")
+
+
+async def test_viewer_sees_lists_without_controls(open_admin: OpenAdmin, service: BlocklistService) -> None:
+    await wrote_recently(service, PNID, NUMBER)
+    await service.block(PNID, NUMBER, actor=SUPERVISOR, reason="spam")
+    page = await open_admin()
+    await sign_in(page, VIEWER_TOKEN)
+    await expect(page.get_by_text("wallboard · viewer (read-only)")).to_be_visible()
+    await expect(page.locator("#connectors-body tr").nth(0).locator("td").nth(2)).to_have_text("1")
+
+    await page.get_by_role("button", name="Block numbers of Ventas Colombia").click()
+    dialog = blocks_dialog(page)
+    await expect(dialog.locator("tbody tr")).to_have_count(1)
+    await expect(dialog.locator("tbody tr td")).to_have_text(["+" + NUMBER, re.compile(r"\d{4}"), "spam", "supervisor"])
+    await expect(
+        dialog.get_by_text("Read-only: your token can see blocked numbers but not change them.")
+    ).to_be_visible()
+    await expect(dialog.get_by_role("button", name="Add Number")).to_have_count(0)
+    await expect(dialog.get_by_label("Number", exact=True)).to_be_hidden()
+    await expect(dialog.get_by_role("button", name=re.compile("Unblock"))).to_have_count(0)
+    await expect(dialog.get_by_label("Search")).to_be_focused()
+
+
+async def test_bad_token_is_refused_and_the_token_stays_in_the_tab(open_admin: OpenAdmin) -> None:
+    page = await open_admin()
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_have_text("Enter your admin token.")
+
+    await page.get_by_label("Admin token").fill("not-a-real-token")
+    await page.get_by_role("button", name="Sign in").click()
+    alert = page.get_by_role("alert")
+    await expect(alert).to_contain_text("The token was not accepted.")
+    await expect(alert).to_contain_text("the admin token is not valid")
+    await expect(page.get_by_label("Admin token")).to_have_attribute("aria-invalid", "true")
+    await expect(page.get_by_role("heading", name="WhatsApp connectors")).to_be_hidden()
+    assert await page.evaluate("sessionStorage.length") == 0
+
+    api_calls: list[Request] = []
+    page.on("request", lambda request: api_calls.append(request) if "/admin/api/" in request.url else None)
+    await sign_in(page)
+    assert await page.evaluate("sessionStorage.getItem('wa-blocklist.admin-token')") == ADMIN_TOKEN
+    assert await page.evaluate("JSON.stringify(Object.values(localStorage))") == "[]"
+    assert await page.evaluate("document.cookie") == ""
+    assert api_calls
+    for request in api_calls:
+        assert (await request.all_headers())["authorization"] == f"Bearer {ADMIN_TOKEN}"
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await expect(page.get_by_label("Admin token")).to_be_focused()
+    assert await page.evaluate("sessionStorage.length") == 0
+
+
+async def test_a_saved_token_no_longer_accepted_ends_the_session(open_admin: OpenAdmin) -> None:
+    page = await open_admin()
+    await sign_in(page)
+    await page.evaluate("sessionStorage.setItem('wa-blocklist.admin-token', 'revoked-token')")
+    await page.reload()
+    await expect(page.get_by_role("alert")).to_contain_text("Your session has ended")
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await expect(page.get_by_role("heading", name="WhatsApp connectors")).to_be_hidden()
+    assert await page.evaluate("sessionStorage.length") == 0
+
+
+async def test_user_text_is_shown_as_text_never_as_html(open_admin: OpenAdmin, service: BlocklistService) -> None:
+    reason = '<img src=x onerror="document.title=1"><b>bold</b>'
+    await wrote_recently(service, PNID, NUMBER)
+    await service.block(PNID, NUMBER, actor=Actor(name="<i>eve</i>", source="cli"), reason=reason)
+    page = await open_admin()
+    await sign_in(page)
+    await page.get_by_role("button", name="Block numbers of Ventas Colombia").click()
+    row = blocks_dialog(page).locator("tbody tr")
+    await expect(row.locator("td").nth(2)).to_have_text(reason)
+    await expect(row.locator("td").nth(3)).to_have_text("<i>eve</i>")
+    await expect(row.locator("img, b, i")).to_have_count(0)
+    assert await page.title() == "Block Numbers · WhatsApp blocklist"
