@@ -1,0 +1,425 @@
+"""An async client of the blocklist for bots: the one thing every framework plugin talks to.
+
+Two modes, one interface:
+
+* **direct** — :meth:`BlocklistClient.direct` opens the store named in the proxy's config (Redis, or the embedded
+  Redis in ``store.data_dir``) and calls :class:`proxy.blocklist.BlocklistService`, exactly as the proxy does.
+  Checks follow wa_id ↔ BSUID links, and inbound users can be recorded so the 24-hour rule also works for a bot
+  that runs without the proxy.
+* **HTTP** — :meth:`BlocklistClient.http` calls the proxy's admin API with a bearer token; errors come back as
+  the matching :mod:`proxy.errors` class.
+
+Example::
+
+    async with BlocklistClient.direct("config.yaml") as blocklist:
+        if await blocklist.is_blocked("106540352242922", "573001234567"):
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from proxy import errors, identity
+from proxy.blocklist import Actor, BlocklistService, Clock, InboundUser
+from proxy.config import Config, load_config
+from proxy.errors import BlocklistError, InvalidNumber, StoreUnavailable
+from proxy.store import BlockEntry, open_store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ACTOR = Actor("bot", "plugin")
+"""Who blocks through a direct client unless told otherwise."""
+
+__all__ = ["Block", "BlocklistClient", "DirectBlocklistClient", "HttpBlocklistClient", "InboundUser"]
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block entry as both modes return it (the admin API's entry format).
+
+    Attributes:
+        number: canonical digits of the phone number, or the BSUID.
+        type: ``phone`` or ``bsuid``.
+        blocked_at: ISO 8601 UTC, e.g. ``2026-11-25T02:34:52.123Z``.
+        reason: the supervisor's free text (may be empty).
+        blocked_by: the admin token name, CLI user or bot that made it.
+        source: the face it came through (``admin_api``, ``cli``, ``plugin``...).
+    """
+
+    number: str
+    type: str
+    blocked_at: str
+    reason: str
+    blocked_by: str
+    source: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Block:
+        """Build from an admin API entry (unknown extra fields are ignored)."""
+        return cls(
+            number=str(data["number"]),
+            type=str(data.get("type", "")),
+            blocked_at=str(data.get("blocked_at", "")),
+            reason=str(data.get("reason", "")),
+            blocked_by=str(data.get("blocked_by", "")),
+            source=str(data.get("source", "")),
+        )
+
+    @classmethod
+    def from_entry(cls, entry: BlockEntry) -> Block:
+        return cls.from_json(entry.to_json())
+
+
+class BlocklistClient(ABC):
+    """The blocklist as a bot sees it. Use as an async context manager, or call :meth:`start` / :meth:`close`."""
+
+    @staticmethod
+    def direct(
+        config: Config | str | os.PathLike[str],
+        *,
+        actor: str = "bot",
+        source: str = "plugin",
+        clock: Clock = time.time,
+    ) -> DirectBlocklistClient:
+        """A client that opens the configured store itself.
+
+        Args:
+            config: a validated :class:`~proxy.config.Config` or the path of the proxy's ``config.yaml``.
+            actor: the name recorded as ``blocked_by`` for blocks this client makes.
+            source: the face recorded as ``source`` (e.g. ``pywa``, ``botframework``).
+            clock: seconds since the epoch (tests pass a controllable clock).
+        """
+        return DirectBlocklistClient(config, actor=Actor(actor, source), clock=clock)
+
+    @staticmethod
+    def http(
+        base_url: str,
+        token: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout_seconds: float = 5.0,
+    ) -> HttpBlocklistClient:
+        """A client of the proxy's admin API.
+
+        Args:
+            base_url: where the proxy listens, e.g. ``http://127.0.0.1:8080`` (``/admin/api/...`` is appended).
+            token: an admin API token (``viewer`` may check and list, ``admin`` may also block and unblock).
+            session: an existing session to share; by default the client opens and closes its own.
+            timeout_seconds: total time allowed for one API call.
+        """
+        return HttpBlocklistClient(base_url, token, session=session, timeout_seconds=timeout_seconds)
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Open the resources this client needs (store, HTTP session)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release what :meth:`start` opened."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def is_blocked(self, pnid: str, number_or_bsuid: str) -> bool:
+        """True if the number (any written form, or a wa_id) or BSUID is blocked on the connector.
+
+        Raises:
+            UnknownConnector: the phone number ID is not a configured connector.
+            InvalidNumber: the text is neither a number nor a BSUID.
+            StoreUnavailable: the store or the admin API cannot be reached.
+        """
+
+    @abstractmethod
+    async def blocked_users(
+        self, pnid: str, users: Sequence[InboundUser], *, record_inbound: bool = False
+    ) -> list[bool]:
+        """Which of these webhook users are blocked on the connector, one flag per user.
+
+        Args:
+            pnid: the connector's phone number ID.
+            users: each user's wa_id and/or BSUID as a webhook carries them.
+            record_inbound: the users just messaged the connector: record it (direct mode only; this is what
+                lets a supervisor block them under Meta's 24-hour rule, and what links wa_ids to BSUIDs).
+
+        Raises:
+            UnknownConnector, StoreUnavailable: as :meth:`is_blocked`.
+        """
+
+    @abstractmethod
+    async def block(self, pnid: str, number: str, *, reason: str = "") -> tuple[Block, bool]:
+        """Block a number or BSUID; returns the entry and whether it was created (False: it already existed).
+
+        Raises:
+            NotRecentlyActive: the user has not messaged this connector in the last 24 hours.
+            UnknownConnector, InvalidNumber, BadRequest, Forbidden, StoreUnavailable.
+        """
+
+    @abstractmethod
+    async def unblock(self, pnid: str, number: str) -> None:
+        """Remove a block.
+
+        Raises:
+            NotBlocked: the number has no block on this connector.
+        """
+
+    @abstractmethod
+    async def list(
+        self, pnid: str, *, limit: int = 50, cursor: str | None = None, q: str = ""
+    ) -> tuple[list[Block], str | None]:
+        """Block entries newest first and the cursor of the next page (None at the end)."""
+
+
+class DirectBlocklistClient(BlocklistClient):
+    """The blocklist through :class:`~proxy.blocklist.BlocklistService` over the configured store.
+
+    Args:
+        config: a Config or the path of ``config.yaml``.
+        actor: who blocks through this client.
+        clock: seconds since the epoch.
+        service: an already running service to use instead of opening the store (e.g. inside the proxy).
+    """
+
+    def __init__(
+        self,
+        config: Config | str | os.PathLike[str] | None = None,
+        *,
+        actor: Actor = DEFAULT_ACTOR,
+        clock: Clock = time.time,
+        service: BlocklistService | None = None,
+    ) -> None:
+        if config is None and service is None:
+            raise ValueError("give a config (or its path) or a running BlocklistService")
+        self._config = config
+        self._clock = clock
+        self._actor = actor
+        self._service = service
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    @classmethod
+    def from_service(cls, service: BlocklistService, *, actor: Actor = DEFAULT_ACTOR) -> DirectBlocklistClient:
+        """A client over a service that is already open (its store is closed by whoever opened it)."""
+        return cls(service=service, actor=actor)
+
+    @property
+    def service(self) -> BlocklistService:
+        if self._service is None:
+            raise RuntimeError("the blocklist client is not started: use 'async with' or await start()")
+        return self._service
+
+    async def start(self) -> None:
+        if self._service is not None:
+            return
+        config = self._config if isinstance(self._config, Config) else load_config(self._config)  # type: ignore[arg-type]
+        stack = contextlib.AsyncExitStack()
+        store = await stack.enter_async_context(open_store(config.store))
+        self._stack = stack
+        self._service = BlocklistService(store, config, self._clock)
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            self._service = None
+            await stack.aclose()
+
+    def _identity(self, pnid: str, text: str) -> identity.Identity:
+        # What the service accepts from a supervisor first (typed and local numbers), then a wa_id or BSUID
+        # as WhatsApp sends them, even in ranges the phone number library does not know yet.
+        try:
+            return self.service.parse_number(pnid, text)
+        except InvalidNumber:
+            return identity.recipient(text)
+
+    async def is_blocked(self, pnid: str, number_or_bsuid: str) -> bool:
+        self.service.connector(pnid)
+        return await self.service.is_blocked(pnid, self._identity(pnid, number_or_bsuid))
+
+    async def blocked_users(
+        self, pnid: str, users: Sequence[InboundUser], *, record_inbound: bool = False
+    ) -> list[bool]:
+        self.service.connector(pnid)
+        if record_inbound:
+            return await self.service.record_inbound(pnid, users)
+        flags: list[bool] = []
+        for user in users:
+            found: list[identity.Identity] = []
+            if user.wa_id:
+                with contextlib.suppress(InvalidNumber):
+                    found.append(identity.from_wa_id(user.wa_id))
+            if user.bsuid and (bsuid := identity.bsuid(user.bsuid)) is not None:
+                found.append(bsuid)
+            flags.append(bool(found) and await self.service.first_blocked(pnid, found) is not None)
+        return flags
+
+    async def block(self, pnid: str, number: str, *, reason: str = "") -> tuple[Block, bool]:
+        entry, created = await self.service.block(pnid, number, actor=self._actor, reason=reason)
+        return Block.from_entry(entry), created
+
+    async def unblock(self, pnid: str, number: str) -> None:
+        await self.service.unblock(pnid, number, actor=self._actor)
+
+    async def list(
+        self, pnid: str, *, limit: int = 50, cursor: str | None = None, q: str = ""
+    ) -> tuple[list[Block], str | None]:
+        entries, next_cursor = await self.service.list(pnid, limit=limit, cursor=cursor, q=q)
+        return [Block.from_entry(e) for e in entries], next_cursor
+
+
+def _error_classes() -> dict[str, type[BlocklistError]]:
+    found: dict[str, type[BlocklistError]] = {}
+    pending: list[type[BlocklistError]] = [BlocklistError]
+    while pending:
+        cls = pending.pop()
+        if cls is not errors.ConfigError:  # its constructor takes a list of problems, and the API never sends it
+            found.setdefault(cls.code, cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+_BY_CODE = _error_classes()
+_BY_STATUS: dict[int, type[BlocklistError]] = {
+    400: errors.BadRequest,
+    401: errors.Unauthorized,
+    403: errors.Forbidden,
+    404: errors.NotFound,
+    409: errors.NotRecentlyActive,
+    502: StoreUnavailable,
+    503: StoreUnavailable,
+    504: StoreUnavailable,
+}
+
+
+def api_error(status: int, body: Any) -> BlocklistError:
+    """The :mod:`proxy.errors` exception for an admin API error response ``{"error": {"code", "message"}}``."""
+    code, message = "", ""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        code = str(body["error"].get("code", ""))
+        message = str(body["error"].get("message", ""))
+    cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or BlocklistError
+    exc = cls(message or f"the blocklist admin API answered HTTP {status}")
+    if cls is BlocklistError:
+        exc.status = status
+    return exc
+
+
+class HttpBlocklistClient(BlocklistClient):
+    """The blocklist through the proxy's admin API (``/admin/api/connectors/{pnid}/blocks``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout_seconds: float = 5.0,
+    ) -> None:
+        url = URL(base_url.rstrip("/"))
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"{base_url!r} is not an http(s) URL")
+        self._base = url
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._session = session
+        self._own_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+
+    def __repr__(self) -> str:  # never show the token
+        return f"HttpBlocklistClient({str(self._base)!r})"
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, cookie_jar=aiohttp.DummyCookieJar())
+            self._own_session = True
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def _url(self, *segments: str) -> URL:
+        path = "/".join(quote(s, safe="") for s in ("admin", "api", "connectors", *segments))
+        return URL(f"{self._base}/{path}", encoded=True)
+
+    async def _call(
+        self, method: str, url: URL, *, json: Any = None, params: dict[str, str] | None = None, ok: tuple[int, ...]
+    ) -> tuple[int, Any]:
+        if self._session is None:
+            raise RuntimeError("the blocklist client is not started: use 'async with' or await start()")
+        try:
+            async with self._session.request(
+                method, url, json=json, params=params, headers=self._headers, timeout=self._timeout
+            ) as response:
+                raw = await response.read()
+                body: Any = None
+                if raw:
+                    try:
+                        body = await response.json(content_type=None)
+                    except ValueError:
+                        body = None
+                if response.status not in ok:
+                    raise api_error(response.status, body)
+                return response.status, body
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise StoreUnavailable(
+                f"the blocklist admin API at {self._base} cannot be reached ({type(exc).__name__})"
+            ) from None
+
+    async def is_blocked(self, pnid: str, number_or_bsuid: str) -> bool:
+        _, body = await self._call("GET", self._url(pnid, "check", number_or_bsuid), ok=(200,))
+        return bool(body["blocked"])
+
+    async def blocked_users(
+        self, pnid: str, users: Sequence[InboundUser], *, record_inbound: bool = False
+    ) -> list[bool]:
+        # The admin API has no inbound-recording endpoint (the proxy's webhook receiver records); each identity the
+        # webhook shows is checked, and the check follows the wa_id↔BSUID links the proxy has learned.
+        async def one(user: InboundUser) -> bool:
+            for text in (user.wa_id, user.bsuid):
+                if text:
+                    try:
+                        if await self.is_blocked(pnid, text):
+                            return True
+                    except InvalidNumber:
+                        continue
+            return False
+
+        return list(await asyncio.gather(*(one(u) for u in users)))
+
+    async def block(self, pnid: str, number: str, *, reason: str = "") -> tuple[Block, bool]:
+        status, body = await self._call(
+            "POST", self._url(pnid, "blocks"), json={"number": number, "reason": reason}, ok=(200, 201)
+        )
+        return Block.from_json(body), status == 201
+
+    async def unblock(self, pnid: str, number: str) -> None:
+        await self._call("DELETE", self._url(pnid, "blocks", number), ok=(204,))
+
+    async def list(
+        self, pnid: str, *, limit: int = 50, cursor: str | None = None, q: str = ""
+    ) -> tuple[list[Block], str | None]:
+        params = {"limit": str(limit)}
+        if cursor:
+            params["cursor"] = cursor
+        if q:
+            params["q"] = q
+        _, body = await self._call("GET", self._url(pnid, "blocks"), params=params, ok=(200,))
+        return [Block.from_json(e) for e in body["blocks"]], body.get("next_cursor")

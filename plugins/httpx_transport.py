@@ -1,0 +1,124 @@
+"""An httpx transport that enforces the blocklist on Graph API sends, for pywa and any other httpx-based bot.
+
+``httpx.AsyncClient(transport=BlocklistTransport(blocklist))``: a message, marketing message or call to a user
+blocked on the sending connector never leaves the process. The request is read with the proxy gateway's own
+parser, and the refusal is the gateway's Graph error (HTTP 400, code 139900; 503 with code 131016 when the
+blocklist cannot answer under ``on_error="deny"``), so Graph clients raise their usual error. With
+``upstream=`` every call is routed to the proxy instead of ``graph.facebook.com``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from proxy.gateway import GraphRefusal
+from proxy.graph import error_envelope
+
+from ._graph import check_send, send_route
+from ._webhook import OnError, check_on_error
+from .client import BlocklistClient
+
+__all__ = ["BlocklistTransport", "ProxyRoutingTransport", "blocklist_session"]
+
+
+def _refusal(request: httpx.Request, refusal: GraphRefusal) -> httpx.Response:
+    envelope = error_envelope(refusal.code, refusal.title, refusal.details, transient=refusal.transient)
+    return httpx.Response(refusal.status, json=envelope, request=request)
+
+
+def _route(request: httpx.Request, upstream: httpx.URL) -> None:
+    prefix = upstream.path.rstrip("/")
+    request.url = request.url.copy_with(
+        scheme=upstream.scheme, host=upstream.host, port=upstream.port, path=prefix + request.url.path
+    )
+    request.headers["Host"] = request.url.netloc.decode("ascii")
+
+
+class BlocklistTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that refuses Graph sends to blocked users before they leave the process.
+
+    Args:
+        blocklist: the blocklist to enforce locally; None to only route through the proxy (``upstream``).
+        upstream: a base URL (the proxy, e.g. ``http://127.0.0.1:8080``) that replaces ``graph.facebook.com``.
+        transport: the transport that really sends (default: ``httpx.AsyncHTTPTransport()``).
+        on_error: when the blocklist cannot answer, ``deny`` answers HTTP 503 with Graph code 131016
+            (transient, pywa raises and the bot may retry) and ``allow`` sends unchecked.
+    """
+
+    def __init__(
+        self,
+        blocklist: BlocklistClient | None = None,
+        *,
+        upstream: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_error: OnError = "deny",
+    ) -> None:
+        if blocklist is None and upstream is None:
+            raise ValueError("give a blocklist to enforce locally, an upstream proxy URL, or both")
+        self.blocklist = blocklist
+        self.upstream = httpx.URL(upstream) if upstream else None
+        if self.upstream is not None and self.upstream.scheme not in ("http", "https"):
+            raise ValueError(f"upstream must be an http(s) URL, not {upstream!r}")
+        self.on_error = check_on_error(on_error)
+        self._transport = transport or httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        route = send_route(request.method, request.url.path) if self.blocklist is not None else None
+        if route is not None:
+            assert self.blocklist is not None
+            refusal = await check_send(
+                self.blocklist,
+                route,
+                await request.aread(),
+                request.headers.get("Content-Type", ""),
+                request.url.query.decode("ascii", "replace"),
+                self.on_error,
+            )
+            if refusal is not None:
+                return _refusal(request, refusal)
+        if self.upstream is not None:
+            _route(request, self.upstream)
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+class ProxyRoutingTransport(httpx.BaseTransport):
+    """For the synchronous ``pywa.WhatsApp``: routes every Graph call through the proxy, which enforces.
+
+    Args:
+        upstream: the proxy's base URL, e.g. ``http://127.0.0.1:8080``.
+        transport: the transport that really sends (default: ``httpx.HTTPTransport()``).
+    """
+
+    def __init__(self, upstream: str, *, transport: httpx.BaseTransport | None = None) -> None:
+        self.upstream = httpx.URL(upstream)
+        if self.upstream.scheme not in ("http", "https"):
+            raise ValueError(f"upstream must be an http(s) URL, not {upstream!r}")
+        self._transport = transport or httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        _route(request, self.upstream)
+        return self._transport.handle_request(request)
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+def blocklist_session(
+    blocklist: BlocklistClient | None = None,
+    *,
+    upstream: str | None = None,
+    on_error: OnError = "deny",
+    **client_options: Any,
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` for ``pywa_async.WhatsApp(session=...)`` using :class:`BlocklistTransport`.
+
+    ``client_options`` go to ``httpx.AsyncClient`` (e.g. ``timeout``); ``transport=`` sets the inner transport.
+    """
+    inner = client_options.pop("transport", None)
+    transport = BlocklistTransport(blocklist, upstream=upstream, transport=inner, on_error=on_error)
+    return httpx.AsyncClient(transport=transport, **client_options)

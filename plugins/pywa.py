@@ -1,0 +1,111 @@
+"""pywa plugin: the blocklist for bots built with pywa (``pip install wa-blocklist-proxy[pywa]``).
+
+Both directions, with or without the proxy in front of Meta:
+
+* **Sends** — :class:`BlocklistTransport` is an httpx transport for ``WhatsApp(session=httpx.AsyncClient(...))``.
+  A message, marketing message or call to a blocked user never leaves the bot: the transport reads the request
+  with the proxy gateway's own parser and answers it itself with the gateway's Graph error (HTTP 400, code
+  139900), so pywa raises its usual :class:`pywa.errors.WhatsAppError`. With ``upstream=`` every Graph call
+  is routed through the proxy instead of ``graph.facebook.com`` (the proxy then enforces too).
+* **Webhooks** — :func:`guard_webhooks` wraps the client's ``webhook_update_handler`` (the one entry point of
+  pywa's built-in server and of custom servers), so handlers, listeners and raw-update handlers never see a
+  blocked user's message, status or call. :func:`not_blocked` is the same check as a pywa filter for one handler.
+
+Example::
+
+    blocklist = BlocklistClient.direct("config.yaml")
+    wa = WhatsApp(phone_id=..., token=..., session=blocklist_session(blocklist), server=app, ...)
+    guard_webhooks(wa, blocklist)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pywa.filters import Filter
+from pywa.filters import new as new_filter
+from pywa_async.client import WhatsApp
+
+from proxy.blocklist import InboundUser
+from proxy.errors import BlocklistError, UnknownConnector
+
+from ._webhook import OnError, check_on_error, filter_body
+from .client import BlocklistClient
+from .httpx_transport import BlocklistTransport, ProxyRoutingTransport, blocklist_session
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BlocklistTransport", "ProxyRoutingTransport", "blocklist_session", "guard_webhooks", "not_blocked"]
+
+
+def guard_webhooks(
+    wa: WhatsApp, blocklist: BlocklistClient, *, on_error: OnError = "deny", record_inbound: bool = True
+) -> None:
+    """Make ``wa`` drop every webhook item of a blocked user before any handler or listener sees it.
+
+    Wraps ``wa.webhook_update_handler``: pywa's own server and custom servers both call it after the signature
+    check, with the raw body. Blocked users' messages, statuses and calls are removed from the update (other
+    users' items in the same update still reach the handlers); an update left empty is acknowledged unhandled.
+
+    Args:
+        wa: a ``pywa_async.WhatsApp`` client.
+        blocklist: the blocklist to check against.
+        on_error: when the blocklist cannot answer, ``deny`` returns ``("Service Unavailable", 503)`` (a custom
+            server that passes pywa's answer on makes Meta retry; pywa's own server has already answered 200, so
+            there the update is dropped and logged as an error) and ``allow`` handles it unchecked.
+        record_inbound: record senders as having written now (direct mode; enables blocking under Meta's
+            24-hour rule when the bot runs without the proxy).
+
+    Raises:
+        TypeError: ``wa`` is the synchronous ``pywa.WhatsApp`` (route its webhooks through the proxy instead).
+    """
+    if not isinstance(wa, WhatsApp):
+        raise TypeError("guard_webhooks needs a pywa_async.WhatsApp client")
+    check_on_error(on_error)
+    handle = wa.webhook_update_handler
+
+    async def guarded(update: bytes, hmac_header: None = None) -> tuple[str, int]:
+        if hmac_header is not None:  # pywa's deprecated inline validation: it must see the body Meta signed
+            failure = await wa.webhook_update_validator(update, hmac_header)
+            if failure:
+                return failure
+        try:
+            result = await filter_body(
+                update, blocklist, app_secret=None, signature=None, record_inbound=record_inbound
+            )
+        except BlocklistError as exc:
+            if on_error == "allow":
+                log.warning("pywa webhook: blocklist unavailable (%s); update handled unchecked", exc.code)
+                return await handle(update)
+            log.error("pywa webhook: blocklist unavailable (%s); update dropped", exc.code)
+            return "Service Unavailable", 503
+        if result.empty:
+            return "ok", 200
+        return await handle(result.body)
+
+    wa.webhook_update_handler = guarded  # type: ignore[method-assign]
+
+
+def not_blocked(blocklist: BlocklistClient, *, on_error: OnError = "deny") -> Filter[Any]:
+    """A pywa filter that passes updates whose user is not blocked on the update's connector.
+
+    Use it on single handlers (``@wa.on_message(not_blocked(blocklist))``); :func:`guard_webhooks` covers them all.
+    """
+    check_on_error(on_error)
+
+    async def check(_: WhatsApp, update: Any) -> bool:
+        user = getattr(update, "from_user", None)
+        metadata = getattr(update, "metadata", None)
+        if user is None or metadata is None:
+            return True
+        who = InboundUser(wa_id=getattr(user, "wa_id", None) or "", bsuid=getattr(user, "bsuid", None) or "")
+        try:
+            (blocked,) = await blocklist.blocked_users(metadata.phone_number_id, [who])
+        except UnknownConnector:
+            return True
+        except BlocklistError:
+            return on_error == "allow"
+        return not blocked
+
+    return new_filter(check, name="not_blocked")  # type: ignore[arg-type]  # pywa types it for the sync client

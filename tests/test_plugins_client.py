@@ -1,0 +1,166 @@
+"""The bots' BlocklistClient in both modes: direct (store + BlocklistService) and HTTP (the real admin API)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from plugins.client import BlocklistClient, DirectBlocklistClient, InboundUser
+from proxy.blocklist import BlocklistService
+from proxy.config import Config
+from proxy.errors import (
+    Forbidden,
+    InvalidNumber,
+    NotBlocked,
+    NotRecentlyActive,
+    StoreUnavailable,
+    Unauthorized,
+    UnknownConnector,
+)
+
+from conftest import ADMIN_TOKEN, PNID, PNID_BR, VIEWER_TOKEN, free_port, wrote_recently
+from plugin_support import (
+    ALLOWED,
+    ALLOWED_BSUID,
+    BLOCKED,
+    BLOCKED_BSUID,
+    block,
+    blocklist_fixture,  # noqa: F401  (the blocklist fixture, both modes)
+)
+
+
+async def test_is_blocked_in_every_written_form(blocklist: BlocklistClient, service: BlocklistService) -> None:
+    await block(service, BLOCKED)
+    assert await blocklist.is_blocked(PNID, BLOCKED)
+    assert await blocklist.is_blocked(PNID, "+57 300 123 4567")
+    assert await blocklist.is_blocked(PNID, "300 123 4567")  # local form, the connector's default country
+    assert not await blocklist.is_blocked(PNID, ALLOWED)
+    assert not await blocklist.is_blocked(PNID_BR, BLOCKED)  # blocks are per connector
+
+
+async def test_block_list_unblock_round_trip(blocklist: BlocklistClient, service: BlocklistService) -> None:
+    await wrote_recently(service, PNID, BLOCKED)
+    entry, created = await blocklist.block(PNID, "+57 300 123 4567", reason="insults")
+    assert created and entry.number == BLOCKED and entry.reason == "insults" and entry.type == "phone"
+    again, created_again = await blocklist.block(PNID, BLOCKED)
+    assert not created_again and again.blocked_at == entry.blocked_at
+    entries, cursor = await blocklist.list(PNID)
+    assert [e.number for e in entries] == [BLOCKED] and cursor is None
+    assert (await service.get(PNID, BLOCKED)).reason == "insults"  # the same store the proxy reads
+    await blocklist.unblock(PNID, BLOCKED)
+    assert not await blocklist.is_blocked(PNID, BLOCKED)
+    assert await blocklist.list(PNID) == ([], None)
+
+
+async def test_errors_are_the_proxy_error_classes(blocklist: BlocklistClient, service: BlocklistService) -> None:
+    with pytest.raises(NotRecentlyActive):
+        await blocklist.block(PNID, ALLOWED)
+    with pytest.raises(NotBlocked):
+        await blocklist.unblock(PNID, ALLOWED)
+    with pytest.raises(UnknownConnector):
+        await blocklist.is_blocked("999999999", BLOCKED)
+    with pytest.raises(InvalidNumber):
+        await blocklist.block(PNID, "call me maybe")
+    assert await service.list(PNID) == ([], None)
+
+
+async def test_paging_and_search(blocklist: BlocklistClient, service: BlocklistService) -> None:
+    numbers = [f"57300100000{i}" for i in range(3)]
+    for number in numbers:
+        await block(service, number)
+    first, cursor = await blocklist.list(PNID, limit=2)
+    assert len(first) == 2 and cursor is not None
+    rest, end = await blocklist.list(PNID, limit=2, cursor=cursor)
+    assert sorted(e.number for e in first + rest) == numbers and end is None
+    found, _ = await blocklist.list(PNID, q="1000002")
+    assert [e.number for e in found] == [numbers[2]]
+
+
+async def test_direct_mode_follows_wa_id_bsuid_links(config: Config, clock: Any, service: BlocklistService) -> None:
+    await wrote_recently(service, PNID, BLOCKED, bsuid=BLOCKED_BSUID)  # the webhook showed both: linked
+    await block(service, BLOCKED)
+    async with BlocklistClient.direct(config, clock=clock) as blocklist:
+        assert await blocklist.is_blocked(PNID, BLOCKED_BSUID)
+        assert await blocklist.blocked_users(PNID, [InboundUser(bsuid=BLOCKED_BSUID), InboundUser(wa_id=ALLOWED)]) == [
+            True,
+            False,
+        ]
+
+
+async def test_direct_mode_records_inbound_users_for_the_24_hour_rule(
+    config: Config, clock: Any, service: BlocklistService
+) -> None:
+    async with BlocklistClient.direct(config, clock=clock) as blocklist:
+        assert await blocklist.blocked_users(PNID, [InboundUser(wa_id=BLOCKED)]) == [False]
+        with pytest.raises(NotRecentlyActive):  # only checked, not recorded
+            await blocklist.block(PNID, BLOCKED)
+        assert await blocklist.blocked_users(PNID, [InboundUser(wa_id=BLOCKED)], record_inbound=True) == [False]
+        entry, created = await blocklist.block(PNID, BLOCKED)
+        assert created and entry.blocked_by == "bot" and entry.source == "plugin"
+        assert await blocklist.blocked_users(PNID, [InboundUser(wa_id=BLOCKED)], record_inbound=True) == [True]
+    assert (await service.get(PNID, BLOCKED)).blocked_by == "bot"
+
+
+async def test_direct_mode_opens_the_store_from_a_config_file(
+    config: Config, tmp_path: Any, service: BlocklistService, redis_url: str
+) -> None:
+    await block(service, BLOCKED)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"store: {{redis_url: '{redis_url}'}}\n"
+        "connectors:\n"
+        f"  - {{phone_number_id: '{PNID}', name: V, app_secret: s, verify_token: v,"
+        " forward_webhooks_to: 'http://127.0.0.1:9/x', default_country: CO}\n"
+    )
+    async with BlocklistClient.direct(path) as blocklist:
+        assert await blocklist.is_blocked(PNID, BLOCKED)
+
+
+async def test_http_mode_follows_wa_id_bsuid_links(client: TestClient[Any, Any], service: BlocklistService) -> None:
+    await wrote_recently(service, PNID, BLOCKED, bsuid=BLOCKED_BSUID)  # the webhook showed both: linked
+    await block(service, BLOCKED)
+    async with BlocklistClient.http(str(client.make_url("")).rstrip("/"), ADMIN_TOKEN) as blocklist:
+        assert await blocklist.is_blocked(PNID, BLOCKED_BSUID)
+        assert not await blocklist.is_blocked(PNID, ALLOWED_BSUID)
+        assert await blocklist.blocked_users(PNID, [InboundUser(bsuid=BLOCKED_BSUID), InboundUser(wa_id=ALLOWED)]) == [
+            True,
+            False,
+        ]
+
+
+async def test_http_mode_auth_errors(client: TestClient[Any, Any], service: BlocklistService) -> None:
+    await wrote_recently(service, PNID, BLOCKED)
+    base = str(client.make_url(""))
+    async with BlocklistClient.http(base, "not-a-valid-token") as wrong:
+        with pytest.raises(Unauthorized) as err:
+            await wrong.is_blocked(PNID, BLOCKED)
+        assert "not-a-valid-token" not in str(err.value)
+    async with BlocklistClient.http(base, VIEWER_TOKEN) as viewer:
+        assert not await viewer.is_blocked(PNID, BLOCKED)  # viewers may check
+        with pytest.raises(Forbidden):
+            await viewer.block(PNID, BLOCKED)
+    assert await service.list(PNID) == ([], None)
+
+
+async def test_http_mode_unreachable_api_is_store_unavailable() -> None:
+    async with BlocklistClient.http(f"http://127.0.0.1:{free_port()}", "secret-token-0001") as blocklist:
+        with pytest.raises(StoreUnavailable) as err:
+            await blocklist.is_blocked(PNID, BLOCKED)
+    assert err.value.status == 503 and "secret-token-0001" not in str(err.value)
+    assert "secret-token-0001" not in repr(blocklist)
+
+
+async def test_client_must_be_started(config: Config) -> None:
+    with pytest.raises(RuntimeError, match="not started"):
+        await BlocklistClient.direct(config).is_blocked(PNID, BLOCKED)
+    with pytest.raises(ValueError, match="http"):
+        BlocklistClient.http("ftp://example", "token")
+
+
+async def test_direct_mode_over_a_running_service(service: BlocklistService) -> None:
+    await block(service, BLOCKED)
+    async with DirectBlocklistClient.from_service(service) as blocklist:
+        assert await blocklist.is_blocked(PNID, BLOCKED)
+    assert await blocklist.is_blocked(PNID, BLOCKED)  # closing it left the proxy's store open

@@ -1,0 +1,224 @@
+"""pywa plugin with the real pywa package: sends refused locally, webhooks guarded before handlers and listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from pywa_async import WhatsApp, types
+from pywa_async.errors import WhatsAppError
+from pywa_async.listeners import UserUpdateListenerIdentifier
+from starlette.applications import Starlette
+
+from plugins.client import BlocklistClient, DirectBlocklistClient
+from plugins.pywa import BlocklistTransport, ProxyRoutingTransport, blocklist_session, guard_webhooks, not_blocked
+from proxy.blocklist import Actor, BlocklistService
+from proxy.graph import RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE
+
+from conftest import APP_SECRET, PNID, VERIFY_TOKEN, free_port, wrote_recently
+from fakes import FakeGraph, sign
+from plugin_support import (
+    ALLOWED,
+    ALLOWED_BSUID,
+    BLOCKED,
+    BLOCKED_BSUID,
+    block,
+    blocklist_fixture,  # noqa: F401  (the blocklist fixture, both modes)
+    dumps,
+    messages_payload,
+    statuses_payload,
+)
+
+Closer = Callable[[httpx.AsyncClient], httpx.AsyncClient]
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[Closer]:
+    """Register an httpx client to be closed after the test (pywa never closes the session it is given)."""
+    opened: list[httpx.AsyncClient] = []
+
+    def register(session: httpx.AsyncClient) -> httpx.AsyncClient:
+        opened.append(session)
+        return session
+
+    yield register
+    for session in opened:
+        await session.aclose()
+
+
+def graph_url(fake_graph: FakeGraph) -> str:
+    """The fake Graph's base URL, answering sends as Meta does (pywa reads ``contacts[0]``)."""
+    assert fake_graph.server is not None
+    fake_graph.respond(
+        "POST",
+        r"/messages$",
+        200,
+        {
+            "messaging_product": "whatsapp",
+            "success": True,
+            "contacts": [{"input": ALLOWED, "wa_id": ALLOWED}],
+            "messages": [{"id": "wamid.SENT"}],
+        },
+    )
+    return str(fake_graph.server.make_url("")).rstrip("/")
+
+
+async def test_send_to_blocked_user_raises_pywa_error_and_never_leaves(
+    blocklist: BlocklistClient, service: BlocklistService, fake_graph: FakeGraph, closing: Closer
+) -> None:
+    await block(service, BLOCKED)
+    session = closing(blocklist_session(blocklist, upstream=graph_url(fake_graph)))
+    wa = WhatsApp(phone_id=PNID, token="bot-token", session=session)
+    with pytest.raises(WhatsAppError) as err:
+        await wa.send_message(to=BLOCKED, text="hello")
+    assert err.value.code == RECIPIENT_BLOCKED and err.value.status_code == 400
+    assert "blocked" in (err.value.details or "")
+    with pytest.raises(WhatsAppError):
+        await wa.send_message(to="+57 300 123 4567", text="another form of the same number")
+    assert fake_graph.requests == []
+
+    sent = await wa.send_message(to=ALLOWED, text="hello")
+    assert sent.id == "wamid.SENT"
+    assert [r.json()["to"] for r in fake_graph.requests] == [ALLOWED]
+    assert re.fullmatch(rf"/v[0-9.]+/{PNID}/messages", fake_graph.requests[0].path)
+    assert fake_graph.requests[0].headers["Authorization"] == "Bearer bot-token"
+
+
+async def test_bsuid_recipient_and_other_calls_pass(
+    blocklist: BlocklistClient, service: BlocklistService, fake_graph: FakeGraph, closing: Closer
+) -> None:
+    await wrote_recently(service, PNID, bsuid=BLOCKED_BSUID)
+    await service.block(PNID, BLOCKED_BSUID, actor=Actor("supervisor", "test"))
+    session = closing(blocklist_session(blocklist, upstream=graph_url(fake_graph)))
+    wa = WhatsApp(phone_id=PNID, token="bot-token", session=session)
+    with pytest.raises(WhatsAppError) as err:
+        await wa.send_message(to=BLOCKED_BSUID, text="hello")  # pywa puts a BSUID in "recipient"
+    assert err.value.code == RECIPIENT_BLOCKED
+    await wa.mark_message_as_read(message_id="wamid.IN1")  # names no user: not checked
+    await wa.send_message(to=ALLOWED_BSUID, text="hi")
+    assert [(r.json().get("to"), r.json().get("recipient")) for r in fake_graph.requests] == [
+        (None, None),
+        (None, ALLOWED_BSUID),
+    ]
+
+
+async def test_store_down_refuses_with_transient_error(fake_graph: FakeGraph, closing: Closer) -> None:
+    unreachable = BlocklistClient.http(f"http://127.0.0.1:{free_port()}", "some-token-000001")
+    async with unreachable:
+        for on_error, expect_sent in (("deny", False), ("allow", True)):
+            session = closing(blocklist_session(unreachable, upstream=graph_url(fake_graph), on_error=on_error))  # type: ignore[arg-type]
+            wa = WhatsApp(phone_id=PNID, token="bot-token", session=session)
+            if expect_sent:
+                await wa.send_message(to=ALLOWED, text="hi")
+            else:
+                with pytest.raises(WhatsAppError) as err:
+                    await wa.send_message(to=ALLOWED, text="hi")
+                assert err.value.code == SERVICE_UNAVAILABLE and err.value.is_transient
+    assert len(fake_graph.requests) == 1
+
+
+def signed_post(body: bytes) -> dict[str, Any]:
+    return {
+        "content": body,
+        "headers": {"X-Hub-Signature-256": sign(APP_SECRET, body), "Content-Type": "application/json"},
+    }
+
+
+async def test_blocked_users_updates_never_reach_handlers(
+    blocklist: BlocklistClient, service: BlocklistService, closing: Closer
+) -> None:
+    await block(service, BLOCKED)
+    app = Starlette()
+    wa = WhatsApp(
+        phone_id=PNID, token="bot-token", server=app, verify_token=VERIFY_TOKEN, app_secret=APP_SECRET,
+        webhook_endpoint="/webhooks/whatsapp", session=closing(httpx.AsyncClient()),
+    )  # fmt: skip
+    guard_webhooks(wa, blocklist)
+    seen: list[str] = []
+    statuses: list[str] = []
+    raw: list[int] = []
+
+    @wa.on_message()
+    async def on_message(_: WhatsApp, msg: types.Message) -> None:
+        seen.append(f"{msg.from_user.wa_id}:{msg.text}")
+
+    @wa.on_message_status()
+    async def on_status(_: WhatsApp, status: types.MessageStatus) -> None:
+        statuses.append(status.from_user.wa_id or "")
+
+    @wa.on_raw_update()
+    async def on_raw(_: WhatsApp, update: types.RawUpdate) -> None:
+        raw.append(1)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bot") as http:
+        both = dumps(messages_payload(PNID, (BLOCKED, BLOCKED_BSUID, "insult"), (ALLOWED, ALLOWED_BSUID, "hello")))
+        only_blocked = dumps(messages_payload(PNID, (BLOCKED, "", "again")))
+        bodies = [both, only_blocked, dumps(statuses_payload(PNID, BLOCKED, ALLOWED))]
+        if isinstance(blocklist, DirectBlocklistClient):
+            # Only direct mode follows the wa_id-BSUID link that the first update taught the store; the admin
+            # API's GET looks up the identity it is given.
+            bodies.append(dumps(messages_payload(PNID, ("", BLOCKED_BSUID, "username user"))))
+        for body in bodies:
+            response = await http.post("/webhooks/whatsapp", **signed_post(body))
+            assert response.status_code == 200
+        forged = await http.post(
+            "/webhooks/whatsapp", content=only_blocked, headers={"X-Hub-Signature-256": "sha256=00"}
+        )
+        assert forged.status_code == 403  # pywa's own signature check still runs first
+
+    assert seen == [f"{ALLOWED}:hello"]
+    assert statuses == [ALLOWED]
+    assert len(raw) == 2  # the all-blocked updates never reached pywa at all
+
+
+async def test_listeners_never_see_a_blocked_user(
+    blocklist: BlocklistClient, service: BlocklistService, closing: Closer
+) -> None:
+    await block(service, BLOCKED)
+    wa = WhatsApp(phone_id=PNID, token="bot-token", session=closing(httpx.AsyncClient()), verify_token=VERIFY_TOKEN,
+                  app_secret=APP_SECRET, server=None)  # fmt: skip
+    guard_webhooks(wa, blocklist)
+    blocked_key = UserUpdateListenerIdentifier(sender=BLOCKED, recipient=PNID)
+    allowed_key = UserUpdateListenerIdentifier(sender=ALLOWED, recipient=PNID)
+    from_blocked = asyncio.ensure_future(wa.listen(to=blocked_key, timeout=30))
+    from_allowed = asyncio.ensure_future(wa.listen(to=allowed_key, timeout=30))
+    await asyncio.sleep(0)  # one loop turn: both tasks start and register (asserted below), no timing involved
+    assert blocked_key in wa._listeners and allowed_key in wa._listeners
+
+    for sender in (BLOCKED, ALLOWED):
+        assert await wa.webhook_update_handler(dumps(messages_payload(PNID, (sender, "", f"answer of {sender}")))) == (
+            "ok",
+            200,
+        )
+    assert (await from_allowed).text == f"answer of {ALLOWED}"
+    assert not from_blocked.done()
+    from_blocked.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await from_blocked
+
+
+async def test_not_blocked_filter(blocklist: BlocklistClient, service: BlocklistService, closing: Closer) -> None:
+    await block(service, BLOCKED)
+    wa = WhatsApp(phone_id=PNID, token="bot-token", session=closing(httpx.AsyncClient()), verify_token=VERIFY_TOKEN,
+                  app_secret=APP_SECRET, server=None)  # fmt: skip
+    seen: list[str] = []
+
+    @wa.on_message(not_blocked(blocklist))
+    async def on_message(_: WhatsApp, msg: types.Message) -> None:
+        seen.append(msg.from_user.wa_id or "")
+
+    for sender in (BLOCKED, ALLOWED):  # pywa builds one Message per update, from the first message
+        await wa.webhook_update_handler(dumps(messages_payload(PNID, (sender, "", "hi"))))
+    assert seen == [ALLOWED]
+
+
+async def test_transport_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="blocklist"):
+        BlocklistTransport()
+    with pytest.raises(ValueError, match="http"):
+        ProxyRoutingTransport("ftp://proxy")
