@@ -1,0 +1,366 @@
+"""Benchmark: the same load, in one run, against the upstream, nginx and the proxy in its modes.
+
+Run by hand with ``make bench`` (needs Debian's ``nginx`` and ``wrk``; ``make bench`` installs them when missing).
+Everything listens on 127.0.0.1 only. The upstream (a fast fake Graph API and contact center) is nginx answering
+a canned JSON body, so the fake never limits the figures.
+
+Scenarios (each a fresh proxy process, so its peak RSS is its own):
+  upstream            wrk → upstream directly
+  nginx proxy_pass    wrk → nginx → upstream
+  proxy pass-through  wrk → proxy (gateway.enforce: false) → upstream
+  proxy enforce 0     wrk → proxy (checks every send; 0 blocked numbers) → upstream
+  proxy enforce 1M    the same with 1,000,000 blocked numbers on the connector
+  (each enforcing mode also with store.local_cache: false, to show what one Redis round trip per send costs)
+  webhook clean       signed webhook, sender not blocked → forwarded as is
+  webhook filtered    signed webhook with two users, one blocked → filtered, re-signed, forwarded
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+import yaml
+
+from proxy.store import BlockEntry, redis_server_binary
+
+REPO = Path(__file__).resolve().parent.parent
+PNID = "106540352242922"
+APP_SECRET = "bench-app-secret"
+ADMIN_TOKEN = "bench-admin-token-0001"
+RECIPIENTS = 10_000
+UPSTREAM_BODY = (
+    '{"messaging_product":"whatsapp","contacts":[{"input":"x","wa_id":"x"}],"messages":[{"id":"wamid.BENCH"}]}'
+)
+
+SEND_LUA = """
+local numbers = {}
+for i = 1, %(recipients)d do numbers[i] = string.format("5730%%08d", i) end
+math.randomseed(42)
+request = function()
+  local body = '{"messaging_product":"whatsapp","recipient_type":"individual","to":"' ..
+    numbers[math.random(#numbers)] .. '","type":"text","text":{"body":"Hola, gracias por escribirnos"}}'
+  return wrk.format("POST", "/v21.0/%(pnid)s/messages",
+    {["Content-Type"] = "application/json", ["Authorization"] = "Bearer bench-graph-token"}, body)
+end
+"""
+
+WEBHOOK_LUA = """
+local body = [==[%(body)s]==]
+request = function()
+  return wrk.format("POST", "/webhooks/whatsapp",
+    {["Content-Type"] = "application/json", ["X-Hub-Signature-256"] = "%(signature)s"}, body)
+end
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status < 500)
+    except Exception:
+        return False
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    rss_mb: float | None
+    non_2xx: int
+
+
+def run_wrk(url: str, script: Path, duration: int, connections: int, threads: int) -> tuple[float, float, float, int]:
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def latency(pct: str) -> float:
+        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, latency("50"), latency("99"), int(non_2xx.group(1)) if non_2xx else 0
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class Bench:
+    def __init__(self, work: Path, args: argparse.Namespace) -> None:
+        self.work = work
+        self.args = args
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.upstream_port = free_port()
+        self.nginx_port = free_port()
+        self.redis_port = free_port()
+
+    def spawn(self, args: list[str], **kwargs) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
+        self.processes.append(process)
+        return process
+
+    def start_infrastructure(self) -> None:
+        conf = self.work / "nginx.conf"
+        temp = self.work / "nginx-temp"
+        temp.mkdir()
+        conf.write_text(
+            f"""
+worker_processes 1;
+daemon off;
+pid {self.work}/nginx.pid;
+error_log {self.work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy; fastcgi_temp_path {temp}/fcgi;
+  uwsgi_temp_path {temp}/uwsgi; scgi_temp_path {temp}/scgi;
+  upstream graph {{ server 127.0.0.1:{self.upstream_port}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{self.upstream_port};
+    location / {{ client_body_buffer_size 64k; default_type application/json; return 200 '{UPSTREAM_BODY}'; }}
+  }}
+  server {{
+    listen 127.0.0.1:{self.nginx_port};
+    location / {{ proxy_pass http://graph; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+"""
+        )
+        self.spawn(["nginx", "-c", str(conf), "-e", str(self.work / "nginx-error.log")])
+        self.spawn(
+            [redis_server_binary(), "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"]
+        )  # fmt: skip
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{self.upstream_port}/"), "nginx")
+        wait_for(self._redis_up, "redis")
+
+    def _redis_up(self) -> bool:
+        try:
+            with redis.Redis(port=self.redis_port) as client:
+                return bool(client.ping())
+        except redis.exceptions.ConnectionError:
+            return False
+
+    def config(self, enforce: bool, local_cache: bool = True) -> Path:
+        path = self.work / f"config-{int(enforce)}-{int(local_cache)}.yaml"
+        data = {
+            "graph": {"base_url": f"http://127.0.0.1:{self.upstream_port}"},
+            "store": {"redis_url": f"redis://127.0.0.1:{self.redis_port}/0", "local_cache": local_cache},
+            "gateway": {"enforce": enforce},
+            "admin": {"tokens": [{"name": "bench", "token": ADMIN_TOKEN, "role": "admin"}]},
+            "connectors": [
+                {
+                    "phone_number_id": PNID,
+                    "name": "Bench",
+                    "app_secret": APP_SECRET,
+                    "verify_token": "bench-verify",
+                    "forward_webhooks_to": f"http://127.0.0.1:{self.upstream_port}/webhooks/whatsapp",
+                }
+            ],
+        }
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    def start_proxy(self, config: Path) -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port)],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONOPTIMIZE": "1"},
+        )  # fmt: skip
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/admin/"), "the proxy")
+        return process, port
+
+    def fill_blocklist(self, count: int) -> None:
+        with redis.Redis(port=self.redis_port) as client:
+            client.flushdb()
+            now = int(time.time() * 1000)
+            tag = f"wabl:{{{PNID}}}"
+            batch = 20_000
+            for start in range(0, count, batch):
+                pipe = client.pipeline(transaction=False)
+                mapping = {}
+                scores = {}
+                for i in range(start, min(start + batch, count)):
+                    number = f"5731{i:08d}"  # disjoint from the recipients: sends pass, the check still runs
+                    entry = BlockEntry(number, "phone", number, now - i, "bench", "bench", "bench")
+                    mapping[number] = entry.dumps()
+                    scores[number] = now - i
+                pipe.hset(f"{tag}:blocks", mapping=mapping)
+                pipe.zadd(f"{tag}:order", scores)
+                pipe.execute()
+
+    def measure(self, name: str, url: str, script: Path, pid: int | None) -> Result:
+        # a short warm-up so connection pools, caches and JIT-less Python paths are in steady state
+        run_wrk(url, script, 2, self.args.connections, self.args.threads)
+        rps, p50, p99, non_2xx = run_wrk(url, script, self.args.duration, self.args.connections, self.args.threads)
+        result = Result(name, rps, p50, p99, peak_rss_mb(pid) if pid else None, non_2xx)
+        print(f"  {name:<34} {rps:>9.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+              f"  rss {result.rss_mb or 0:6.1f} MB  non-2xx {non_2xx}", flush=True)  # fmt: skip
+        return result
+
+    def proxy_scenario(self, name: str, config: Path, script: Path) -> Result:
+        process, port = self.start_proxy(config)
+        try:
+            return self.measure(name, f"http://127.0.0.1:{port}", script, process.pid)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+
+    def webhook_script(self, blocked_too: bool) -> Path:
+        def message(wa_id: str, n: int) -> dict[str, object]:
+            return {"from": wa_id, "id": f"wamid.BENCH{n}", "timestamp": "1764038400", "type": "text",
+                    "text": {"body": "Hola"}}  # fmt: skip
+
+        users = ["573001234567"] + (["573109999999"] if blocked_too else [])
+        payload = {
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550000000", "phone_number_id": PNID},
+                "contacts": [{"profile": {"name": f"User {u[-4:]}"}, "wa_id": u} for u in users],
+                "messages": [message(u, i) for i, u in enumerate(users)],
+            }}]}],
+        }  # fmt: skip
+        body = json.dumps(payload, separators=(",", ":"))
+        signature = "sha256=" + hmac.new(APP_SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
+        path = self.work / f"webhook-{int(blocked_too)}.lua"
+        path.write_text(WEBHOOK_LUA % {"body": body, "signature": signature})
+        return path
+
+    def block_for_webhook(self) -> None:
+        with redis.Redis(port=self.redis_port) as client:
+            entry = BlockEntry("573109999999", "phone", "573109999999", int(time.time() * 1000), "bench", "b", "b")
+            client.hset(f"wabl:{{{PNID}}}:blocks", "573109999999", entry.dumps())
+
+    def run(self) -> list[Result]:
+        self.start_infrastructure()
+        send = self.work / "send.lua"
+        send.write_text(SEND_LUA % {"recipients": RECIPIENTS, "pnid": PNID})
+        results: list[Result] = []
+        print(f"load: wrk -t{self.args.threads} -c{self.args.connections} -d{self.args.duration}s, "
+              f"{RECIPIENTS} distinct recipients, {os.cpu_count()} cores", flush=True)  # fmt: skip
+        results.append(self.measure("upstream (direct)", f"http://127.0.0.1:{self.upstream_port}", send, None))
+        results.append(self.measure("nginx proxy_pass", f"http://127.0.0.1:{self.nginx_port}", send, None))
+        self.fill_blocklist(0)
+        results.append(self.proxy_scenario("proxy pass-through (enforce off)", self.config(False), send))
+        results.append(self.proxy_scenario("proxy enforce, 0 blocked", self.config(True), send))
+        results.append(self.proxy_scenario("proxy enforce, 0 blocked, no cache", self.config(True, False), send))
+        print(f"  (filling {self.args.entries:,} blocked numbers...)", flush=True)
+        started = time.monotonic()
+        self.fill_blocklist(self.args.entries)
+        print(f"  (filled in {time.monotonic() - started:.1f} s)", flush=True)
+        results.append(self.proxy_scenario(f"proxy enforce, {self.args.entries:,} blocked", self.config(True), send))
+        results.append(
+            self.proxy_scenario(
+                f"proxy enforce, {self.args.entries:,} blocked, no cache", self.config(True, False), send
+            )
+        )
+        self.fill_blocklist(0)
+        self.block_for_webhook()
+        results.append(self.proxy_scenario("webhook, nothing blocked", self.config(True), self.webhook_script(False)))
+        results.append(
+            self.proxy_scenario("webhook, 1 of 2 users blocked", self.config(True), self.webhook_script(True))
+        )
+        return results
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM if process.args[0] != "nginx" else signal.SIGQUIT)
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def table(results: list[Result]) -> str:
+    by_name = {r.name: r for r in results}
+    base = by_name.get("proxy pass-through (enforce off)")
+    nginx = by_name.get("nginx proxy_pass")
+    lines = [
+        "| scenario | req/s | p50 ms | p99 ms | peak RSS MB | vs pass-through | vs nginx |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        vs_base = f"{r.rps / base.rps:.2f}×" if base and r.name.startswith("proxy") else ""
+        vs_nginx = f"{r.rps / nginx.rps:.2f}×" if nginx and r.name.startswith("proxy") else ""
+        rss = f"{r.rss_mb:.0f}" if r.rss_mb else ""
+        lines.append(f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {rss} | {vs_base} | {vs_nginx} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run (default 10)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--entries", type=int, default=1_000_000, help="blocked numbers for the large-list runs")
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is missing: apt-get install -y nginx-light wrk (make bench does it)", file=sys.stderr)
+            return 2
+    with tempfile.TemporaryDirectory(prefix="wabl-bench-") as tmp:
+        bench = Bench(Path(tmp), args)
+        try:
+            results = bench.run()
+        finally:
+            bench.close()
+    report = table(results)
+    print()
+    print(report)
+    out = REPO / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())
+    (out / f"{stamp}.md").write_text(report + "\n")
+    (out / f"{stamp}.json").write_text(json.dumps([r.__dict__ for r in results], indent=1))
+    print(f"\nwritten to bench/results/{stamp}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
