@@ -21,7 +21,7 @@ $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $@
 
 run: $(VENV)/.run-installed
@@ -34,7 +34,9 @@ test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-installed
-	$(BIN)/python -m bench
+	@command -v nginx >/dev/null && command -v wrk >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(VENV)/.test-installed
 	$(BIN)/python -m ruff check proxy plugins tests

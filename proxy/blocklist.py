@@ -6,6 +6,7 @@ Every face (admin API, admin page, CLI, gateway, webhooks, plugins) goes through
 
 from __future__ import annotations
 
+import builtins
 import logging
 import re
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import identity as ids
+from .cache import CheckCache
 from .config import Config, ConnectorConfig
 from .errors import BadRequest, InvalidNumber, NotBlocked, NotRecentlyActive, UnknownConnector
 from .identity import Identity
@@ -55,10 +57,13 @@ class BlocklistService:
         clock: seconds since the epoch.
     """
 
-    def __init__(self, store: BlocklistStore, config: Config, clock: Clock = time.time) -> None:
+    def __init__(
+        self, store: BlocklistStore, config: Config, clock: Clock = time.time, cache: CheckCache | None = None
+    ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
+        self.cache = cache
         self._listeners: list[ChangeListener] = []
 
     def add_listener(self, listener: ChangeListener) -> None:
@@ -127,6 +132,8 @@ class BlocklistService:
             source=actor.source,
         )
         status, stored = await self.store.block(pnid, entry, cutoff_ms=entry.blocked_at_ms - DAY_MS, force=force)
+        if self.cache is not None:
+            self.cache.invalidate(pnid)
         if status == "stale":
             raise NotRecentlyActive(
                 f"{who.value} has not messaged this connector in the last 24 hours; "
@@ -139,8 +146,8 @@ class BlocklistService:
             await self._notify("block", pnid, stored)
         return stored, created
 
-    async def unblock(self, pnid: str, number: str, *, actor: Actor) -> BlockEntry:
-        """Remove a block (always allowed).
+    async def unblock(self, pnid: str, number: str, *, actor: Actor, reason: str = "") -> BlockEntry:
+        """Remove a block (always allowed); ``reason`` goes to the audit trail.
 
         Raises:
             NotBlocked: if the number has no block on this connector.
@@ -148,8 +155,10 @@ class BlocklistService:
         self.connector(pnid)
         who = self._lookup_identity(pnid, number)
         removed = await self.store.unblock(
-            pnid, who.key, {"by": actor.name, "source": actor.source, "at": iso_ms(self.now_ms())}
+            pnid, who.key, by=actor.name, source=actor.source, at_ms=self.now_ms(), reason=clean_reason(reason)
         )
+        if self.cache is not None:
+            self.cache.invalidate(pnid)
         if removed is None:
             raise NotBlocked(f"{who.value} is not blocked on this connector")
         log.info("unblocked %s on %s by %s via %s", _mask(removed.number), pnid, actor.name, actor.source)
@@ -171,7 +180,7 @@ class BlocklistService:
 
     async def list(
         self, pnid: str, *, limit: int = 50, cursor: str | None = None, q: str = ""
-    ) -> tuple[list[BlockEntry], str | None]:
+    ) -> tuple[builtins.list[BlockEntry], str | None]:
         """Block entries newest first, with search and cursor paging.
 
         Args:
@@ -186,19 +195,44 @@ class BlocklistService:
 
     async def is_blocked(self, pnid: str, who: Identity) -> bool:
         """True if this identity, or an identity linked to it, is blocked on the connector."""
-        return await self.store.blocked_key(pnid, [who.key]) is not None
+        return await self.first_blocked(pnid, [who]) is not None
 
     async def first_blocked(self, pnid: str, identities: Sequence[Identity]) -> str | None:
-        """The first blocked key among several identities (one round trip), or None."""
-        return await self.store.blocked_key(pnid, [who.key for who in identities])
+        """The first blocked key among several identities, or None.
 
-    async def record_inbound(self, pnid: str, users: Sequence[InboundUser]) -> list[bool]:
+        One Redis round trip, or none when the exact local cache (see :mod:`proxy.cache`) holds the answer.
+        """
+        keys = [who.key for who in identities]
+        if self.cache is None:
+            return await self.store.blocked_key(pnid, keys)
+        hit, answer = self.cache.get(pnid, keys)
+        if hit:
+            return answer
+        token = self.cache.token(pnid)
+        answer = await self.store.blocked_key(pnid, keys)
+        self.cache.put(pnid, keys, answer, token)
+        return answer
+
+    async def check(self, pnid: str, text: str) -> str | None:
+        """Is this number (any written form, or a wa_id) or BSUID blocked, directly or through a linked identity?
+
+        Returns:
+            The blocked entry's number (or BSUID), or None when not blocked.
+        """
+        self.connector(pnid)
+        key = await self.first_blocked(pnid, [self._lookup_identity(pnid, text)])
+        if key is None:
+            return None
+        entry = await self.store.get(pnid, key)
+        return entry.number if entry is not None else key
+
+    async def record_inbound(self, pnid: str, users: Sequence[InboundUser]) -> builtins.list[bool]:
         """Record that these users messaged the connector now; returns which of them are blocked.
 
         Unparseable wa_ids are still checked by their BSUID; with neither usable, the user counts as not blocked
         and nothing is recorded for them.
         """
-        pairs: list[tuple[str, str]] = []
+        pairs: builtins.list[tuple[str, str]] = []
         for user in users:
             wa_key = ""
             if user.wa_id:
@@ -222,7 +256,21 @@ class BlocklistService:
             return None
         return found
 
-    async def connectors(self) -> list[dict[str, Any]]:
+    async def audit(
+        self, pnid: str, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
+        """The connector's audit trail, newest first, with a cursor for the next page."""
+        self.connector(pnid)
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
+        if cursor is not None and not re.fullmatch(r"[0-9]{1,20}-[0-9]{1,20}", cursor):
+            raise BadRequest("the cursor is not one this API returned; start again without it")
+        records = await self.store.audit(pnid, limit + 1, cursor)
+        more = len(records) > limit
+        records = records[:limit]
+        return records, records[-1]["id"] if more else None
+
+    async def connectors(self) -> builtins.list[dict[str, Any]]:
         """Every configured connector with its count of blocked numbers (secrets never included)."""
         counts = await self.store.count([c.phone_number_id for c in self.config.connectors])
         return [

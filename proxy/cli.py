@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from .blocklist import Actor, BlocklistService
 from .config import Config, load_config
 from .errors import BlocklistError, ConfigError
+from .meta import MetaSync
 from .store import BlockEntry, open_store
 
 DEFAULT_CONFIG = os.environ.get("WA_BLOCKLIST_CONFIG", "config.yaml")
@@ -34,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="run the proxy")
     serve.add_argument("--host", help="listen address (default: server.host)")
     serve.add_argument("--port", type=int, help="listen port (default: server.port)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the port with SO_REUSEPORT (default: 1)"
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set on the workers themselves
 
     sub.add_parser("check-config", parents=[common], help="validate the config and print every problem")
 
@@ -81,7 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config}: OK ({len(config.connectors)} connector(s), store: {_store_label(config)})")
         return 0
     if args.command == "serve":
-        return _serve(config, args.host, args.port)
+        if args.workers < 1:
+            print("error: --workers must be at least 1", file=sys.stderr)
+            return 2
+        if args.workers > 1:
+            return _serve_workers(args, config)
+        return _serve(config, args.host, args.port, reuse_port=args.reuse_port)
     try:
         pnid = _connector(config, args.connector)
         return asyncio.run(_run(config, lambda service: _COMMANDS[args.command](service, pnid, args)))
@@ -105,7 +115,9 @@ def _connector(config: Config, requested: str | None) -> str:
 
 async def _run(config: Config, command: Callable[[BlocklistService], Awaitable[int]]) -> int:
     async with open_store(config.store) as store:
-        return await command(BlocklistService(store, config))
+        service = BlocklistService(store, config)
+        MetaSync(store, config).attach(service)  # queue only: the running proxy applies the change at Meta
+        return await command(service)
 
 
 async def _block(service: BlocklistService, pnid: str, args: argparse.Namespace) -> int:
@@ -160,7 +172,7 @@ _COMMANDS: dict[str, Callable[[BlocklistService, str, argparse.Namespace], Await
 }
 
 
-def _serve(config: Config, host: str | None, port: int | None) -> int:
+def _serve(config: Config, host: str | None, port: int | None, reuse_port: bool = False) -> int:
     from aiohttp import web
 
     from .app import create_app
@@ -171,7 +183,74 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
         host=host or config.server.host,
         port=port if port is not None else config.server.port,
         access_log_format='%a "%r" %s %b %Tfs',
+        reuse_port=reuse_port or None,
+        shutdown_timeout=30,
     )
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, config: Config) -> int:
+    """Run ``--workers`` copies of the server on one port (SO_REUSEPORT) and keep them running.
+
+    The supervisor owns the embedded Redis (if any), so every worker shares it; a worker that dies is restarted;
+    SIGTERM or SIGINT stops the workers gracefully (each finishes its in-flight requests) and then the supervisor.
+    """
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from .store import EmbeddedRedis
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("proxy.supervisor")
+    port = args.port if args.port is not None else config.server.port
+    if port == 0:
+        print("error: --workers needs a fixed port", file=sys.stderr)
+        return 2
+    embedded = EmbeddedRedis(Path(config.store.data_dir), config.store.appendfsync) if config.store.embedded else None
+    if embedded is not None:
+        embedded.start()
+    command = [sys.executable, "-m", "proxy.cli", "serve", "--config", args.config, "--port", str(port), "--reuse-port"]
+    if args.host:
+        command += ["--host", args.host]
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    workers = [subprocess.Popen(command) for _ in range(args.workers)]
+    log.info("serving on port %s with %d workers: %s", port, len(workers), [w.pid for w in workers])
+    restarts: list[float] = []
+    try:
+        while not stopping:
+            for i, worker in enumerate(workers):
+                code = worker.poll()
+                if code is None or stopping:
+                    continue
+                restarts = [t for t in restarts if time.monotonic() - t < 60] + [time.monotonic()]
+                if len(restarts) > 10 * args.workers:
+                    log.error("workers keep dying (exit %s); giving up", code)
+                    stopping = True
+                    break
+                log.warning("worker %s exited with %s; starting a new one", worker.pid, code)
+                workers[i] = subprocess.Popen(command)
+            time.sleep(0.2)  # supervision interval; signals interrupt it
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(40)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        if embedded is not None:
+            embedded.stop()
     return 0
 
 

@@ -22,7 +22,9 @@ from .errors import ConfigError
 ROLES = ("viewer", "admin")
 STORE_ERROR_POLICIES = ("deny", "allow")
 UNKNOWN_CONNECTOR_POLICIES = ("pass", "refuse")
+UNKNOWN_WEBHOOK_POLICIES = ("refuse", "drop")
 APPENDFSYNC_MODES = ("always", "everysec")
+STORE_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PNID = re.compile(r"^[0-9]{5,32}$")
@@ -48,6 +50,7 @@ class StoreConfig:
     data_dir: str = "./data"
     appendfsync: str = "always"
     timeout_seconds: float = 2.0
+    local_cache: bool = True
 
     @property
     def embedded(self) -> bool:
@@ -76,6 +79,7 @@ class GatewayConfig:
 class WebhookConfig:
     forward_timeout_seconds: float = 10.0
     max_body_bytes: int = 3 * 1024 * 1024
+    unknown_connectors: str = "refuse"
 
 
 @dataclass(frozen=True)
@@ -159,10 +163,10 @@ def parse_config(
     webhooks = v.section("webhooks", data)
     v.known_keys("server", server, ("host", "port"))
     v.known_keys("graph", graph, ("base_url", "api_version", "timeout_seconds"))
-    v.known_keys("store", store, ("redis_url", "data_dir", "appendfsync", "timeout_seconds"))
+    v.known_keys("store", store, ("redis_url", "data_dir", "appendfsync", "timeout_seconds", "local_cache"))
     v.known_keys("admin", admin, ("tokens",))
     v.known_keys("gateway", gateway, ("unknown_connectors",))
-    v.known_keys("webhooks", webhooks, ("forward_timeout_seconds", "max_body_bytes"))
+    v.known_keys("webhooks", webhooks, ("forward_timeout_seconds", "max_body_bytes", "unknown_connectors"))
 
     server_cfg = ServerConfig(
         host=v.string("server.host", server.get("host"), default="127.0.0.1", allow_empty=False),
@@ -176,8 +180,12 @@ def parse_config(
         timeout_seconds=v.number("graph.timeout_seconds", graph.get("timeout_seconds"), default=30.0),
     )
     redis_url = v.string("store.redis_url", store.get("redis_url"), default="")
-    if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
-        v.problem("store.redis_url", f"{redis_url!r} is not a redis://, rediss:// or unix:// URL")
+    if redis_url and urlsplit(redis_url).scheme not in STORE_SCHEMES:
+        v.problem(
+            "store.redis_url",
+            "not a redis://, rediss://, unix://, redis+cluster:// or redis+sentinel:// URL"
+            f" (scheme {urlsplit(redis_url).scheme!r})",
+        )
     data_dir = v.string("store.data_dir", store.get("data_dir"), default="./data", allow_empty=False)
     if base_dir is not None and data_dir and not os.path.isabs(data_dir):
         data_dir = str((base_dir / data_dir).resolve())
@@ -186,6 +194,7 @@ def parse_config(
         data_dir=data_dir,
         appendfsync=v.choice("store.appendfsync", store.get("appendfsync"), APPENDFSYNC_MODES, "always"),
         timeout_seconds=v.number("store.timeout_seconds", store.get("timeout_seconds"), default=2.0),
+        local_cache=v.boolean("store.local_cache", store.get("local_cache"), default=True),
     )
     admin_cfg = AdminConfig(tokens=tuple(_tokens(v, admin.get("tokens"))))
     gateway_cfg = GatewayConfig(
@@ -199,6 +208,9 @@ def parse_config(
         ),
         max_body_bytes=v.integer(
             "webhooks.max_body_bytes", webhooks.get("max_body_bytes"), default=3 * 1024 * 1024, low=1024, high=1 << 30
+        ),
+        unknown_connectors=v.choice(
+            "webhooks.unknown_connectors", webhooks.get("unknown_connectors"), UNKNOWN_WEBHOOK_POLICIES, "refuse"
         ),
     )
     connectors = tuple(_connectors(v, data.get("connectors")))
@@ -294,7 +306,10 @@ def _connectors(v: _Validator, raw: Any) -> list[ConnectorConfig]:
         access_token = v.string(f"{key}.access_token", item.get("access_token"), default="")
         sync = v.boolean(f"{key}.sync_to_meta", item.get("sync_to_meta"), default=False)
         if sync and not access_token:
-            v.problem(f"{key}.access_token", "empty, but sync_to_meta is on and needs it" + v.unset_hint(f"{key}.access_token"))
+            v.problem(
+                f"{key}.access_token",
+                "empty, but sync_to_meta is on and needs it" + v.unset_hint(f"{key}.access_token"),
+            )
         connectors.append(
             ConnectorConfig(
                 phone_number_id=pnid,
@@ -438,7 +453,7 @@ class _Validator:
         if value is None:
             return default
         try:
-            if isinstance(value, bool) or isinstance(value, float):
+            if isinstance(value, (bool, float)):
                 raise ValueError
             result = int(self._substitute(key, value) if isinstance(value, str) else value)
         except (TypeError, ValueError):

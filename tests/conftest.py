@@ -71,10 +71,11 @@ class RedisServer:
     def _ping(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError("redis-server exited during start-up")
-        try:
-            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
-        except redis.exceptions.ConnectionError:
-            return False
+        with redis.Redis.from_url(self.url, socket_timeout=1) as client:
+            try:
+                return bool(client.ping())
+            except redis.exceptions.ConnectionError:
+                return False
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -232,7 +233,9 @@ def service(client: TestClient[Any, Any], app: web.Application) -> BlocklistServ
 
 async def wrote_recently(service: BlocklistService, pnid: str, *wa_ids: str, bsuid: str = "") -> None:
     """Record inbound activity as the webhook receiver does when a user writes."""
-    await service.record_inbound(pnid, [InboundUser(wa_id=w, bsuid=bsuid) for w in wa_ids] or [InboundUser(bsuid=bsuid)])
+    await service.record_inbound(
+        pnid, [InboundUser(wa_id=w, bsuid=bsuid) for w in wa_ids] or [InboundUser(bsuid=bsuid)]
+    )
 
 
 def auth(token: str = ADMIN_TOKEN) -> dict[str, str]:

@@ -52,18 +52,14 @@ class FakeGraph:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.requests.append(
-            Recorded(request.method, request.path, request.query_string, dict(request.headers), body)
-        )
+        self.requests.append(Recorded(request.method, request.path, request.query_string, dict(request.headers), body))
         self.arrived.set()
         if self.delay:
             await asyncio.sleep(self.delay)  # a deliberately slow upstream, not synchronisation
         for method, pattern, status, canned in self.canned:
             if method in (request.method, "*") and pattern.search(request.path):
                 return web.json_response(canned, status=status)
-        return web.json_response(
-            {"messaging_product": "whatsapp", "contacts": [], "messages": [{"id": "wamid.FAKE"}]}
-        )
+        return web.json_response({"messaging_product": "whatsapp", "contacts": [], "messages": [{"id": "wamid.FAKE"}]})
 
     async def start(self) -> str:
         app = web.Application(client_max_size=1024**3)

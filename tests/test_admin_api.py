@@ -232,6 +232,7 @@ async def test_openapi_document_is_public_and_lists_every_route(client: TestClie
         "/connectors/{pnid}/blocks",
         "/connectors/{pnid}/blocks/{number}",
         "/connectors/{pnid}/audit",
+        "/connectors/{pnid}/check/{number}",
     }
     routes = {
         (route.method, route.resource.canonical.removeprefix("/admin/api"))
@@ -240,3 +241,17 @@ async def test_openapi_document_is_public_and_lists_every_route(client: TestClie
     }
     documented = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
     assert routes - {("GET", "/openapi.json")} == documented
+
+
+async def test_check_follows_links(client: TestClient[Any, Any], service: BlocklistService) -> None:
+    from proxy.blocklist import InboundUser
+
+    await service.record_inbound(PNID, [InboundUser(wa_id="573001234567", bsuid="CO.user42")])
+    await client.post(BLOCKS, json={"number": "+57 300 123 4567"}, headers=auth())
+    check = f"/admin/api/connectors/{PNID}/check"
+    for form in ["CO.user42", "573001234567", quote("+57 300 123 4567")]:
+        resp = await client.get(f"{check}/{form}", headers=auth(VIEWER_TOKEN))
+        assert await resp.json() == {"blocked": True, "matched": "573001234567"}, form
+    resp = await client.get(f"{check}/CO.someoneelse", headers=auth(VIEWER_TOKEN))
+    assert await resp.json() == {"blocked": False, "matched": None}
+    await error_of(await client.get(f"{check}/garbage", headers=auth()), 400, "invalid_number")

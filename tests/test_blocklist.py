@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from conftest import PNID, PNID_BR, FakeClock, wrote_recently
 from proxy.blocklist import Actor, BlocklistService, InboundUser
 from proxy.config import Config
 from proxy.errors import BadRequest, InvalidNumber, NotBlocked, NotRecentlyActive, UnknownConnector
 from proxy.store import open_store
+
+from conftest import PNID, PNID_BR, FakeClock, wrote_recently
 
 SUPERVISOR = Actor("supervisor", "test")
 
@@ -30,7 +31,12 @@ async def test_block_requires_a_message_in_the_last_24_hours(svc: BlocklistServi
     clock.advance(24 * 3600 - 1)  # one second before the window closes
     entry, created = await svc.block(PNID, "+57 300 123 4567", actor=SUPERVISOR, reason="spam")
     assert created
-    assert (entry.number, entry.reason, entry.blocked_by, entry.source) == ("573001234567", "spam", "supervisor", "test")
+    assert (entry.number, entry.reason, entry.blocked_by, entry.source) == (
+        "573001234567",
+        "spam",
+        "supervisor",
+        "test",
+    )
 
     await wrote_recently(svc, PNID, "573001112233")
     clock.advance(24 * 3600 + 1)
@@ -104,7 +110,9 @@ async def test_block_by_bsuid_catches_the_linked_number(svc: BlocklistService) -
     await svc.record_inbound(PNID, [InboundUser(bsuid=bsuid)])
     entry, _ = await svc.block(PNID, bsuid, actor=SUPERVISOR)
     assert (entry.number, entry.kind) == (bsuid, "bsuid")
-    flags = await svc.record_inbound(PNID, [InboundUser(wa_id="573004445566", bsuid=bsuid), InboundUser("573001110000")])
+    flags = await svc.record_inbound(
+        PNID, [InboundUser(wa_id="573004445566", bsuid=bsuid), InboundUser("573001110000")]
+    )
     assert flags == [True, False]
     assert await svc.is_blocked(PNID, svc.parse_number(PNID, "+57 300 444 5566"))
 
@@ -112,7 +120,7 @@ async def test_block_by_bsuid_catches_the_linked_number(svc: BlocklistService) -
 async def test_recent_activity_through_the_linked_identity_allows_the_block(svc: BlocklistService) -> None:
     await svc.record_inbound(PNID, [InboundUser(wa_id="573004445566", bsuid="CO.abc123")])
     await svc.record_inbound(PNID, [InboundUser(bsuid="CO.abc123")])
-    entry, created = await svc.block(PNID, "CO.abc123", actor=SUPERVISOR)
+    _, created = await svc.block(PNID, "CO.abc123", actor=SUPERVISOR)
     assert created
     assert await svc.last_inbound_ms(PNID, "+57 300 444 5566") is not None
 
@@ -216,7 +224,7 @@ async def test_listeners_hear_changes_and_cannot_break_them(svc: BlocklistServic
     heard: list[tuple[str, str, str]] = []
 
     async def listener(action: str, pnid: str, entry: object) -> None:
-        heard.append((action, pnid, getattr(entry, "number")))
+        heard.append((action, pnid, entry.number))
         raise RuntimeError("listener failure must not undo the change")
 
     svc.add_listener(listener)
@@ -230,8 +238,29 @@ async def test_listeners_hear_changes_and_cannot_break_them(svc: BlocklistServic
 async def test_audit_records_who_did_what(svc: BlocklistService) -> None:
     await wrote_recently(svc, PNID, "573001234567")
     await svc.block(PNID, "573001234567", actor=SUPERVISOR, reason="harassment")
-    await svc.unblock(PNID, "573001234567", actor=Actor("lead", "cli"))
-    records = await svc.store.audit(PNID)
-    assert [r["action"] for r in records] == ["unblock", "block"]
-    assert '"reason":"harassment"' in records[1]["entry"]
-    assert '"by":"lead"' in records[0]["by"] and '"source":"cli"' in records[0]["by"]
+    await svc.unblock(PNID, "573001234567", actor=Actor("lead", "cli"), reason="appealed")
+    records, cursor = await svc.audit(PNID)
+    assert cursor is None
+    assert [{k: v for k, v in r.items() if k not in ("id", "at")} for r in records] == [
+        {
+            "action": "unblock",
+            "number": "573001234567",
+            "type": "phone",
+            "by": "lead",
+            "source": "cli",
+            "reason": "appealed",
+        },
+        {
+            "action": "block",
+            "number": "573001234567",
+            "type": "phone",
+            "by": "supervisor",
+            "source": "test",
+            "reason": "harassment",
+        },
+    ]
+    assert records[0]["at"].endswith("Z")
+    first, cursor = await svc.audit(PNID, limit=1)
+    assert cursor == first[0]["id"]
+    second, cursor = await svc.audit(PNID, limit=1, cursor=cursor)
+    assert [r["action"] for r in second] == ["block"] and cursor is None

@@ -85,9 +85,7 @@ def test_duplicate_connector_is_refused() -> None:
 
 def test_empty_secret_names_the_unset_variable() -> None:
     found = problems(minimal(), env={"ADMIN_TOKEN": "a-long-admin-token"})
-    assert found == [
-        "connectors[0].app_secret: secret left empty (environment variable META_APP_SECRET is not set)"
-    ]
+    assert found == ["connectors[0].app_secret: secret left empty (environment variable META_APP_SECRET is not set)"]
 
 
 def test_wrong_types_and_choices() -> None:
@@ -100,7 +98,10 @@ def test_wrong_types_and_choices() -> None:
     found = problems(data)
     assert "server.port: 'eighty' is not a whole number" in found
     assert "store.appendfsync: 'sometimes' is not one of: always, everysec" in found
-    assert "store.redis_url: 'http://localhost' is not a redis://, rediss:// or unix:// URL" in found
+    assert (
+        "store.redis_url: not a redis://, rediss://, unix://, redis+cluster:// or redis+sentinel:// URL (scheme 'http')"
+        in found
+    )
     assert "admin.tokens[0].role: 'root' is not one of: viewer, admin" in found
     assert "connectors[0].phone_number_id: '+57 300' is not a phone number ID (digits only)" in found
     assert "connectors[0].access_token: empty, but sync_to_meta is on and needs it" in found

@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import ADMIN_TOKEN, PNID, base_config_data, free_port, wait_until
 from proxy.blocklist import BlocklistService, InboundUser
 from proxy.config import load_config
 from proxy.store import open_store
+
+from conftest import ADMIN_TOKEN, PNID, base_config_data, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -176,3 +177,49 @@ async def test_blocks_survive_a_restart_of_the_embedded_store(embedded_config: P
     finally:
         proxy.stop()
     assert (data_dir / "appendonly.aof").exists() or (data_dir / "appendonlydir").exists()
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_workers_share_the_port_and_are_restarted(embedded_config: Path) -> None:
+    port = free_port()
+    proxy = Proxy(embedded_config, port)
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(embedded_config), "--port", str(port),
+         "--workers", "2"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    data_dir = embedded_config.parent / "data"
+    try:
+        redis_pid = wait_until(lambda: redis_alive(data_dir), timeout=30, what="the embedded redis")
+
+        def workers() -> list[int]:
+            return [pid for pid in children(supervisor.pid) if pid != redis_pid]
+
+        first = wait_until(lambda: len(workers()) == 2 and workers(), timeout=30, what="two workers")
+        proxy.process = supervisor
+        wait_until(proxy.ready, timeout=30, what="the workers to serve")
+        for _ in range(20):  # connections are spread over both workers by the kernel; every one must answer
+            assert proxy.call("GET", "/admin/api/connectors")[0] == 200
+
+        os.kill(first[0], signal.SIGKILL)
+        replaced = wait_until(
+            lambda: len(workers()) == 2 and first[0] not in workers() and workers(), timeout=30, what="a new worker"
+        )
+        assert first[1] in replaced
+        wait_until(proxy.ready, timeout=30, what="the new worker to serve")
+        assert redis_alive(data_dir) == redis_pid  # the store outlived the worker: the supervisor owns it
+
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(60) == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)  # workers were stopped and reaped
+        wait_until(lambda: not Path(f"/proc/{redis_pid}").exists(), timeout=15, what="the embedded redis to exit")
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()

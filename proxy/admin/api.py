@@ -198,6 +198,13 @@ async def remove_block(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@routes.get("/api/connectors/{pnid}/check/{number}")
+async def check_number(request: web.Request) -> web.Response:
+    """Whether a number or BSUID is blocked, following wa_id↔BSUID links (what the gateway itself checks)."""
+    matched = await request.config_dict[SERVICE].check(request.match_info["pnid"], request.match_info["number"])
+    return web.json_response({"blocked": matched is not None, "matched": matched})
+
+
 @routes.get("/api/connectors/{pnid}/audit")
 async def audit_trail(request: web.Request) -> web.Response:
     records, next_cursor = await request.config_dict[SERVICE].audit(

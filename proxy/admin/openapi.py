@@ -207,6 +207,26 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"204": {"description": "Unblocked"}, **_errors(400, 401, 403, 404, 503)},
             },
         },
+        "/connectors/{pnid}/check/{number}": {
+            "get": {
+                "summary": "Whether a number or BSUID is blocked, following wa_id/BSUID links",
+                "parameters": [_PNID, _NUMBER],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["blocked", "matched"],
+                            "properties": {
+                                "blocked": {"type": "boolean"},
+                                "matched": {"type": "string", "nullable": True},
+                            },
+                        },
+                        "The answer, with the blocked entry's number when blocked",
+                    ),
+                    **_errors(400, 401, 404, 503),
+                },
+            }
+        },
         "/connectors/{pnid}/audit": {
             "get": {
                 "summary": "Every block and unblock on the connector, newest first",
