@@ -118,13 +118,17 @@ def run_wrk(url: str, script: Path, duration: int, connections: int, threads: in
 
 
 def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident memory (VmHWM) of a process and its children (workers, but not an external Redis)."""
     try:
+        total = 0
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+                total += int(line.split()[1])
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            total += int((peak_rss_mb(int(child)) or 0) * 1024)
     except OSError:
         return None
-    return None
+    return total / 1024
 
 
 class Bench:
@@ -203,14 +207,23 @@ http {{
         path.write_text(yaml.safe_dump(data))
         return path
 
-    def start_proxy(self, config: Path) -> tuple[subprocess.Popen[bytes], int]:
+    def start_proxy(self, config: Path, uvloop: bool = True, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
+        log = (self.work / f"proxy-{port}.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port)],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONOPTIMIZE": "1"},
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port),
+             "--workers", str(workers)],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "WA_BLOCKLIST_UVLOOP": "1" if uvloop else "0"},
         )  # fmt: skip
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/admin/"), "the proxy")
+        log.close()
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise SystemExit(f"the proxy exited:\n{(self.work / f'proxy-{port}.log').read_text()[-3000:]}")
+            return http_ok(f"http://127.0.0.1:{port}/admin/")
+
+        wait_for(up, "the proxy")
         return process, port
 
     def fill_blocklist(self, count: int) -> None:
@@ -232,19 +245,28 @@ http {{
                 pipe.zadd(f"{tag}:order", scores)
                 pipe.execute()
 
-    def measure(self, name: str, url: str, script: Path, pid: int | None) -> Result:
-        # a short warm-up so connection pools, caches and JIT-less Python paths are in steady state
-        run_wrk(url, script, 2, self.args.connections, self.args.threads)
-        rps, p50, p99, non_2xx = run_wrk(url, script, self.args.duration, self.args.connections, self.args.threads)
+    def measure(self, name: str, url: str, script: Path, pid: int | None, connections: int | None = None) -> Result:
+        conns = connections or self.args.connections
+        # a short warm-up so connection pools and the check cache are in steady state
+        run_wrk(url, script, 2, conns, self.args.threads)
+        rps, p50, p99, non_2xx = run_wrk(url, script, self.args.duration, conns, self.args.threads)
         result = Result(name, rps, p50, p99, peak_rss_mb(pid) if pid else None, non_2xx)
         print(f"  {name:<34} {rps:>9.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
               f"  rss {result.rss_mb or 0:6.1f} MB  non-2xx {non_2xx}", flush=True)  # fmt: skip
         return result
 
-    def proxy_scenario(self, name: str, config: Path, script: Path) -> Result:
-        process, port = self.start_proxy(config)
+    def proxy_scenario(
+        self,
+        name: str,
+        config: Path,
+        script: Path,
+        uvloop: bool = True,
+        connections: int | None = None,
+        workers: int = 1,
+    ) -> Result:
+        process, port = self.start_proxy(config, uvloop, workers)
         try:
-            return self.measure(name, f"http://127.0.0.1:{port}", script, process.pid)
+            return self.measure(name, f"http://127.0.0.1:{port}", script, process.pid, connections)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
@@ -288,6 +310,8 @@ http {{
         results.append(self.proxy_scenario("proxy pass-through (enforce off)", self.config(False), send))
         results.append(self.proxy_scenario("proxy enforce, 0 blocked", self.config(True), send))
         results.append(self.proxy_scenario("proxy enforce, 0 blocked, no cache", self.config(True, False), send))
+        results.append(self.proxy_scenario("proxy enforce, 0 blocked, asyncio loop", self.config(True), send, False))
+        results.append(self.proxy_scenario("proxy enforce, 0 blocked, 2 workers", self.config(True), send, workers=2))
         print(f"  (filling {self.args.entries:,} blocked numbers...)", flush=True)
         started = time.monotonic()
         self.fill_blocklist(self.args.entries)

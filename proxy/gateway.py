@@ -221,7 +221,7 @@ class Gateway:
                     "Graph API batch requests are not supported through the blocklist proxy; "
                     "send each request on its own"
                 )
-            route = parse_route(request.path)
+            route = parse_route(request.path) if self.config.gateway.enforce else None
             if route is not None:
                 if route.edge == "block_users" and _PNID.match(route.node):
                     from .block_users import handle_block_users  # local: block_users imports this module
@@ -387,7 +387,22 @@ async def relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.S
 
 
 async def read_capped(request: web.Request, limit: int = MAX_INSPECTED_BODY) -> bytes:
-    """Read a body the gateway must inspect, refusing (413) anything over ``limit`` bytes."""
+    """Read a body the gateway must inspect, refusing (413) anything over ``limit`` bytes.
+
+    Raises:
+        GraphRefusal: 413 too large; 408 when the body does not arrive within ``server.body_timeout_seconds``.
+    """
+    seconds = request.config_dict[CONFIG].server.body_timeout_seconds
+    try:
+        async with asyncio.timeout(seconds):
+            return await _read_capped(request, limit)
+    except TimeoutError:
+        raise GraphRefusal(
+            408, BAD_REQUEST, "Request timeout", f"the request body did not arrive within {seconds} seconds"
+        ) from None
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise _too_large(limit)

@@ -16,8 +16,9 @@ from aiohttp.test_utils import TestClient
 from proxy.app import create_app
 from proxy.blocklist import Actor, BlocklistService, InboundUser
 from proxy.graph import RECIPIENT_BLOCKED
+from proxy.keys import SERVICE
 
-from conftest import PNID, PNID_BR, RedisServer, free_port, wrote_recently
+from conftest import PNID, PNID_BR, RedisServer, auth, free_port, wrote_recently
 from fakes import FakeGraph
 
 TOKEN = {"Authorization": "Bearer EAAG-contact-center-token"}
@@ -494,3 +495,20 @@ async def test_large_download_streams_back_unchanged(streaming):
     assert resp.headers["Content-Type"] == "image/jpeg"
     assert resp.headers["Content-Length"] == str(len(upstream.download))
     assert await resp.read() == upstream.download
+
+
+async def test_enforcement_off_is_a_pure_pass_through(
+    aiohttp_client: Any, make_config: Any, clock: Any, fake_graph: FakeGraph
+) -> None:
+    def off(data: dict[str, Any]) -> None:
+        data["gateway"] = {"enforce": False}
+
+    app = create_app(make_config(off), clock=clock)
+    client = await aiohttp_client(app)
+    await wrote_recently(app[SERVICE], PNID, "573001234567")
+    blocked = await client.post(f"/admin/api/connectors/{PNID}/blocks", json={"number": "573001234567"}, headers=auth())
+    assert blocked.status == 201
+    body = b'{"messaging_product":"whatsapp","to":"573001234567","type":"text","text":{"body":"hi"}}'
+    resp = await client.post(f"/v21.0/{PNID}/messages", data=body, headers={"Content-Type": "application/json"})
+    assert resp.status == 200
+    assert [r.body for r in fake_graph.requests] == [body]

@@ -1,0 +1,76 @@
+"""Immediacy across replicas: two proxy processes on one Redis; a block made on one is refused by the other at once."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from test_processes import Proxy
+
+from proxy.blocklist import BlocklistService, InboundUser
+from proxy.config import load_config
+from proxy.graph import RECIPIENT_BLOCKED
+from proxy.store import open_store
+
+from conftest import ADMIN_TOKEN, PNID, base_config_data, free_port
+from fakes import FakeGraph
+
+pytestmark = pytest.mark.slow
+
+
+async def test_a_block_on_one_replica_is_refused_by_the_other(
+    tmp_path: Path, redis_url: str, fake_graph: FakeGraph, record_property: Any
+) -> None:
+    data = base_config_data(redis_url)
+    assert fake_graph.server is not None
+    data["graph"]["base_url"] = str(fake_graph.server.make_url("")).rstrip("/")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    numbers = [f"5730012345{i:02d}" for i in range(5)]
+    config = load_config(path)
+    async with open_store(config.store) as store:
+        await BlocklistService(store, config).record_inbound(PNID, [InboundUser(wa_id=n) for n in numbers])
+
+    a, b = Proxy(path, free_port()), Proxy(path, free_port())
+    delays_ms: list[float] = []
+    passed = 0
+    try:
+        a.start()
+        b.start()
+        async with aiohttp.ClientSession() as http:
+
+            async def send_via_b(number: str) -> tuple[int, Any]:
+                nonlocal passed
+                body = {"messaging_product": "whatsapp", "to": number, "type": "text", "text": {"body": "hi"}}
+                async with http.post(f"http://127.0.0.1:{b.port}/v21.0/{PNID}/messages", json=body) as resp:
+                    passed += resp.status == 200
+                    return resp.status, await resp.json()
+
+            for number in numbers:
+                assert (await send_via_b(number))[0] == 200  # B now holds a cached "not blocked" for this user
+                async with http.post(
+                    f"http://127.0.0.1:{a.port}/admin/api/connectors/{PNID}/blocks",
+                    json={"number": number},
+                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                ) as resp:
+                    assert resp.status == 201
+                blocked_at = time.perf_counter()
+                deadline = blocked_at + 5
+                while True:
+                    status, body = await send_via_b(number)
+                    if status == 400:
+                        assert body["error"]["code"] == RECIPIENT_BLOCKED
+                        break
+                    assert status == 200 and time.perf_counter() < deadline, "replica B never refused"
+                delays_ms.append((time.perf_counter() - blocked_at) * 1000)
+        assert len(fake_graph.requests) == passed  # every refused send stayed in the proxy
+    finally:
+        a.stop()
+        b.stop()
+    record_property("replica_refusal_ms", delays_ms)
+    print(f"\nreplica B refused after {statistics.median(delays_ms):.1f} ms median, {max(delays_ms):.1f} ms max")
