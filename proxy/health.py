@@ -1,0 +1,53 @@
+"""Operations endpoints on the proxy's root: ``/healthz``, ``/readyz`` and ``/metrics``.
+
+None of them needs a token (they hold no blocklist data): restrict them at the network edge if the proxy's port is
+reachable from outside. They must be registered before the gateway's catch-all, or they would be sent to Meta.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .errors import StoreUnavailable
+from .keys import CONFIG, METRICS, STORE
+from .metrics import CONTENT_TYPE_LATEST
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz``: the process is up and serving (always 200; for liveness probes)."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """``GET /readyz``: 200 when the config is loaded and the store answers PING, else 503 with the reason."""
+    checks: dict[str, str] = {}
+    config = request.app.get(CONFIG)
+    checks["config"] = "ok" if config is not None else "not loaded"
+    store = request.app.get(STORE)
+    if store is None:
+        checks["store"] = "not opened yet"
+    else:
+        try:
+            await store.ping()
+            checks["store"] = "ok"
+        except StoreUnavailable as exc:
+            checks["store"] = exc.message
+    failed = {name: state for name, state in checks.items() if state != "ok"}
+    body: dict[str, Any] = {"status": "ready" if not failed else "unavailable", "checks": checks}
+    if failed:
+        body["reason"] = "; ".join(f"{name}: {state}" for name, state in failed.items())
+    return web.json_response(body, status=503 if failed else 200, headers={"Cache-Control": "no-store"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: this process's metrics in the Prometheus text format."""
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def setup_health(app: web.Application) -> None:
+    """Register ``/healthz``, ``/readyz`` and ``/metrics`` (before the gateway's catch-all)."""
+    app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/readyz", readyz, name="readyz")
+    app.router.add_get("/metrics", metrics, name="metrics")

@@ -1,0 +1,300 @@
+"""Logging: one line per request (JSON, or human-readable on a terminal), request IDs, and secret redaction.
+
+Every request gets a request ID: the caller's ``X-Request-Id`` when it is a sane one (1–128 characters of letters,
+digits and ``-_.:``), otherwise a fresh one. It is answered in the response's ``X-Request-Id`` header and sent on
+every upstream call made while handling the request (Graph API, contact centers) by the client sessions' trace
+hooks (see :func:`request_id_trace`).
+
+Handlers deep in a face note what they learned (the connector, an outcome such as ``blocked``) with :func:`note`;
+the access logger writes the line when the response is done.
+
+Secrets never reach a log line: :class:`RedactingFilter` runs :func:`redact` over every record's message, and the
+access line logs the path with :func:`redact_query` applied to its query string.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+from urllib.parse import unquote_plus
+
+import aiohttp
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Handler
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+SECRET_PARAMS = frozenset(
+    {"access_token", "hub.verify_token", "appsecret_proof", "client_secret", "app_secret", "token", "password"}
+)
+"""Query and form parameters whose values are secrets."""
+
+REDACTED = "[redacted]"
+
+_SECRET_IN_TEXT = re.compile(
+    r"(?<![\w.])(?P<name>access_token|hub\.verify_token|appsecret_proof|client_secret|app_secret|password|token)"
+    r"(?P<sep>=|%3D|\"?\s*:\s*\"?)(?P<value>[^&\s\"',;]+)",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"(?P<name>Bearer|OAuth)\s+(?P<value>[A-Za-z0-9._~+/=\-]{4,})", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Blank every secret found in free text: ``access_token=…`` (and the other :data:`SECRET_PARAMS` written as
+    ``name=value`` or ``"name": "value"``) and ``Bearer …`` credentials."""
+    text = _SECRET_IN_TEXT.sub(lambda m: f"{m.group('name')}{m.group('sep')}{REDACTED}", text)
+    return _BEARER.sub(lambda m: f"{m.group('name')} {REDACTED}", text)
+
+
+def redact_query(query: str) -> str:
+    """A raw query string with the values of :data:`SECRET_PARAMS` replaced by ``[redacted]`` (the rest as sent)."""
+    if not query:
+        return ""
+    parts = []
+    for part in query.split("&"):
+        name, sep, _ = part.partition("=")
+        if sep and unquote_plus(name).strip().lower() in SECRET_PARAMS:
+            part = f"{name}={REDACTED}"
+        parts.append(part)
+    return "&".join(parts)
+
+
+def redact_path(path_qs: str) -> str:
+    """``/path?query`` with secret query values redacted."""
+    path, sep, query = path_qs.partition("?")
+    return path + sep + redact_query(query) if sep else path
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts secrets in every record's formatted message (and its exception text) before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+# --- the request context ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RequestInfo:
+    """What one request's log line and metrics say about it."""
+
+    request_id: str
+    face: str
+    connector: str = ""
+    outcome: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_CURRENT: contextvars.ContextVar[RequestInfo | None] = contextvars.ContextVar("wabl_request", default=None)
+REQUEST_INFO = web.RequestKey("request_info", RequestInfo)
+
+
+def current() -> RequestInfo | None:
+    """The request being handled in this task (and the tasks it started), or None outside a request."""
+    return _CURRENT.get()
+
+
+def note(*, connector: str | None = None, outcome: str | None = None) -> None:
+    """Record the connector and/or outcome of the current request (no-op outside a request).
+
+    Outcomes used: ``blocked`` (a send refused or inbound items removed for a blocked user), ``refused`` (a
+    request the proxy answered itself with an error), ``forwarded``, ``ok``, ``error``.
+    """
+    info = _CURRENT.get()
+    if info is None:
+        return
+    if connector is not None:
+        info.connector = connector
+    if outcome is not None:
+        info.outcome = outcome
+
+
+def request_id_from(headers: Any) -> str:
+    """The caller's request ID when it is sane, else a new random one."""
+    presented = headers.get(REQUEST_ID_HEADER, "")
+    return presented if _SANE_ID.match(presented) else uuid.uuid4().hex
+
+
+def face_of(path: str) -> str:
+    """Which face a path belongs to: ``admin``, ``webhooks``, ``ops`` (metrics, health) or ``gateway``."""
+    if path == "/admin" or path.startswith("/admin/"):
+        return "admin"
+    if path == "/webhooks" or path.startswith("/webhooks/"):
+        return "webhooks"
+    if path in ("/metrics", "/healthz", "/readyz"):
+        return "ops"
+    return "gateway"
+
+
+def outcome_of(status: int) -> str:
+    """The default outcome for a status when the handler noted none."""
+    if status >= 500:
+        return "error"
+    if status >= 400:
+        return "refused"
+    return "ok"
+
+
+def make_request_middleware(on_done: Callable[[RequestInfo, int, float], None] | None = None) -> Any:
+    """The middleware that gives each request its ID and context (see :func:`note`) and reports it when done.
+
+    The access line itself is written by :class:`RedactingAccessLogger` once the response is sent.
+
+    Args:
+        on_done: called with ``(info, status, seconds)`` after each request (the metrics hook), or None.
+    """
+
+    @web.middleware
+    async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        info = RequestInfo(request_id=request_id_from(request.headers), face=face_of(request.path))
+        request[REQUEST_INFO] = info
+        token = _CURRENT.set(info)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            _CURRENT.reset(token)
+            if not info.outcome:
+                info.outcome = outcome_of(status)
+            if on_done is not None:
+                on_done(info, status, time.perf_counter() - started)
+
+    return request_middleware
+
+
+async def send_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` hook: answer every request with its ``X-Request-Id`` (streamed responses too)."""
+    info = request.get(REQUEST_INFO)
+    if info is not None:
+        response.headers[REQUEST_ID_HEADER] = info.request_id
+
+
+class RedactingAccessLogger(AbstractAccessLogger):
+    """aiohttp's access logger replaced: one record per request with the request's fields (see
+    :class:`JsonFormatter`), secret query values (``access_token=…``) redacted from the logged path."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        info = request.get(REQUEST_INFO) if isinstance(request, web.Request) else None
+        path = redact_path(request.path_qs)[:500]
+        fields = {
+            "request_id": info.request_id if info else request.headers.get(REQUEST_ID_HEADER, "")[:128],
+            "method": request.method,
+            "path": path,
+            "face": info.face if info else face_of(request.path),
+            "connector": info.connector if info else "",
+            "outcome": info.outcome if info else outcome_of(response.status),
+            "status": response.status,
+            "latency_ms": round(time * 1000, 2),
+            "remote": request.remote or "",
+        }
+        self.logger.info("%s %s %s", request.method, path, response.status, extra={"request": fields})
+
+
+def request_id_trace() -> aiohttp.TraceConfig:
+    """A client trace hook that sends the current request's ID upstream as ``X-Request-Id``."""
+
+    async def on_request_start(
+        session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        info = _CURRENT.get()
+        if info is not None:
+            params.headers[REQUEST_ID_HEADER] = info.request_id
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_request_start)
+    return trace
+
+
+# --- formatting ---------------------------------------------------------------------------------------------------
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = datetime.fromtimestamp(record.created, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(record.msecs):03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``message`` and, for access lines, the request
+    fields (``request_id``, ``method``, ``path``, ``face``, ``connector``, ``outcome``, ``status``, ``latency_ms``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "request", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        else:
+            info = _CURRENT.get()
+            if info is not None:
+                out["request_id"] = info.request_id
+        if record.exc_info:
+            out["exception"] = record.exc_text or redact(self.formatException(record.exc_info))
+        return json.dumps(out, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+class HumanFormatter(logging.Formatter):
+    """``2026-11-25T03:04:05.678Z INFO  proxy.access: POST /v21.0/…/messages 400 gateway blocked 12.3ms [id]``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "request", None)
+        if isinstance(fields, dict):
+            text = (
+                f"{fields['method']} {fields['path']} {fields['status']} {fields['face']} {fields['outcome']}"
+                f"{' ' + fields['connector'] if fields['connector'] else ''} {fields['latency_ms']}ms"
+                f" [{fields['request_id']}]"
+            )
+        else:
+            text = record.getMessage()
+        line = f"{_timestamp(record)} {record.levelname:<5} {record.name}: {text}"
+        if record.exc_info:
+            line += "\n" + (record.exc_text or redact(self.formatException(record.exc_info)))
+        return line
+
+
+def setup_logging(stream: TextIO | None = None, *, as_json: bool | None = None, level: int = logging.INFO) -> None:
+    """Send every log record to ``stream`` (stderr), JSON unless it is a terminal, with secrets redacted.
+
+    Args:
+        stream: where to write; stderr by default.
+        as_json: force the format; by default JSON when ``stream`` is not a TTY.
+        level: the root level.
+    """
+    stream = stream if stream is not None else sys.stderr
+    if as_json is None:
+        as_json = not (hasattr(stream, "isatty") and stream.isatty())
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if as_json else HumanFormatter())
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,198 @@
+"""Logs: one line per request (JSON, or human-readable on a terminal), request IDs end to end, secrets redacted."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from proxy.app import create_app
+from proxy.blocklist import Actor
+from proxy.keys import SERVICE
+from proxy.logs import (
+    REDACTED,
+    HumanFormatter,
+    JsonFormatter,
+    RedactingAccessLogger,
+    RedactingFilter,
+    redact,
+    redact_query,
+    setup_logging,
+)
+
+import payloads as p
+from conftest import ADMIN_TOKEN, APP_SECRET, PNID, ConfigFactory, FakeClock, auth, wrote_recently
+from fakes import FakeContactCenter, FakeGraph, sign
+
+BLOCKED = "573007654321"
+ALLOWED = "573001234567"
+GRAPH_TOKEN = "EAAGsecretGraphToken123"
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def restore_root_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture
+def access_lines() -> Iterator[io.StringIO]:
+    """What the access logger writes, as JSON lines with secrets redacted (as ``setup_logging`` wires it)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter())
+    logger = logging.getLogger("aiohttp.access")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    yield stream
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+@pytest.fixture
+async def logged_client(
+    aiohttp_server: Any, aiohttp_client: Any, make_config: ConfigFactory, clock: FakeClock, access_lines: io.StringIO
+) -> TestClient[Any, Any]:
+    """The proxy served with the access logger ``wa-blocklist serve`` uses."""
+    server = await aiohttp_server(create_app(make_config(), clock=clock), access_log_class=RedactingAccessLogger)
+    client: TestClient[Any, Any] = await aiohttp_client(server)
+    return client
+
+
+def header(headers: dict[str, str], name: str) -> str:
+    """A header of a recorded request, whatever the case the server gave its name (aiohttp writes X-Request-ID)."""
+    return {k.lower(): v for k, v in headers.items()}[name.lower()]
+
+
+def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_redact() -> None:
+    assert redact("GET /v21.0/1/media?access_token=EAAB123&x=1") == f"GET /v21.0/1/media?access_token={REDACTED}&x=1"
+    assert redact("Authorization: Bearer abc.def-123") == f"Authorization: Bearer {REDACTED}"
+    assert redact('{"app_secret": "s3cr3t", "n": 1}') == f'{{"app_secret": "{REDACTED}", "n": 1}}'
+    assert redact("hub.verify_token=vt&hub.challenge=42") == f"hub.verify_token={REDACTED}&hub.challenge=42"
+    assert redact("nothing secret here") == "nothing secret here"
+    assert (
+        redact_query("a=1&access_token=EAAB&b=x%20y&Access%5Ftoken=EAAC")
+        == f"a=1&access_token={REDACTED}&b=x%20y&Access%5Ftoken={REDACTED}"
+    )
+    assert redact_query("a=1&b=2") == "a=1&b=2"
+    assert redact_query("") == ""
+
+
+async def test_one_json_line_per_request_with_ids_propagated(
+    logged_client: TestClient[Any, Any], access_lines: io.StringIO, fake_graph: FakeGraph,
+    contact_center: FakeContactCenter,
+) -> None:  # fmt: skip
+    service = logged_client.app[SERVICE]
+    await wrote_recently(service, PNID, BLOCKED)
+    await service.block(PNID, BLOCKED, actor=Actor("supervisor", "test"))
+    send = {"messaging_product": "whatsapp", "to": ALLOWED, "type": "text", "text": {"body": "hola"}}
+
+    # The caller's sane request ID is kept and sent on to the Graph API.
+    resp = await logged_client.post(
+        f"/v21.0/{PNID}/messages?access_token={GRAPH_TOKEN}", json=send, headers={"X-Request-Id": "cc-req-42"}
+    )
+    assert resp.status == 200 and resp.headers["X-Request-Id"] == "cc-req-42"
+    assert header(fake_graph.requests[-1].headers, "X-Request-Id") == "cc-req-42"
+
+    # An insane one is replaced by a fresh ID.
+    resp = await logged_client.post(
+        f"/v21.0/{PNID}/messages", json={**send, "to": BLOCKED}, headers={"X-Request-Id": "bad id\twith spaces"}
+    )
+    assert resp.status == 400
+    generated = resp.headers["X-Request-Id"]
+    assert generated != "bad id\twith spaces" and len(generated) == 32
+
+    # A webhook: the contact center gets the request ID too.
+    body = p.encode(p.envelope(p.change(PNID, contacts=[p.contact(ALLOWED)], messages=[p.message("text", ALLOWED)])))
+    resp = await logged_client.post(
+        "/webhooks/whatsapp",
+        data=body,
+        headers={"Content-Type": "application/json", "X-Hub-Signature-256": sign(APP_SECRET, body)},
+    )
+    assert resp.status == 200
+    webhook_id = resp.headers["X-Request-Id"]
+    assert header(contact_center.received[-1].headers, "X-Request-Id") == webhook_id
+
+    resp = await logged_client.get("/admin/api/connectors", headers=auth())
+    assert resp.status == 200
+
+    logged = [line for line in lines(access_lines) if "face" in line]  # not the fakes' own access lines
+    assert len(logged) == 4
+    sent, refused, webhook, admin = logged
+    assert {k: sent[k] for k in ("request_id", "method", "face", "connector", "outcome", "status")} == {
+        "request_id": "cc-req-42", "method": "POST", "face": "gateway", "connector": PNID, "outcome": "ok",
+        "status": 200,
+    }  # fmt: skip
+    assert sent["path"] == f"/v21.0/{PNID}/messages?access_token=[redacted]"
+    assert isinstance(sent["latency_ms"], float) and sent["latency_ms"] >= 0
+    assert sent["logger"] == "aiohttp.access" and sent["level"] == "info" and sent["ts"].endswith("Z")
+    assert (refused["request_id"], refused["outcome"], refused["status"]) == (generated, "blocked", 400)
+    assert (webhook["request_id"], webhook["face"], webhook["connector"], webhook["outcome"]) == (
+        webhook_id,
+        "webhooks",
+        PNID,
+        "forwarded",
+    )
+    assert (admin["face"], admin["outcome"], admin["status"]) == ("admin", "ok", 200)
+    text = access_lines.getvalue()
+    assert GRAPH_TOKEN not in text and ADMIN_TOKEN not in text
+
+
+async def test_no_secret_in_any_log_line(
+    logged_client: TestClient[Any, Any], restore_root_logging: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = io.StringIO()
+    setup_logging(stream)  # not a TTY: JSON
+    logging.getLogger("proxy.test").warning("calling %s", f"https://graph/x?access_token={GRAPH_TOKEN}")
+    logging.getLogger("proxy.test").error("header was Bearer %s", ADMIN_TOKEN)
+    try:
+        raise ValueError(f"token={GRAPH_TOKEN} access_token={GRAPH_TOKEN}")
+    except ValueError:
+        logging.getLogger("proxy.test").exception("failed")
+    await logged_client.get(f"/v21.0/me?access_token={GRAPH_TOKEN}")
+    text = stream.getvalue()
+    assert GRAPH_TOKEN not in text and ADMIN_TOKEN not in text
+    records = lines(stream)
+    assert records[0]["message"] == f"calling https://graph/x?access_token={REDACTED}"
+    assert records[0]["level"] == "warning" and records[0]["logger"] == "proxy.test"
+    assert "exception" in records[2] and "ValueError" in records[2]["exception"]
+    assert any(r.get("face") == "gateway" for r in records)
+
+
+def test_human_readable_on_a_terminal(restore_root_logging: None) -> None:
+    terminal = Tty()
+    setup_logging(terminal)
+    logging.getLogger("proxy.test").info("hello %s", "there")
+    record = logging.LogRecord("aiohttp.access", logging.INFO, __file__, 1, "GET / 200", None, None)
+    record.request = {  # type: ignore[attr-defined]
+        "request_id": "r1", "method": "POST", "path": "/v21.0/1/messages", "face": "gateway", "connector": "1",
+        "outcome": "blocked", "status": 400, "latency_ms": 1.5, "remote": "127.0.0.1",
+    }  # fmt: skip
+    logging.getLogger("aiohttp.access").handle(record)
+    out = terminal.getvalue().splitlines()
+    assert out[0].endswith("INFO  proxy.test: hello there")
+    assert out[1].endswith("POST /v21.0/1/messages 400 gateway blocked 1 1.5ms [r1]")
+    assert not out[0].startswith("{")
+    assert isinstance(logging.getLogger().handlers[0].formatter, HumanFormatter)

@@ -1,0 +1,157 @@
+"""Hot reload of config.yaml on SIGHUP: a real ``wa-blocklist serve`` process, its file rewritten under it."""
+
+from __future__ import annotations
+
+import copy
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp.test_utils import TestClient
+from test_processes import REPO, Proxy
+
+from proxy.keys import CONFIG, SERVICE
+from proxy.reload import reload_config
+
+from conftest import ADMIN_TOKEN, PNID, PNID_BR, auth, base_config_data, free_port, wait_until
+
+PNID_NEW = "333333333333333"
+NEW_CONNECTOR = {
+    "phone_number_id": PNID_NEW,
+    "name": "Ventas México",
+    "display_number": "+52 55 5000 0000",
+    "default_country": "MX",
+    "app_secret": "test-app-secret-mexico",
+    "verify_token": "test-verify-token",
+    "forward_webhooks_to": "http://127.0.0.1:9/webhooks/whatsapp",
+}
+
+
+class LoggedProxy(Proxy):
+    """The proxy process with its stderr (the JSON log) going to a file the test can read."""
+
+    def __init__(self, config: Path, port: int, log: Path) -> None:
+        super().__init__(config, port)
+        self.log = log
+
+    def start(self) -> None:
+        with self.log.open("ab") as sink:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "proxy.cli", "serve", "--config", str(self.config), "--port", str(self.port)],
+                cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink,
+            )  # fmt: skip
+        wait_until(self.ready, timeout=30, what="the proxy to serve")
+
+    def ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"proxy exited: {self.log.read_text()}")
+        return super().ready()
+
+    def connectors(self) -> list[str]:
+        status, body = self.call("GET", "/admin/api/connectors")
+        assert status == 200
+        return [c["phone_number_id"] for c in body["connectors"]]
+
+    def reloads(self, result: str) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith(f'wabl_config_reloads_total{{result="{result}"}}'):
+                    return float(line.split()[-1])
+        return 0.0
+
+    def hup(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)
+
+    def log_records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+
+
+@pytest.fixture
+def served(tmp_path: Path, redis_url: str) -> Iterator[tuple[LoggedProxy, Path, dict[str, Any]]]:
+    data = base_config_data(redis_url)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    proxy = LoggedProxy(path, free_port(), tmp_path / "proxy.log")
+    proxy.start()
+    try:
+        yield proxy, path, data
+    finally:
+        proxy.stop()
+
+
+def wait_for(predicate: Callable[[], Any], what: str) -> Any:
+    return wait_until(predicate, timeout=20, what=what)
+
+
+@pytest.mark.slow
+def test_sighup_adds_and_removes_connectors(served: tuple[LoggedProxy, Path, dict[str, Any]]) -> None:
+    proxy, path, data = served
+    assert proxy.connectors() == [PNID, PNID_BR]
+
+    changed = copy.deepcopy(data)
+    changed["connectors"] = [data["connectors"][0], NEW_CONNECTOR]
+    path.write_text(yaml.safe_dump(changed, allow_unicode=True))
+    proxy.hup()
+    wait_for(lambda: proxy.connectors() == [PNID, PNID_NEW], "the connector list to change")
+    assert proxy.call("GET", f"/admin/api/connectors/{PNID_BR}")[0] == 404
+    status, body = proxy.call("GET", f"/admin/api/connectors/{PNID_NEW}")
+    assert status == 200 and body["name"] == "Ventas México"
+    # The new connector works at once in every face: its numbers parse with its own default country.
+    status, body = proxy.call("POST", f"/admin/api/connectors/{PNID_NEW}/blocks", {"number": "55 1234 5678"})
+    assert status == 409 and body["error"]["code"] == "not_recently_active"
+    assert any("config reloaded" in r["message"] and PNID_NEW in r["message"] for r in proxy.log_records())
+
+    # A broken file is refused: the running config keeps serving, and the problems are logged.
+    path.write_text("connectors: [\n")
+    proxy.hup()
+    wait_for(lambda: proxy.reloads("refused") == 1, "the broken file to be refused")
+    assert proxy.connectors() == [PNID, PNID_NEW]
+    invalid = copy.deepcopy(changed)
+    invalid["connectors"][1]["phone_number_id"] = "not-a-number"
+    path.write_text(yaml.safe_dump(invalid, allow_unicode=True))
+    proxy.hup()
+    wait_for(lambda: proxy.reloads("refused") == 2, "the invalid file to be refused")
+    assert proxy.connectors() == [PNID, PNID_NEW]
+    refusals = [r for r in proxy.log_records() if "config reload refused" in r["message"]]
+    assert len(refusals) == 2 and refusals[0]["level"] == "error"
+    assert "connectors[1].phone_number_id" in refusals[1]["message"]
+    assert proxy.reloads("applied") == 1
+    assert proxy.process is not None and proxy.process.poll() is None
+
+
+async def test_reload_swaps_every_reader_and_refuses_start_time_sections(
+    client: TestClient[Any, Any], tmp_path: Path, redis_url: str
+) -> None:
+    app = client.app
+    assert app is not None
+    data = base_config_data(redis_url)
+    data["graph"]["base_url"] = app[CONFIG].graph.base_url
+    data["connectors"][0]["forward_webhooks_to"] = app[CONFIG].connectors[0].forward_webhooks_to
+    data["connectors"][1]["forward_webhooks_to"] = app[CONFIG].connectors[1].forward_webhooks_to
+    data["admin"]["tokens"][0]["token"] = "rotated-admin-token-0002"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert reload_config(app, path)
+    assert app[SERVICE].config is app[CONFIG]
+    # A rotated admin token works on the next request, the old one no longer does.
+    assert (await client.get("/admin/api/session", headers=auth(ADMIN_TOKEN))).status == 401
+    assert (await client.get("/admin/api/session", headers=auth("rotated-admin-token-0002"))).status == 200
+
+    before = app[CONFIG]
+    data["store"]["timeout_seconds"] = 9
+    path.write_text(yaml.safe_dump(data))
+    assert not reload_config(app, path)
+    assert app[CONFIG] is before
+    path.unlink()
+    assert not reload_config(app, path)
+    assert app[CONFIG] is before
+    assert (await client.get("/healthz")).status == 200
