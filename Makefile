@@ -21,7 +21,7 @@ $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,dev]'
+	$(BIN)/pip install --quiet -e '.[test,dev,speed]'
 	touch $@
 
 run: $(VENV)/.run-installed
@@ -31,6 +31,8 @@ check-config: $(VENV)/.run-installed
 	$(BIN)/wa-blocklist check-config --config $(CONFIG)
 
 test: $(VENV)/.test-installed
+	$(BIN)/ruff check proxy plugins tests bench tools
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-installed
@@ -39,8 +41,9 @@ bench: $(VENV)/.test-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(VENV)/.test-installed
-	$(BIN)/python -m ruff check proxy plugins tests
-	$(BIN)/python -m mypy
+	$(BIN)/ruff check proxy plugins tests bench tools
+	$(BIN)/ruff format --check proxy plugins tests bench tools
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

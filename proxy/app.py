@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -14,8 +15,12 @@ from .admin import create_admin_app
 from .blocklist import BlocklistService, Clock
 from .cache import CheckCache
 from .config import Config
+from .expiry import DEFAULT_SWEEP_SECONDS, SWEEP_SECONDS, expiry_sweep_ctx
 from .gateway import setup_gateway
-from .keys import CLOCK, CONFIG, GRAPH_SESSION, SERVICE, STORE, WEBHOOK_SESSION
+from .health import setup_health
+from .keys import CLOCK, CONFIG, GRAPH_SESSION, METRICS, SERVICE, STORE, WEBHOOK_SESSION
+from .logs import RedactingAccessLogger, make_request_middleware, request_id_trace, send_request_id
+from .metrics import Metrics
 from .store import open_store
 from .webhooks import setup_webhooks
 
@@ -29,21 +34,52 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
         config: the validated configuration.
         clock: seconds since the epoch; tests pass a controllable clock.
     """
-    app = web.Application()
+    metrics = Metrics()
+    app = web.Application(middlewares=[make_request_middleware(metrics.request_done)])
     app[CONFIG] = config
     app[CLOCK] = clock
+    app[METRICS] = metrics
+    app.on_response_prepare.append(send_request_id)
+    app[SWEEP_SECONDS] = DEFAULT_SWEEP_SECONDS
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(expiry_sweep_ctx)
     app.cleanup_ctx.append(_graph_session_ctx)
     app.cleanup_ctx.append(_webhook_session_ctx)
     app.add_subapp("/admin/", create_admin_app())
+    setup_health(app)
     setup_webhooks(app)
     setup_gateway(app)  # keep last: the gateway's catch-all route must come after every other route
     return app
 
 
+MAX_REQUEST_LINE = 8190
+"""Longest request line accepted (method, target, version); longer → 414 from aiohttp before any handler runs."""
+MAX_HEADER_FIELD = 8190
+"""Longest header (name and value) accepted; longer → 431."""
+MAX_HEADERS = 100
+"""Most headers accepted on one request; more → 431."""
+
+
+def server_options(config: Config) -> dict[str, Any]:
+    """Options of the HTTP server (``web.run_app`` / ``AppRunner`` keyword arguments) for hostile clients.
+
+    Header size limits, an idle timeout that also closes connections that never finish their headers
+    (aiohttp arms it when the connection opens), and the access log with secret query values redacted.
+    """
+    return {
+        "keepalive_timeout": config.server.idle_timeout_seconds,
+        "max_line_size": MAX_REQUEST_LINE,
+        "max_field_size": MAX_HEADER_FIELD,
+        "max_headers": MAX_HEADERS,
+        "access_log_class": RedactingAccessLogger,
+    }
+
+
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_store(app[CONFIG].store) as store:
         cache = CheckCache(store.redis) if app[CONFIG].store.local_cache else None
+        store.observe = app[METRICS].store_call
+        app[METRICS].watch_cache(cache)
         app[STORE] = store
         app[SERVICE] = BlocklistService(store, app[CONFIG], app[CLOCK], cache=cache)
         subscriber = asyncio.create_task(cache.run(), name="check-cache-invalidation") if cache else None
@@ -62,7 +98,11 @@ async def _graph_session_ctx(app: web.Application) -> AsyncIterator[None]:
     timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=app[CONFIG].graph.timeout_seconds)
     connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
     async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trace_configs=[request_id_trace(), app[METRICS].trace("graph")],
     ) as session:
         app[GRAPH_SESSION] = session
         yield
@@ -72,7 +112,10 @@ async def _webhook_session_ctx(app: web.Application) -> AsyncIterator[None]:
     timeout = aiohttp.ClientTimeout(total=app[CONFIG].webhooks.forward_timeout_seconds)
     connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300)
     async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
+        connector=connector,
+        timeout=timeout,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trace_configs=[request_id_trace(), app[METRICS].trace("contact_center")],
     ) as session:
         app[WEBHOOK_SESSION] = session
         yield

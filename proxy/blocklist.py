@@ -19,7 +19,7 @@ from .cache import CheckCache
 from .config import Config, ConnectorConfig
 from .errors import BadRequest, InvalidNumber, NotBlocked, NotRecentlyActive, UnknownConnector
 from .identity import Identity
-from .store import DAY_MS, BlockEntry, BlocklistStore, iso_ms
+from .store import DAY_MS, BlockEntry, BlocklistStore
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,11 @@ Clock = Callable[[], float]
 
 MAX_REASON = 500
 MAX_PAGE = 500
+MAX_BLOCK_DURATION_MS = 366 * DAY_MS
+"""Longest temporary block: a year (366 days, so "1 year" from any date fits)."""
+
+_DURATION = re.compile(r"^\s*([0-9]{1,12})\s*([smhdw]?)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 ChangeListener = Callable[[Literal["block", "unblock"], str, BlockEntry], Awaitable[None]]
 
@@ -101,9 +106,17 @@ class BlocklistService:
             raise
 
     async def block(
-        self, pnid: str, number: str, *, actor: Actor, reason: str = "", force: bool = False
+        self,
+        pnid: str,
+        number: str,
+        *,
+        actor: Actor,
+        reason: str = "",
+        force: bool = False,
+        expires_at_ms: int | None = None,
+        duration_seconds: int | None = None,
     ) -> tuple[BlockEntry, bool]:
-        """Block a number (or BSUID) on a connector.
+        """Block a number (or BSUID) on a connector, permanently or until ``expires_at_ms``.
 
         Args:
             pnid: the connector's phone number ID.
@@ -111,6 +124,8 @@ class BlocklistService:
             actor: who blocks, and through which face.
             reason: free text, at most 500 characters.
             force: skip Meta's 24-hour rule (CLI ``--force`` only, for numbers blocked elsewhere before).
+            expires_at_ms: when a temporary block stops applying (see :func:`parse_expires_at`).
+            duration_seconds: or how long it lasts from now (see :func:`parse_duration`); neither for permanent.
 
         Returns:
             The entry and True if it was created, or the existing entry and False (blocking is idempotent).
@@ -122,14 +137,21 @@ class BlocklistService:
         """
         self.connector(pnid)
         who = self.parse_number(pnid, number)
+        now = self.now_ms()
+        if duration_seconds is not None:
+            if expires_at_ms is not None:
+                raise BadRequest("give either duration or expires_at, not both")
+            expires_at_ms = now + duration_seconds * 1000
+        check_expiry(expires_at_ms, now)
         entry = BlockEntry(
             number=who.value,
             kind=who.kind,
             key=who.key,
-            blocked_at_ms=self.now_ms(),
+            blocked_at_ms=now,
             reason=clean_reason(reason),
             blocked_by=actor.name,
             source=actor.source,
+            expires_at_ms=expires_at_ms,
         )
         status, stored = await self.store.block(pnid, entry, cutoff_ms=entry.blocked_at_ms - DAY_MS, force=force)
         if self.cache is not None:
@@ -173,7 +195,7 @@ class BlocklistService:
         """
         self.connector(pnid)
         who = self._lookup_identity(pnid, number)
-        entry = await self.store.get(pnid, who.key)
+        entry = await self.store.get(pnid, who.key, self.now_ms())
         if entry is None:
             raise NotBlocked(f"{who.value} is not blocked on this connector")
         return entry
@@ -191,7 +213,7 @@ class BlocklistService:
         self.connector(pnid)
         if not 1 <= limit <= MAX_PAGE:
             raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
-        return await self.store.page(pnid, limit, cursor, _matcher(q) if q.strip() else None)
+        return await self.store.page(pnid, limit, cursor, _matcher(q) if q.strip() else None, now_ms=self.now_ms())
 
     async def is_blocked(self, pnid: str, who: Identity) -> bool:
         """True if this identity, or an identity linked to it, is blocked on the connector."""
@@ -201,17 +223,20 @@ class BlocklistService:
         """The first blocked key among several identities, or None.
 
         One Redis round trip, or none when the exact local cache (see :mod:`proxy.cache`) holds the answer.
+        A "blocked" answer from a temporary block is never cached: it must not outlive the block's expiry.
         """
         keys = [who.key for who in identities]
         if self.cache is None:
-            return await self.store.blocked_key(pnid, keys)
+            found = await self.store.blocked_key(pnid, keys, self.now_ms())
+            return found[0] if found else None
         hit, answer = self.cache.get(pnid, keys)
         if hit:
             return answer
         token = self.cache.token(pnid)
-        answer = await self.store.blocked_key(pnid, keys)
-        self.cache.put(pnid, keys, answer, token)
-        return answer
+        found = await self.store.blocked_key(pnid, keys, self.now_ms())
+        if found is None or found[1] is None:
+            self.cache.put(pnid, keys, found[0] if found else None, token)
+        return found[0] if found else None
 
     async def check(self, pnid: str, text: str) -> str | None:
         """Is this number (any written form, or a wa_id) or BSUID blocked, directly or through a linked identity?
@@ -223,7 +248,7 @@ class BlocklistService:
         key = await self.first_blocked(pnid, [self._lookup_identity(pnid, text)])
         if key is None:
             return None
-        entry = await self.store.get(pnid, key)
+        entry = await self.store.get(pnid, key, self.now_ms())
         return entry.number if entry is not None else key
 
     async def record_inbound(self, pnid: str, users: Sequence[InboundUser]) -> builtins.list[bool]:
@@ -272,7 +297,7 @@ class BlocklistService:
 
     async def connectors(self) -> builtins.list[dict[str, Any]]:
         """Every configured connector with its count of blocked numbers (secrets never included)."""
-        counts = await self.store.count([c.phone_number_id for c in self.config.connectors])
+        counts = await self.store.count([c.phone_number_id for c in self.config.connectors], self.now_ms())
         return [
             {
                 "phone_number_id": c.phone_number_id,
@@ -282,6 +307,32 @@ class BlocklistService:
             }
             for c in self.config.connectors
         ]
+
+    async def sweep_expired(self, limit: int = 1000) -> dict[str, builtins.list[BlockEntry]]:
+        """Remove the expired temporary blocks of every configured connector (each with an ``expire`` audit record).
+
+        Expired blocks already stopped applying when their time came; this only tidies them away. Listeners hear
+        an ``unblock`` for each (so a connector with ``sync_to_meta`` lifts the block at Meta too).
+
+        Returns:
+            The removed entries per connector that had any.
+        """
+        removed: dict[str, builtins.list[BlockEntry]] = {}
+        now = self.now_ms()
+        for connector in self.config.connectors:
+            pnid = connector.phone_number_id
+            while True:
+                entries = await self.store.sweep_expired(pnid, now, limit)
+                if entries:
+                    removed.setdefault(pnid, []).extend(entries)
+                    if self.cache is not None:
+                        self.cache.invalidate(pnid)
+                for entry in entries:
+                    log.info("temporary block of %s on %s expired", _mask(entry.number), pnid)
+                    await self._notify("unblock", pnid, entry)
+                if len(entries) < limit:
+                    break
+        return removed
 
     async def _notify(self, action: Literal["block", "unblock"], pnid: str, entry: BlockEntry) -> None:
         for listener in self._listeners:
@@ -301,6 +352,95 @@ def clean_reason(reason: Any) -> str:
     if len(text) > MAX_REASON:
         raise BadRequest(f"reason is too long ({len(text)} characters, at most {MAX_REASON})")
     return text
+
+
+def parse_duration(text: Any) -> int:
+    """A block duration in seconds: ``30m``, ``12h``, ``1d``, ``7d``, ``2w``, ``90s`` or a number of seconds.
+
+    Raises:
+        BadRequest: anything else, or zero.
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        text = str(text)
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise BadRequest(
+            "duration must be a number of seconds or a number with a unit: s, m, h, d or w (e.g. 12h, 1d, 7d)"
+        )
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    if seconds <= 0:
+        raise BadRequest("duration must be longer than zero")
+    return seconds
+
+
+def parse_expires_at(text: Any) -> int:
+    """An ISO 8601 date-time with a time zone (``2026-12-01T00:00:00Z``) → Unix ms.
+
+    Raises:
+        BadRequest: not a string in that form, or without a time zone.
+    """
+    from datetime import datetime
+
+    if not isinstance(text, str) or len(text) > 64:
+        raise BadRequest("expires_at must be an ISO 8601 date-time with a time zone, e.g. 2026-12-01T00:00:00Z")
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        raise BadRequest(
+            "expires_at must be an ISO 8601 date-time with a time zone, e.g. 2026-12-01T00:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        raise BadRequest("expires_at needs a time zone (Z or an offset such as +02:00)")
+    return int(moment.timestamp() * 1000)
+
+
+def parse_expiry(*, duration: Any = None, expires_at: Any = None) -> tuple[int | None, int | None]:
+    """Read the optional ``duration`` and ``expires_at`` of a block request (at most one of them).
+
+    Returns:
+        ``(expires_at_ms, duration_seconds)`` for :meth:`BlocklistService.block`: both None for a permanent block.
+
+    Raises:
+        BadRequest: both given, or either malformed (the range is checked when the block is made).
+    """
+    if duration not in (None, "") and expires_at not in (None, ""):
+        raise BadRequest("give either duration or expires_at, not both")
+    if duration not in (None, ""):
+        return None, parse_duration(duration)
+    if expires_at not in (None, ""):
+        return parse_expires_at(expires_at), None
+    return None, None
+
+
+def expiry_ms(now_ms: int, *, duration: Any = None, expires_at: Any = None) -> int | None:
+    """The expiry of a block made at ``now_ms`` from a ``duration`` or an ``expires_at`` (at most one of them).
+
+    Returns:
+        Unix ms, or None for a permanent block (neither given).
+
+    Raises:
+        BadRequest: both given, either malformed, not in the future, or more than a year away.
+    """
+    if duration not in (None, "") and expires_at not in (None, ""):
+        raise BadRequest("give either duration or expires_at, not both")
+    if duration not in (None, ""):
+        expires = now_ms + parse_duration(duration) * 1000
+    elif expires_at not in (None, ""):
+        expires = parse_expires_at(expires_at)
+    else:
+        return None
+    check_expiry(expires, now_ms)
+    return expires
+
+
+def check_expiry(expires_at_ms: int | None, now_ms: int) -> None:
+    """Refuse an expiry that is not in the future or is more than a year away."""
+    if expires_at_ms is None:
+        return
+    if expires_at_ms <= now_ms:
+        raise BadRequest("the block's expiry must be in the future")
+    if expires_at_ms - now_ms > MAX_BLOCK_DURATION_MS:
+        raise BadRequest("a temporary block can last at most a year; leave the expiry out for a permanent block")
 
 
 def _matcher(q: str) -> Callable[[BlockEntry], bool]:

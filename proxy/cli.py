@@ -1,4 +1,4 @@
-"""The ``wa-blocklist`` command: serve, check-config, block, unblock, list.
+"""The ``wa-blocklist`` command: serve, check-config, block, unblock, list, import, export.
 
 Exit codes: 0 success, 1 the operation was refused (not recently active, not blocked, store down...),
 2 bad usage or a broken config.
@@ -14,8 +14,11 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TextIO
 
-from .blocklist import Actor, BlocklistService
+from .blocklist import Actor, BlocklistService, parse_duration
+from .bulk import export_csv, import_csv
 from .config import Config, load_config
 from .errors import BlocklistError, ConfigError
 from .meta import MetaSync
@@ -53,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     block.add_argument(
         "--force", action="store_true", help="skip WhatsApp's 24-hour rule (Meta itself will not block such a user)"
     )
+    block.add_argument("--duration", help="a temporary block: 30m, 12h, 1d, 7d... or seconds (default: permanent)")
 
     unblock = sub.add_parser("unblock", parents=[common], help="remove a block")
     unblock.add_argument("number")
@@ -64,6 +68,18 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--q", default="", help="search the number, reason and who blocked")
     listing.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    export = sub.add_parser("export", parents=[common], help="write a connector's blocklist as CSV to stdout")
+    with_connector(export)
+
+    importing = sub.add_parser(
+        "import", parents=[common], help="block every number of a CSV file (number,reason[,duration])"
+    )
+    importing.add_argument("file", help="the CSV file ('-' for stdin)")
+    with_connector(importing)
+    importing.add_argument("--dry-run", action="store_true", help="check every row and report; change nothing")
+    importing.add_argument("--by", default=f"cli:{_user()}", help="who blocks (default: %(default)s)")
+    importing.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
@@ -91,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if args.workers > 1:
             return _serve_workers(args, config)
-        return _serve(config, args.host, args.port, reuse_port=args.reuse_port)
+        return _serve(config, args.host, args.port, reuse_port=args.reuse_port, config_path=args.config)
     try:
         pnid = _connector(config, args.connector)
         return asyncio.run(_run(config, lambda service: _COMMANDS[args.command](service, pnid, args)))
@@ -128,10 +144,16 @@ async def _block(service: BlocklistService, pnid: str, args: argparse.Namespace)
             file=sys.stderr,
         )
     entry, created = await service.block(
-        pnid, args.number, actor=Actor(args.by, "cli"), reason=args.reason, force=args.force
+        pnid,
+        args.number,
+        actor=Actor(args.by, "cli"),
+        reason=args.reason,
+        force=args.force,
+        duration_seconds=parse_duration(args.duration) if args.duration else None,
     )
     state = "blocked" if created else "already blocked"
-    print(f"{state}: {entry.number} on {pnid} since {entry.blocked_at}")
+    until = f" until {entry.expires_at}" if entry.expires_at else ""
+    print(f"{state}: {entry.number} on {pnid} since {entry.blocked_at}{until}")
     return 0
 
 
@@ -165,28 +187,108 @@ def _format(entry: BlockEntry, as_json: bool) -> str:
     return f"{entry.blocked_at:<25} {entry.number:<24} {entry.blocked_by[:20]:<20} {entry.reason}"
 
 
+async def _export(service: BlocklistService, pnid: str, args: argparse.Namespace) -> int:
+    async for chunk in export_csv(service, pnid):
+        sys.stdout.write(chunk)
+    sys.stdout.flush()
+    return 0
+
+
+async def _import(service: BlocklistService, pnid: str, args: argparse.Namespace) -> int:
+    try:
+        data = sys.stdin.buffer.read() if args.file == "-" else await asyncio.to_thread(Path(args.file).read_bytes)
+    except OSError as exc:
+        raise BlocklistError(f"cannot read {args.file}: {exc.strerror}") from None
+    bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+    report = await import_csv(
+        service, pnid, data, actor=Actor(args.by, "cli_import"), dry_run=args.dry_run,
+        progress=bar.update if bar else None,
+    )  # fmt: skip
+    if bar is not None:
+        bar.close()
+    if args.json:
+        print(json.dumps(report.to_json(), ensure_ascii=False))
+    else:
+        for row in report.rows:
+            if row.outcome == "refused":
+                print(f"row {row.row}: {row.number or '(empty)'}: refused: {row.reason}")
+        counts = report.counts()
+        verb = "would be blocked" if args.dry_run else "blocked"
+        print(
+            f"{counts['blocked']} {verb}, {counts['already_blocked']} already blocked, {counts['refused']} refused"
+            + (" (dry run: nothing changed)" if args.dry_run else "")
+        )
+    return 0 if report.counts()["refused"] == 0 else 1
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal (redrawn in place, at most once per percent)."""
+
+    def __init__(self, stream: TextIO, width: int = 40) -> None:
+        self.stream = stream
+        self.width = width
+        self._shown = -1
+
+    def update(self, done: int, total: int) -> None:
+        percent = 100 if total == 0 else done * 100 // total
+        if percent == self._shown:
+            return
+        self._shown = percent
+        filled = self.width * percent // 100
+        self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {percent:3d}% {done}/{total} rows")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._shown >= 0:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
 _COMMANDS: dict[str, Callable[[BlocklistService, str, argparse.Namespace], Awaitable[int]]] = {
     "block": _block,
     "unblock": _unblock,
     "list": _list,
+    "export": _export,
+    "import": _import,
 }
 
 
-def _serve(config: Config, host: str | None, port: int | None, reuse_port: bool = False) -> int:
+def _serve(
+    config: Config, host: str | None, port: int | None, reuse_port: bool = False, config_path: str | None = None
+) -> int:
     from aiohttp import web
 
-    from .app import create_app
+    from .app import create_app, server_options
+    from .logs import setup_logging
+    from .reload import reload_on_sighup
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()  # JSON lines, or human-readable on a terminal; secrets redacted
+    app = create_app(config)
+    if config_path is not None:
+        app.cleanup_ctx.append(reload_on_sighup(Path(config_path)))
     web.run_app(
-        create_app(config),
+        app,
         host=host or config.server.host,
         port=port if port is not None else config.server.port,
-        access_log_format='%a "%r" %s %b %Tfs',
         reuse_port=reuse_port or None,
         shutdown_timeout=30,
+        loop=_event_loop(),
+        **server_options(config),
     )
     return 0
+
+
+def _event_loop() -> asyncio.AbstractEventLoop | None:
+    """uvloop's event loop when installed (``pip install wa-blocklist-proxy[speed]``) and not disabled with
+    ``WA_BLOCKLIST_UVLOOP=0``; otherwise None, and aiohttp uses asyncio's own."""
+    if os.environ.get("WA_BLOCKLIST_UVLOOP", "1") == "0":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 def _serve_workers(args: argparse.Namespace, config: Config) -> int:
@@ -200,9 +302,10 @@ def _serve_workers(args: argparse.Namespace, config: Config) -> int:
     import time
     from pathlib import Path
 
+    from .logs import setup_logging
     from .store import EmbeddedRedis
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     log = logging.getLogger("proxy.supervisor")
     port = args.port if args.port is not None else config.server.port
     if port == 0:
@@ -222,7 +325,15 @@ def _serve_workers(args: argparse.Namespace, config: Config) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    workers = [subprocess.Popen(command) for _ in range(args.workers)]
+    workers: list[subprocess.Popen[bytes]] = []
+
+    def reload(signum: int, _frame: object) -> None:
+        for worker in workers:  # each worker validates and applies the file itself
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGHUP)
+
+    signal.signal(signal.SIGHUP, reload)
+    workers += [subprocess.Popen(command) for _ in range(args.workers)]
     log.info("serving on port %s with %d workers: %s", port, len(workers), [w.pid for w in workers])
     restarts: list[float] = []
     try:

@@ -35,6 +35,10 @@ _COUNTRY = re.compile(r"^[A-Z]{2}$")
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    idle_timeout_seconds: float = 75.0
+    """A connection that sends no complete request for this long is closed (idle keep-alive, slow headers)."""
+    body_timeout_seconds: float = 30.0
+    """Time allowed to receive a body the proxy reads itself (webhooks, admin API, inspected sends)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class AdminConfig:
 @dataclass(frozen=True)
 class GatewayConfig:
     unknown_connectors: str = "pass"
+    enforce: bool = True
 
 
 @dataclass(frozen=True)
@@ -161,16 +166,18 @@ def parse_config(
     admin = v.section("admin", data)
     gateway = v.section("gateway", data)
     webhooks = v.section("webhooks", data)
-    v.known_keys("server", server, ("host", "port"))
+    v.known_keys("server", server, ("host", "port", "idle_timeout_seconds", "body_timeout_seconds"))
     v.known_keys("graph", graph, ("base_url", "api_version", "timeout_seconds"))
     v.known_keys("store", store, ("redis_url", "data_dir", "appendfsync", "timeout_seconds", "local_cache"))
     v.known_keys("admin", admin, ("tokens",))
-    v.known_keys("gateway", gateway, ("unknown_connectors",))
+    v.known_keys("gateway", gateway, ("unknown_connectors", "enforce"))
     v.known_keys("webhooks", webhooks, ("forward_timeout_seconds", "max_body_bytes", "unknown_connectors"))
 
     server_cfg = ServerConfig(
         host=v.string("server.host", server.get("host"), default="127.0.0.1", allow_empty=False),
         port=v.integer("server.port", server.get("port"), default=8080, low=0, high=65535),
+        idle_timeout_seconds=v.number("server.idle_timeout_seconds", server.get("idle_timeout_seconds"), 75.0),
+        body_timeout_seconds=v.number("server.body_timeout_seconds", server.get("body_timeout_seconds"), 30.0),
     )
     graph_cfg = GraphConfig(
         base_url=v.url("graph.base_url", graph.get("base_url"), default="https://graph.facebook.com"),
@@ -200,7 +207,8 @@ def parse_config(
     gateway_cfg = GatewayConfig(
         unknown_connectors=v.choice(
             "gateway.unknown_connectors", gateway.get("unknown_connectors"), UNKNOWN_CONNECTOR_POLICIES, "pass"
-        )
+        ),
+        enforce=v.boolean("gateway.enforce", gateway.get("enforce"), default=True),
     )
     webhooks_cfg = WebhookConfig(
         forward_timeout_seconds=v.number(

@@ -82,6 +82,13 @@ class NotRecentlyActive(BlocklistError):
     code = "not_recently_active"
 
 
+class BodyTimeout(BlocklistError):
+    """The client did not send its whole body within ``server.body_timeout_seconds`` (a slow or stalled client)."""
+
+    status = 408
+    code = "body_timeout"
+
+
 class StoreUnavailable(BlocklistError):
     """Redis cannot be reached or did not answer in time. Transient: the caller may retry."""
 

@@ -44,7 +44,8 @@ from .config import Config, ConnectorConfig
 from .errors import InvalidNumber, StoreUnavailable
 from .graph import BAD_REQUEST, RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE, error_envelope
 from .identity import Identity
-from .keys import CONFIG, GRAPH_SESSION, SERVICE
+from .keys import CONFIG, GRAPH_SESSION, METRICS, SERVICE
+from .logs import note
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ class GraphRefusal(Exception):
 
     def response(self) -> web.Response:
         body = error_envelope(self.code, self.title, self.details, transient=self.transient)
-        return web.json_response(body, status=self.status)
+        # nosniff: details may quote the request (a recipient), which must never be rendered as anything but JSON.
+        return web.json_response(body, status=self.status, headers={"X-Content-Type-Options": "nosniff"})
 
 
 def bad_request(details: str) -> GraphRefusal:
@@ -258,6 +260,7 @@ class Gateway:
         connector = self.connector_for(route)
         if connector is None:
             return await self.forward(request, target)
+        note(connector=connector.phone_number_id)
         if route.edge == "messages_encrypted":
             if not connector.allow_encrypted_messages:
                 raise GraphRefusal(
@@ -270,7 +273,7 @@ class Gateway:
             return await self.forward(request, target)
         body = await read_capped(request)
         fields = parse_fields(body, request.headers.get("Content-Type", ""), request.rel_url.query_string)
-        identities = send_recipients(route.edge, fields)
+        identities = send_recipients(route.edge, fields, connector.default_country)
         if identities:
             await self.refuse_if_blocked([connector], identities)
         return await self.forward(request, target, body=body)
@@ -303,6 +306,8 @@ class Gateway:
                 raise store_unavailable() from None
             if blocked is not None:
                 log.info("refused a send to a blocked user on %s", connector.phone_number_id)
+                note(connector=connector.phone_number_id, outcome="blocked")
+                self.app[METRICS].outbound_refused.labels(connector.phone_number_id).inc()
                 raise GraphRefusal(
                     400,
                     RECIPIENT_BLOCKED,
@@ -516,18 +521,25 @@ def _multipart_fields(body: bytes, content_type: str) -> list[tuple[str, str]]:
 
 
 def _identity(field: str, value: Any) -> Identity:
+    return _readings(field, value)[0]
+
+
+def _readings(field: str, value: Any, default_country: str = "") -> list[Identity]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise bad_request(f"{field} must be a phone number, WhatsApp ID or business-scoped user ID")
     try:
-        return ids.recipient(value)
+        return ids.recipient_readings(value, default_country)
     except InvalidNumber as exc:
         raise bad_request(f"{field}: {exc.message}") from None
 
 
-def send_recipients(edge: str, fields: dict[str, list[Any]]) -> list[Identity]:
+def send_recipients(edge: str, fields: dict[str, list[Any]], default_country: str = "") -> list[Identity]:
     """The users a send, marketing message or call reaches (empty for read receipts, group sends, other calls).
+
+    Each recipient counts with every reading Meta may give it (see :func:`proxy.identity.recipient_readings`);
+    ``default_country`` is the connector's, for numbers written without ``+``.
 
     Raises:
         GraphRefusal: 400 when a recipient field is present but not a number, wa_id or BSUID.
@@ -543,7 +555,7 @@ def send_recipients(edge: str, fields: dict[str, list[Any]]) -> list[Identity]:
     found: list[Identity] = []
     for name in ("to", "recipient"):
         for value in fields.get(name, []):
-            found.append(_identity(name, value))
+            found.extend(_readings(name, value, default_country))
     return found
 
 

@@ -109,6 +109,39 @@ def recipient(text: str) -> Identity:
     return found if found is not None else from_wa_id(text)
 
 
+def recipient_readings(text: str, default_country: str = "") -> list[Identity]:
+    """Every user a send's recipient field may reach: the number as written, and each way the Graph API may read it.
+
+    Meta prepends the business number's country code to a number written without ``+``, and ``00`` is the
+    international call prefix, so ``3001234567`` or ``0057 300 1234567`` sent from a Colombian number can reach
+    +57 300 123 4567. A check must cover every reading, or a blocked user is reached by writing the number another way.
+
+    Args:
+        text: the ``to`` / ``recipient`` value.
+        default_country: the connector's country (ISO code), used for the national reading; "" for none.
+
+    Raises:
+        InvalidNumber: the value is neither a BSUID nor a number's digits.
+    """
+    first = recipient(text)
+    if first.kind != "phone":
+        return [first]
+    found = {first.key: first}
+    raw = text.strip()
+    if first.value.startswith("00") and _DIGITS.match(first.value[2:]):
+        other = from_wa_id(first.value[2:])
+        found.setdefault(other.key, other)
+    if default_country and not raw.startswith("+"):
+        try:
+            local = phonenumbers.parse(raw, default_country)
+        except phonenumbers.NumberParseException:
+            local = None
+        if local is not None and phonenumbers.is_valid_number(local):
+            other = from_wa_id(phonenumbers.format_number(local, phonenumbers.PhoneNumberFormat.E164))
+            found.setdefault(other.key, other)
+    return list(found.values())
+
+
 def parse(text: str, default_country: str = "") -> Identity:
     """Parse what a supervisor typed into an identity.
 

@@ -12,6 +12,7 @@ from aiohttp import ClientSession, web
 from .blocklist import BlocklistService, Clock
 from .config import Config
 from .meta import MetaSync
+from .metrics import Metrics
 from .store import BlocklistStore
 
 CONFIG = web.AppKey("config", Config)
@@ -30,3 +31,6 @@ WEBHOOK_TASKS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("webhook_tasks")
 
 META_SYNC = web.AppKey("meta_sync", MetaSync)
 """The Meta sync queue and its retry task (present only when a connector has ``sync_to_meta``)."""
+
+METRICS = web.AppKey("metrics", Metrics)
+"""This application's Prometheus metrics (its own registry), served at ``/metrics``."""

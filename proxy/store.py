@@ -8,14 +8,21 @@ Cluster slot and every Lua script below stays legal on a cluster):
 ``wabl:{pnid}:order``           zset   match key → blocked_at (ms); newest-first listing, cursors
 ``wabl:{pnid}:seen``            zset   identity key → last inbound message (ms); pruned after 24 h
 ``wabl:{pnid}:links``           hash   wa_id key ↔ BSUID, both directions, learned from webhooks
-``wabl:{pnid}:audit``           stream one record per block/unblock (action, number, by, source, reason)
+``wabl:{pnid}:audit``           stream one record per block/unblock/expire (action, number, by, source, reason)
+``wabl:{pnid}:expiry``          zset   match key → expires_at (ms), temporary blocks only; the sweep's index
 ==============================  =====  ==========================================================
+
+A temporary block keeps its expiry in its entry JSON (``expires_at_ms``) and in the ``expiry`` zset. Every script
+that reads a block takes ``now`` from the caller's clock and treats an entry whose expiry is at or before it as
+absent, so an expired block stops applying at once; the sweep (:meth:`BlocklistStore.sweep_expired`) removes it
+later with an ``expire`` audit record.
 
 Every change is one Lua script, so replicas never race on a read-modify-write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -50,12 +57,39 @@ INVALIDATION_CHANNEL = "wabl:invalidate"
 """Every change that can alter a check's answer publishes the connector's phone number ID here."""
 _SCAN_LIMIT = 5_000  # entries examined per search request before a partial page is returned with a cursor
 
-# KEYS: blocks order links seen audit.
+# Shared by the scripts below: is a block entry present and not expired; remove an expired one with its audit record.
+_EXPIRY_FUNCTIONS = """
+local function live(blocks, expiry, key, now)
+  if redis.call('HEXISTS', blocks, key) == 0 then return false end
+  local exp = redis.call('ZSCORE', expiry, key)
+  return (not exp) or tonumber(exp) > now
+end
+local function expire(blocks, order, expiry, audit, key, maxlen, at)
+  local raw = redis.call('HGET', blocks, key)
+  redis.call('HDEL', blocks, key)
+  redis.call('ZREM', order, key)
+  redis.call('ZREM', expiry, key)
+  if raw then
+    local e = cjson.decode(raw)
+    redis.call('XADD', audit, 'MAXLEN', '~', maxlen, '*', 'action', 'expire', 'number', e['number'], 'type', e['kind'],
+      'by', 'expiry', 'source', 'expiry', 'reason', e['reason'], 'at', at)
+  end
+  return raw
+end
+"""
+
+# KEYS: blocks order links seen audit expiry.
 # ARGV: key entry_json blocked_at_ms cutoff_ms force audit_maxlen invalidation_channel pnid,
-#       then the audit record: number type by source reason at
-_BLOCK = """
+#       then the audit record: number type by source reason at, then now_ms expires_at_ms ('' when permanent)
+_BLOCK = (
+    _EXPIRY_FUNCTIONS
+    + """
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
-if existing then return {'exists', existing} end
+if existing then
+  if live(KEYS[1], KEYS[6], ARGV[1], tonumber(ARGV[15])) then return {'exists', existing} end
+  expire(KEYS[1], KEYS[2], KEYS[6], KEYS[5], ARGV[1], ARGV[6], ARGV[14])
+  redis.call('PUBLISH', ARGV[7], ARGV[8])
+end
 if ARGV[5] ~= '1' then
   local cutoff = tonumber(ARGV[4])
   local seen = redis.call('ZSCORE', KEYS[4], ARGV[1])
@@ -71,40 +105,83 @@ if ARGV[5] ~= '1' then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+if ARGV[16] ~= '' then redis.call('ZADD', KEYS[6], ARGV[16], ARGV[1]) end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'action', 'block', 'number', ARGV[9], 'type', ARGV[10],
   'by', ARGV[11], 'source', ARGV[12], 'reason', ARGV[13], 'at', ARGV[14])
 redis.call('PUBLISH', ARGV[7], ARGV[8])
 return {'created', ARGV[2]}
 """
+)
 
-# KEYS: blocks order audit. ARGV: key audit_maxlen invalidation_channel pnid by source reason at
-_UNBLOCK = """
+# KEYS: blocks order audit expiry. ARGV: key audit_maxlen invalidation_channel pnid by source reason at now_ms
+# An expired entry is not there to unblock: it is removed as the sweep would (audited as an expiry).
+_UNBLOCK = (
+    _EXPIRY_FUNCTIONS
+    + """
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if not existing then return false end
+if not live(KEYS[1], KEYS[4], ARGV[1], tonumber(ARGV[9])) then
+  expire(KEYS[1], KEYS[2], KEYS[4], KEYS[3], ARGV[1], ARGV[2], ARGV[8])
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return false
+end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 local entry = cjson.decode(existing)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'action', 'unblock', 'number', entry['number'],
   'type', entry['kind'], 'by', ARGV[5], 'source', ARGV[6], 'reason', ARGV[7], 'at', ARGV[8])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return existing
 """
+)
 
-# KEYS: blocks links. ARGV: identity keys. Returns the first blocked key (directly or through a link).
+# KEYS: blocks links expiry. ARGV: now_ms, then identity keys.
+# Returns {first blocked key (directly or through a link), its expiry in ms or ''}, or nil.
 _BLOCKED_KEY = """
-for i = 1, #ARGV do
+local now = tonumber(ARGV[1])
+local function hit(id)
+  if redis.call('HEXISTS', KEYS[1], id) == 0 then return false end
+  local exp = redis.call('ZSCORE', KEYS[3], id)
+  if exp and tonumber(exp) <= now then return false end
+  return exp or ''
+end
+for i = 2, #ARGV do
   local id = ARGV[i]
-  if redis.call('HEXISTS', KEYS[1], id) == 1 then return id end
+  local exp = hit(id)
+  if exp then return {id, exp} end
   local other = redis.call('HGET', KEYS[2], id)
-  if other and redis.call('HEXISTS', KEYS[1], other) == 1 then return other end
+  if other then
+    exp = hit(other)
+    if exp then return {other, exp} end
+  end
 end
 return false
 """
 
-# KEYS: blocks links seen. ARGV: now_ms cutoff_ms invalidation_channel pnid, then pairs (wa_key, bsuid), '' for absent.
-# Records every user's last inbound time (blocked or not), learns links, returns 1/0 blocked per pair.
+# KEYS: blocks order expiry audit. ARGV: now_ms audit_maxlen invalidation_channel pnid limit at.
+# Removes up to ``limit`` expired entries (each with an ``expire`` audit record); returns their JSON.
+_SWEEP = (
+    _EXPIRY_FUNCTIONS
+    + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[5]))
+local out = {}
+for _, key in ipairs(due) do
+  local raw = expire(KEYS[1], KEYS[2], KEYS[3], KEYS[4], key, ARGV[2], ARGV[6])
+  if raw then table.insert(out, raw) end
+end
+if #due > 0 then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+return out
+"""
+)
+
+# KEYS: blocks links seen expiry. ARGV: now_ms cutoff_ms invalidation_channel pnid, then pairs (wa_key, bsuid), ''
+# for absent. Records every user's last inbound time (blocked or not), learns links, returns 1/0 blocked per pair.
 # A new or changed link can change who is blocked, so it is announced on the invalidation channel.
-_INBOUND = """
+_INBOUND = (
+    _EXPIRY_FUNCTIONS
+    + """
+local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2])
 local out = {}
 local changed = false
@@ -121,11 +198,11 @@ for i = 1, pairs_count do
     if id ~= '' then
       redis.call('ZADD', KEYS[3], 'GT', ARGV[1], id)
       if blocked == 0 then
-        if redis.call('HEXISTS', KEYS[1], id) == 1 then
+        if live(KEYS[1], KEYS[4], id, now) then
           blocked = 1
         else
           local other = redis.call('HGET', KEYS[2], id)
-          if other and redis.call('HEXISTS', KEYS[1], other) == 1 then blocked = 1 end
+          if other and live(KEYS[1], KEYS[4], other, now) then blocked = 1 end
         end
       end
     end
@@ -135,6 +212,7 @@ end
 if changed then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return out
 """
+)
 
 # KEYS: order blocks. ARGV: max_score after_member count. Members strictly after the cursor, newest first,
 # with their entries; ties on the score are ordered by member, descending, as ZREVRANGEBYSCORE orders them.
@@ -162,7 +240,7 @@ return out
 
 def _keys(pnid: str) -> dict[str, str]:
     tag = f"wabl:{{{pnid}}}"
-    return {name: f"{tag}:{name}" for name in ("blocks", "order", "links", "seen", "audit")}
+    return {name: f"{tag}:{name}" for name in ("blocks", "order", "links", "seen", "audit", "expiry")}
 
 
 @dataclass(frozen=True)
@@ -177,6 +255,7 @@ class BlockEntry:
         reason: free text from the supervisor (may be empty).
         blocked_by: the admin token name, CLI user or plugin that made it.
         source: the face it came through (``admin_api``, ``cli``, ``block_users_api``, ...).
+        expires_at_ms: when a temporary block stops applying (Unix ms, UTC); None for a permanent block.
     """
 
     number: str
@@ -186,11 +265,21 @@ class BlockEntry:
     reason: str
     blocked_by: str
     source: str
+    expires_at_ms: int | None = None
 
     @property
     def blocked_at(self) -> str:
         """ISO 8601 UTC with milliseconds, e.g. ``2026-11-25T02:34:52.123Z``."""
         return iso_ms(self.blocked_at_ms)
+
+    @property
+    def expires_at(self) -> str | None:
+        """ISO 8601 UTC of the expiry, or None for a permanent block."""
+        return iso_ms(self.expires_at_ms) if self.expires_at_ms is not None else None
+
+    def expired(self, now_ms: int) -> bool:
+        """True once a temporary block's expiry is reached."""
+        return self.expires_at_ms is not None and self.expires_at_ms <= now_ms
 
     def to_json(self) -> dict[str, Any]:
         """The entry as the admin API shows it."""
@@ -201,6 +290,7 @@ class BlockEntry:
             "reason": self.reason,
             "blocked_by": self.blocked_by,
             "source": self.source,
+            "expires_at": self.expires_at,
         }
 
     def dumps(self) -> str:
@@ -208,6 +298,7 @@ class BlockEntry:
 
     @classmethod
     def loads(cls, raw: str) -> BlockEntry:
+        """Read an entry as stored (entries written before temporary blocks existed have no ``expires_at_ms``)."""
         return cls(**json.loads(raw))
 
 
@@ -235,30 +326,52 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
 class BlocklistStore:
     """Atomic blocklist operations over one Redis client."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, deadline_seconds: float | None = None) -> None:
         self.redis = client
+        self.deadline_seconds = deadline_seconds
+        """Most time one operation may take, retries and reconnection included (None: no overall bound)."""
         self._block = client.register_script(_BLOCK)
         self._unblock = client.register_script(_UNBLOCK)
         self._blocked_key = client.register_script(_BLOCKED_KEY)
         self._inbound = client.register_script(_INBOUND)
         self._page = client.register_script(_PAGE)
+        self._sweep = client.register_script(_SWEEP)
+        self.observe: Callable[[float, bool], None] | None = None
+        """Called with ``(seconds, failed)`` after each operation (the metrics hook)."""
 
     async def _call(self, op: Awaitable[Any]) -> Any:
         """Await a Redis operation, turning connection trouble into :class:`StoreUnavailable`."""
+        started = time.perf_counter()
+        failed = True
         try:
-            return await op
+            # Each socket read is bounded by store.timeout_seconds, but a slow Redis costs that per round trip of the
+            # connection handshake and per retry (measured: 18 s for a 2 s timeout); the caller waits this long at most.
+            async with asyncio.timeout(self.deadline_seconds):
+                result = await op
+            failed = False
+            return result
+        except TimeoutError as exc:
+            raise StoreUnavailable("the blocklist store is unavailable (it did not answer in time)") from exc
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError) as exc:
             raise StoreUnavailable(f"the blocklist store is unavailable ({type(exc).__name__})") from exc
         except redis_errors.ResponseError as exc:
             if str(exc).startswith(("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")):
                 raise StoreUnavailable(f"the blocklist store is unavailable ({str(exc).split()[0]})") from exc
             raise
+        finally:
+            if self.observe is not None:
+                self.observe(time.perf_counter() - started, failed)
 
     async def ping(self) -> bool:
         return bool(await self._call(self.redis.ping()))
 
-    async def block(self, pnid: str, entry: BlockEntry, cutoff_ms: int, force: bool) -> tuple[str, BlockEntry | None]:
+    async def block(
+        self, pnid: str, entry: BlockEntry, cutoff_ms: int, force: bool, now_ms: int | None = None
+    ) -> tuple[str, BlockEntry | None]:
         """Add ``entry`` unless present; refuse if the user has no inbound at or after ``cutoff_ms``.
+
+        An expired entry for the same key counts as absent (it is removed with an ``expire`` audit record).
+        ``now_ms`` defaults to ``entry.blocked_at_ms``.
 
         Returns:
             ``("created", entry)``, ``("exists", existing_entry)`` or ``("stale", None)``.
@@ -266,7 +379,7 @@ class BlocklistStore:
         k = _keys(pnid)
         status, raw = await self._call(
             self._block(
-                keys=[k["blocks"], k["order"], k["links"], k["seen"], k["audit"]],
+                keys=[k["blocks"], k["order"], k["links"], k["seen"], k["audit"], k["expiry"]],
                 args=[
                     entry.key,
                     entry.dumps(),
@@ -282,6 +395,8 @@ class BlocklistStore:
                     entry.source,
                     entry.reason,
                     entry.blocked_at,
+                    entry.blocked_at_ms if now_ms is None else now_ms,
+                    "" if entry.expires_at_ms is None else entry.expires_at_ms,
                 ],
             )
         )
@@ -290,27 +405,53 @@ class BlocklistStore:
     async def unblock(
         self, pnid: str, key: str, *, by: str, source: str, at_ms: int, reason: str = ""
     ) -> BlockEntry | None:
-        """Remove the entry for ``key`` (audited as done by ``by`` through ``source``); None when there was none."""
+        """Remove the entry for ``key`` (audited as done by ``by`` through ``source``); None when there was none.
+
+        An entry that expired at or before ``at_ms`` is not there: it is removed as an expiry, and None is returned.
+        """
         k = _keys(pnid)
         raw = await self._call(
             self._unblock(
-                keys=[k["blocks"], k["order"], k["audit"]],
-                args=[key, AUDIT_MAXLEN, INVALIDATION_CHANNEL, pnid, by, source, reason, iso_ms(at_ms)],
+                keys=[k["blocks"], k["order"], k["audit"], k["expiry"]],
+                args=[key, AUDIT_MAXLEN, INVALIDATION_CHANNEL, pnid, by, source, reason, iso_ms(at_ms), at_ms],
             )
         )
         return BlockEntry.loads(raw) if raw else None
 
-    async def get(self, pnid: str, key: str) -> BlockEntry | None:
+    async def get(self, pnid: str, key: str, now_ms: int | None = None) -> BlockEntry | None:
+        """The entry for ``key``; with ``now_ms``, None as well when it has expired by then."""
         raw = await self._call(self.redis.hget(_keys(pnid)["blocks"], key))
-        return BlockEntry.loads(raw) if raw else None
+        entry = BlockEntry.loads(raw) if raw else None
+        if entry is not None and now_ms is not None and entry.expired(now_ms):
+            return None
+        return entry
 
-    async def blocked_key(self, pnid: str, keys: Sequence[str]) -> str | None:
-        """The first of ``keys`` (or an identity linked to it) that is blocked on ``pnid``, else None."""
+    async def blocked_key(self, pnid: str, keys: Sequence[str], now_ms: int) -> tuple[str, int | None] | None:
+        """The first of ``keys`` (or an identity linked to it) that is blocked on ``pnid`` at ``now_ms``.
+
+        Returns:
+            ``(key, expires_at_ms or None)``, or None when none is blocked.
+        """
         if not keys:
             return None
         k = _keys(pnid)
-        found = await self._call(self._blocked_key(keys=[k["blocks"], k["links"]], args=list(keys)))
-        return str(found) if found else None
+        found = await self._call(self._blocked_key(keys=[k["blocks"], k["links"], k["expiry"]], args=[now_ms, *keys]))
+        if not found:
+            return None
+        key, expiry = found
+        return str(key), int(float(expiry)) if expiry else None
+
+    async def sweep_expired(self, pnid: str, now_ms: int, limit: int = 1000) -> list[BlockEntry]:
+        """Remove up to ``limit`` entries expired at ``now_ms``, each with an ``expire`` audit record (atomic, and
+        announced on the invalidation channel). Returns the removed entries."""
+        k = _keys(pnid)
+        rows = await self._call(
+            self._sweep(
+                keys=[k["blocks"], k["order"], k["expiry"], k["audit"]],
+                args=[now_ms, AUDIT_MAXLEN, INVALIDATION_CHANNEL, pnid, limit, iso_ms(now_ms)],
+            )
+        )
+        return [BlockEntry.loads(raw) for raw in rows]
 
     async def record_inbound(self, pnid: str, users: Sequence[tuple[str, str]], now_ms: int) -> list[bool]:
         """Record that these users wrote now, learn wa_id↔BSUID links, and say which of them are blocked.
@@ -324,7 +465,7 @@ class BlocklistStore:
         args: list[Any] = [now_ms, now_ms - DAY_MS, INVALIDATION_CHANNEL, pnid]
         for wa_key, bsuid in users:
             args += [wa_key, bsuid]
-        flags = await self._call(self._inbound(keys=[k["blocks"], k["links"], k["seen"]], args=args))
+        flags = await self._call(self._inbound(keys=[k["blocks"], k["links"], k["seen"], k["expiry"]], args=args))
         return [bool(int(f)) for f in flags]
 
     async def last_inbound_ms(self, pnid: str, key: str) -> int | None:
@@ -335,25 +476,32 @@ class BlocklistStore:
         other = await self._call(self.redis.hget(_keys(pnid)["links"], key))
         return str(other) if other else None
 
-    async def count(self, pnids: Sequence[str]) -> dict[str, int]:
-        """Number of block entries per connector, in one round trip."""
+    async def count(self, pnids: Sequence[str], now_ms: int | None = None) -> dict[str, int]:
+        """Number of block entries per connector (minus those expired at ``now_ms``, if given), in one round trip."""
 
         async def run() -> list[Any]:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for pnid in pnids:
                     pipe.zcard(_keys(pnid)["order"])
+                    pipe.zcount(_keys(pnid)["expiry"], "-inf", now_ms if now_ms is not None else "-inf")
                 return await pipe.execute()
 
         counts = await self._call(run()) if pnids else []
-        return {pnid: int(n) for pnid, n in zip(pnids, counts, strict=True)}
+        return {pnid: max(0, int(counts[2 * i]) - int(counts[2 * i + 1])) for i, pnid in enumerate(pnids)}
 
     async def page(
-        self, pnid: str, limit: int, cursor: str | None = None, match: Callable[[BlockEntry], bool] | None = None
+        self,
+        pnid: str,
+        limit: int,
+        cursor: str | None = None,
+        match: Callable[[BlockEntry], bool] | None = None,
+        now_ms: int | None = None,
     ) -> tuple[list[BlockEntry], str | None]:
         """Entries newest first, ``limit`` at most, starting after ``cursor``.
 
         With ``match``, only entries it accepts are returned; at most ``_SCAN_LIMIT`` entries are examined per call,
-        so a search over a huge list answers quickly with a partial page and a cursor to continue.
+        so a search over a huge list answers quickly with a partial page and a cursor to continue. With ``now_ms``,
+        entries expired by then are skipped.
 
         Returns:
             The entries and the cursor for the next page (None at the end).
@@ -375,6 +523,8 @@ class BlocklistStore:
                 if not raw:
                     continue  # removed between the two reads; skip it
                 entry = BlockEntry.loads(raw)
+                if now_ms is not None and entry.expired(now_ms):
+                    continue
                 if match is None or match(entry):
                     found.append(entry)
             if len(rows) < batch * 3:
@@ -383,11 +533,16 @@ class BlocklistStore:
     async def audit(self, pnid: str, count: int = 100, before: str | None = None) -> list[dict[str, Any]]:
         """Audit records of a connector, newest first: ``count`` at most, older than the record id ``before``.
 
-        Each record: ``id``, ``action`` (block/unblock), ``number``, ``type``, ``by``, ``source``, ``reason``, ``at``.
+        Each record: ``id``, ``action`` (block/unblock/expire), ``number``, ``type``, ``by``, ``source``,
+        ``reason``, ``at``.
         """
         top = f"({before}" if before else "+"
         rows = await self._call(self.redis.xrevrange(_keys(pnid)["audit"], max=top, count=count))
         return [{"id": rid, **fields} for rid, fields in rows]
+
+
+STORE_DEADLINE_FACTOR = 2
+"""One store operation may take this many ``store.timeout_seconds`` in all: room for one quick retry."""
 
 
 def client_options(cfg: StoreConfig) -> dict[str, Any]:
@@ -468,7 +623,7 @@ async def open_store(cfg: StoreConfig) -> AsyncIterator[BlocklistStore]:
     else:
         client, helpers = make_client(cfg)
     try:
-        yield BlocklistStore(client)
+        yield BlocklistStore(client, deadline_seconds=STORE_DEADLINE_FACTOR * cfg.timeout_seconds)
     finally:
         await client.aclose()
         for helper in helpers:

@@ -33,8 +33,9 @@ from multidict import CIMultiDictProxy
 
 from .blocklist import BlocklistService, InboundUser
 from .config import Config, ConnectorConfig
-from .errors import BadRequest, BlocklistError, Forbidden, StoreUnavailable, Unauthorized
-from .keys import CONFIG, GRAPH_SESSION, SERVICE, WEBHOOK_SESSION, WEBHOOK_TASKS
+from .errors import BadRequest, BlocklistError, BodyTimeout, Forbidden, StoreUnavailable, Unauthorized
+from .keys import CONFIG, GRAPH_SESSION, METRICS, SERVICE, WEBHOOK_SESSION, WEBHOOK_TASKS
+from .logs import note
 from .meta import MetaClient, MetaError
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class _Share:
     kept: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)  # the filtered changes to forward
     changed: bool = False
     rejected_calls: list[str] = field(default_factory=list)
+    removed: int = 0  # items of blocked users taken out (messages, contacts, calls)
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,13 @@ async def handle_webhook(request: web.Request) -> web.Response:
 
 async def _process(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    body = await read_body(request, config.webhooks.max_body_bytes)
+    try:
+        async with asyncio.timeout(config.server.body_timeout_seconds):
+            body = await read_body(request, config.webhooks.max_body_bytes)
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the webhook body did not arrive within server.body_timeout_seconds ({config.server.body_timeout_seconds})"
+        ) from None
     payload = parse_payload(body)
     shares, unknown = _split(config, payload)
     verify_signatures(shares.values(), body, request.headers.get(SIGNATURE_HEADER))
@@ -175,7 +183,11 @@ async def _process(request: web.Request) -> web.Response:
         log.warning("webhook not forwarded: the blocklist store is unavailable; Meta will retry")
         raise
 
+    metrics = request.app[METRICS]
+    note(connector=",".join(shares))
     for share in shares.values():
+        if share.removed:
+            metrics.inbound_blocked.labels(share.connector.phone_number_id).inc(share.removed)
         if share.rejected_calls:
             _reject_calls_later(request.app, share.connector, share.rejected_calls)
 
@@ -186,12 +198,16 @@ async def _process(request: web.Request) -> web.Response:
         if share.kept
     ]
     results = await asyncio.gather(*deliveries)
+    for r in results:
+        result = {0: "unreachable", -1: "timeout"}.get(r.status, "delivered" if 200 <= r.status < 300 else "rejected")
+        metrics.webhook_forwards.labels(r.connector.phone_number_id, result).inc()
     failed = [r for r in results if not 200 <= r.status < 300]
     if failed:
         names = ", ".join(f"{r.connector.name} ({_describe(r.status)})" for r in failed)
         if any(r.status == -1 for r in failed):
             raise DeliveryTimeout(f"contact center did not answer in time: {names}; Meta will retry")
         raise DeliveryFailed(f"contact center did not accept the webhook: {names}; Meta will retry")
+    note(outcome="blocked" if any(s.removed for s in shares.values()) else "forwarded")
     return web.Response(text="ok", content_type="text/plain")
 
 
@@ -419,6 +435,7 @@ def _filter_value(value: dict[str, Any], blocked: set[str], share: _Share) -> di
             del result[key]  # Meta omits an empty list rather than sending []
     if not removed:
         return value
+    share.removed += removed
     log.info(
         "removed %d item(s) of blocked users from a %s webhook for %s",
         removed,
@@ -525,4 +542,7 @@ def _bad(code: str, message: str) -> BadRequest:
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+    # nosniff: a browser must never render an error (which may quote the request) as anything but JSON.
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers={"X-Content-Type-Options": "nosniff"}
+    )

@@ -233,6 +233,8 @@ async def test_openapi_document_is_public_and_lists_every_route(client: TestClie
         "/connectors/{pnid}/blocks/{number}",
         "/connectors/{pnid}/audit",
         "/connectors/{pnid}/check/{number}",
+        "/connectors/{pnid}/blocks.csv",
+        "/connectors/{pnid}/blocks/import",
     }
     routes = {
         (route.method, route.resource.canonical.removeprefix("/admin/api"))

@@ -355,7 +355,9 @@ async def test_viewer_sees_lists_without_controls(open_admin: OpenAdmin, service
     await page.get_by_role("button", name="Block numbers of Ventas Colombia").click()
     dialog = blocks_dialog(page)
     await expect(dialog.locator("tbody tr")).to_have_count(1)
-    await expect(dialog.locator("tbody tr td")).to_have_text(["+" + NUMBER, re.compile(r"\d{4}"), "spam", "supervisor"])
+    await expect(dialog.locator("tbody tr td")).to_have_text(
+        ["+" + NUMBER, re.compile(r"\d{4}"), "spam", "supervisor", "Never"]
+    )
     await expect(
         dialog.get_by_text("Read-only: your token can see blocked numbers but not change them.")
     ).to_be_visible()
@@ -418,3 +420,38 @@ async def test_user_text_is_shown_as_text_never_as_html(open_admin: OpenAdmin, s
     await expect(row.locator("td").nth(3)).to_have_text("<i>eve</i>")
     await expect(row.locator("img, b, i")).to_have_count(0)
     assert await page.title() == "Block Numbers · WhatsApp blocklist"
+
+
+async def test_temporary_block_from_the_duration_select(
+    open_admin: OpenAdmin, service: BlocklistService, clock: FakeClock
+) -> None:
+    await wrote_recently(service, PNID, NUMBER, "573007654321")
+    page = await open_admin()
+    await sign_in(page)
+    await page.get_by_role("button", name="Block numbers of Ventas Colombia").click()
+    dialog = blocks_dialog(page)
+    duration = dialog.get_by_label("Duration")
+    await expect(duration).to_have_value("")
+    await expect(duration.locator("option")).to_have_text(["Permanent", "1 day", "7 days", "30 days"])
+    await expect(dialog.get_by_role("columnheader")).to_contain_text(["Expires"])
+
+    # A 7-day block: the API stores the expiry, the Expires column shows it in the browser's time zone.
+    await dialog.get_by_label("Number", exact=True).fill("+57 300 123 4567")
+    await duration.select_option(label="7 days")
+    await dialog.get_by_role("button", name="Add Number").click()
+    rows = dialog.locator("tbody tr")
+    await expect(rows).to_have_count(1)
+    entry = await service.get(PNID, NUMBER)
+    assert entry.expires_at_ms == entry.blocked_at_ms + 7 * 86_400_000
+    assert entry.expires_at is not None
+    expires = rows.nth(0).locator("td").nth(4).locator("time")
+    await expect(expires).to_have_attribute("datetime", entry.expires_at)
+    await expect(expires).to_have_text(local_time_pattern(entry.expires_at))
+    await expect(duration).to_have_value("")  # the form resets to permanent after each block
+
+    # A permanent block (the default) says "Never".
+    await dialog.get_by_label("Number", exact=True).fill("+57 300 765 4321")
+    await dialog.get_by_role("button", name="Add Number").click()
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(0).locator("td").nth(4)).to_have_text("Never")
+    assert (await service.get(PNID, "573007654321")).expires_at_ms is None

@@ -64,7 +64,9 @@ def test_unknown_key_is_named_with_the_known_ones() -> None:
     data = minimal()
     data["server"] = {"prot": 8080}
     found = problems(data)
-    assert found == ["server.prot: unknown key (known keys here: host, port)"]
+    assert found == [
+        "server.prot: unknown key (known keys here: host, port, idle_timeout_seconds, body_timeout_seconds)"
+    ]
 
 
 def test_missing_phone_number_id_and_bad_url_are_both_reported() -> None:

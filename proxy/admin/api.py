@@ -6,6 +6,7 @@ is a 4xx, never a 500.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -15,9 +16,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..blocklist import Actor
+from ..blocklist import Actor, parse_expiry
 from ..config import AdminToken
-from ..errors import BadRequest, BlocklistError, Forbidden, Unauthorized
+from ..errors import BadRequest, BlocklistError, BodyTimeout, Forbidden, Unauthorized
 from ..keys import CONFIG, SERVICE
 from .openapi import OPENAPI
 from .page import setup_page
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 TOKEN = web.RequestKey("admin_token", AdminToken)
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_BODY_FIELDS = frozenset({"number", "reason"})
+_BODY_FIELDS = frozenset({"number", "reason", "duration", "expires_at"})
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 MAX_BODY = 64 * 1024
 
@@ -97,7 +98,20 @@ def _actor(request: web.Request) -> Actor:
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything larger than ``limit`` bytes without reading it all."""
+    """The request body, refusing (413) anything larger than ``limit`` bytes without reading it all.
+
+    Raises:
+        BodyTimeout: the body did not arrive within ``server.body_timeout_seconds`` (408).
+    """
+    seconds = request.config_dict[CONFIG].server.body_timeout_seconds
+    try:
+        async with asyncio.timeout(seconds):
+            return await _read_limited(request, limit)
+    except TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {seconds} seconds") from None
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     chunks: list[bytes] = []
@@ -120,7 +134,8 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
         raise BadRequest('the request body must be a JSON object such as {"number": "+57 300 123 4567"}')
     unknown = sorted(set(body) - _BODY_FIELDS)
     if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)[:200]} (allowed: number, reason)")
+        allowed = ", ".join(sorted(_BODY_FIELDS))
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)[:200]} (allowed: {allowed})")
     return body
 
 
@@ -176,7 +191,15 @@ async def add_block(request: web.Request) -> web.Response:
         number = str(number)
     if not isinstance(number, str) or not number.strip():
         raise BadRequest('"number" is required: the phone number (with country code) or BSUID to block')
-    entry, created = await service.block(pnid, number, actor=_actor(request), reason=body.get("reason") or "")
+    expires_at_ms, duration_seconds = parse_expiry(duration=body.get("duration"), expires_at=body.get("expires_at"))
+    entry, created = await service.block(
+        pnid,
+        number,
+        actor=_actor(request),
+        reason=body.get("reason") or "",
+        expires_at_ms=expires_at_ms,
+        duration_seconds=duration_seconds,
+    )
     location = request.app.router["block"].url_for(pnid=pnid, number=entry.number)
     return web.json_response(entry.to_json(), status=201 if created else 200, headers={"Location": str(location)})
 
@@ -224,6 +247,15 @@ async def openapi_document(request: web.Request) -> web.Response:
 def create_admin_app() -> web.Application:
     """The admin sub-application, mounted at ``/admin/``."""
     app = web.Application(middlewares=[error_middleware, auth_middleware])
+    from .bulk import routes as bulk_routes  # imported here: it uses this module's helpers
+
+    app.add_routes(bulk_routes)
     app.add_routes(routes)
     setup_page(app)
+    app.on_response_prepare.append(_no_sniffing)
     return app
+
+
+async def _no_sniffing(request: web.Request, response: web.StreamResponse) -> None:
+    # API answers echo user text (numbers, reasons) in JSON: a browser must never render them as anything else.
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")

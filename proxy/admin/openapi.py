@@ -27,6 +27,12 @@ _ENTRY = {
         "reason": {"type": "string"},
         "blocked_by": {"type": "string"},
         "source": {"type": "string"},
+        "expires_at": {
+            "type": "string",
+            "format": "date-time",
+            "nullable": True,
+            "description": "when a temporary block stops applying; null for a permanent block",
+        },
     },
 }
 _CONNECTOR = {
@@ -44,13 +50,39 @@ _AUDIT = {
     "required": ["id", "action", "number", "type", "by", "source", "reason", "at"],
     "properties": {
         "id": {"type": "string"},
-        "action": {"type": "string", "enum": ["block", "unblock"]},
+        "action": {"type": "string", "enum": ["block", "unblock", "expire"]},
         "number": {"type": "string"},
         "type": {"type": "string"},
         "by": {"type": "string"},
         "source": {"type": "string"},
         "reason": {"type": "string"},
         "at": {"type": "string", "format": "date-time"},
+    },
+}
+
+_IMPORT_REPORT = {
+    "type": "object",
+    "required": ["dry_run", "summary", "rows"],
+    "properties": {
+        "dry_run": {"type": "boolean"},
+        "summary": {
+            "type": "object",
+            "required": ["blocked", "already_blocked", "refused"],
+            "properties": {k: {"type": "integer"} for k in ("blocked", "already_blocked", "refused")},
+        },
+        "rows": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["row", "number", "outcome"],
+                "properties": {
+                    "row": {"type": "integer", "description": "line in the file; the header is row 1"},
+                    "number": {"type": "string"},
+                    "outcome": {"type": "string", "enum": ["blocked", "already_blocked", "refused"]},
+                    "reason": {"type": "string", "description": "why the row was refused"},
+                },
+            },
+        },
     },
 }
 
@@ -62,7 +94,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         403: "Viewer token on a change",
         404: "Unknown connector, entry or route",
         409: "Not messaged in the last 24 hours",
-        413: "Body too large",
+        413: "Body too large (or, for an import, too many rows)",
         503: "Store unavailable (retry)",
     }
     return {
@@ -96,7 +128,13 @@ OPENAPI: dict[str, Any] = {
     "security": [{"bearer": []}],
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": {"Error": _ERROR, "Entry": _ENTRY, "Connector": _CONNECTOR, "AuditRecord": _AUDIT},
+        "schemas": {
+            "Error": _ERROR,
+            "Entry": _ENTRY,
+            "Connector": _CONNECTOR,
+            "AuditRecord": _AUDIT,
+            "ImportReport": _IMPORT_REPORT,
+        },
     },
     "paths": {
         "/session": {
@@ -176,6 +214,18 @@ OPENAPI: dict[str, Any] = {
                                 "properties": {
                                     "number": {"type": "string", "example": "+57 300 123 4567"},
                                     "reason": {"type": "string", "maxLength": 500},
+                                    "duration": {
+                                        "type": "string",
+                                        "example": "7d",
+                                        "description": "a temporary block: 30m, 12h, 1d, 7d, 2w or seconds "
+                                        "(at most a year); not with expires_at",
+                                    },
+                                    "expires_at": {
+                                        "type": "string",
+                                        "format": "date-time",
+                                        "description": "a temporary block's end, with a time zone, in the next "
+                                        "year; not with duration",
+                                    },
                                 },
                             }
                         }
@@ -206,6 +256,38 @@ OPENAPI: dict[str, Any] = {
                 ],
                 "responses": {"204": {"description": "Unblocked"}, **_errors(400, 401, 403, 404, 503)},
             },
+        },
+        "/connectors/{pnid}/blocks.csv": {
+            "get": {
+                "summary": "Export the blocklist as CSV (number,reason,expires_at,type,blocked_at,blocked_by,source)",
+                "parameters": [_PNID],
+                "responses": {
+                    "200": {"description": "The CSV file", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                    **_errors(401, 404, 503),
+                },
+            }
+        },
+        "/connectors/{pnid}/blocks/import": {
+            "post": {
+                "summary": "Import a CSV file (header number,reason[,duration|expires_at]); each row is reported",
+                "description": "The whole file is checked first: bad encoding, bad CSV, a bad header or more than "
+                "64000 rows refuse it whole (400 invalid_csv / 413 too_many_rows, nothing written). Then each row "
+                "is blocked, already blocked, or refused with its reason (24-hour rule, bad number, duplicate).",
+                "parameters": [
+                    _PNID,
+                    {"name": "dry_run", "in": "query", "schema": {"type": "boolean"}, "description": "write nothing"},
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "text/csv": {"schema": {"type": "string", "example": "number,reason\n+57 300 123 4567,spam\n"}}
+                    },
+                },
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/ImportReport"}, "The per-row report"),
+                    **_errors(400, 401, 403, 404, 413, 503),
+                },
+            }
         },
         "/connectors/{pnid}/check/{number}": {
             "get": {

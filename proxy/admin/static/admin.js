@@ -42,6 +42,13 @@ const MESSAGES = {
     numberLabel: "Number",
     numberPlaceholder: "+57 300 123 4567",
     reasonLabel: "Reason (optional)",
+    durationLabel: "Duration",
+    durationPermanent: "Permanent",
+    duration1d: "1 day",
+    duration7d: "7 days",
+    duration30d: "30 days",
+    colExpires: "Expires",
+    never: "Never",
     addNumber: "Add Number",
     addHint: "WhatsApp only allows blocking numbers that wrote to this connector in the last 24 hours.",
     numberRequired: "Enter the number to block, with its country code.",
@@ -114,6 +121,13 @@ const MESSAGES = {
     numberLabel: "Número",
     numberPlaceholder: "+57 300 123 4567",
     reasonLabel: "Motivo (opcional)",
+    durationLabel: "Duración",
+    durationPermanent: "Permanente",
+    duration1d: "1 día",
+    duration7d: "7 días",
+    duration30d: "30 días",
+    colExpires: "Vence",
+    never: "Nunca",
     addNumber: "Agregar número",
     addHint: "WhatsApp solo permite bloquear números que escribieron a este conector en las últimas 24 horas.",
     numberRequired: "Ingrese el número a bloquear, con su código de país.",
@@ -189,6 +203,7 @@ const el = {
   addForm: $("add-form"),
   addNumber: $("add-number"),
   addReason: $("add-reason"),
+  addDuration: $("add-duration"),
   addButton: $("add-button"),
   readonlyNote: $("readonly-note"),
   dialogError: $("dialog-error"),
@@ -633,6 +648,17 @@ function renderBlocks() {
     reason.textContent = entry.reason || t("none");
     reason.classList.toggle("muted", !entry.reason);
     row.querySelector(".block-by").textContent = entry.blocked_by;
+    const expires = row.querySelector(".block-expires");
+    if (entry.expires_at) {
+      const until = document.createElement("time");
+      until.dateTime = entry.expires_at;
+      until.textContent = formatDate(entry.expires_at);
+      until.title = formatDate(entry.expires_at, true);
+      expires.replaceChildren(until);
+    } else {
+      expires.textContent = t("never");
+      expires.classList.add("muted");
+    }
     const actions = row.querySelector(".actions");
     if (editable) {
       const button = actions.querySelector("button");
@@ -667,10 +693,12 @@ async function addBlock(event) {
     return;
   }
   const reason = el.addReason.value.trim();
+  const duration = el.addDuration.value;
   const pnid = state.current.phone_number_id;
   el.addButton.disabled = true;
   try {
-    const { status, data } = await api("POST", `api/connectors/${encode(pnid)}/blocks`, { body: { number, reason } });
+    const body = duration ? { number, reason, duration } : { number, reason };
+    const { status, data } = await api("POST", `api/connectors/${encode(pnid)}/blocks`, { body });
     el.addForm.reset();
     el.addNumber.setAttribute("aria-invalid", "false");
     if (status === 201) setDialogStatus("blocked", { number: displayNumber(data) });
