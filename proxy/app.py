@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +20,7 @@ from .keys import CLOCK, CONFIG, GRAPH_SESSION, METRICS, SERVICE, STORE, WEBHOOK
 from .logs import RedactingAccessLogger, make_request_middleware, request_id_trace, send_request_id
 from .metrics import Metrics
 from .store import open_store
+from .tasks import background
 from .webhooks import setup_webhooks
 
 
@@ -82,15 +81,14 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[METRICS].watch_cache(cache)
         app[STORE] = store
         app[SERVICE] = BlocklistService(store, app[CONFIG], app[CLOCK], cache=cache)
-        subscriber = asyncio.create_task(cache.run(), name="check-cache-invalidation") if cache else None
-        try:
+        if cache is None:
             yield
-        finally:
-            if cache is not None and subscriber is not None:
-                cache.stop()
-                subscriber.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await subscriber
+            return
+        async with background(cache.run(), "check-cache-invalidation"):
+            try:
+                yield
+            finally:
+                cache.stop()  # run() returns within a second even if a client timeout swallows the cancellation
 
 
 async def _graph_session_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .blocklist import Actor, BlocklistService, check_expiry, clean_reason, parse_expiry
-from .errors import BadRequest, BlocklistError, NotRecentlyActive
+from .errors import BadRequest, BlocklistError, InvalidCsv, NotRecentlyActive, TooManyRows
 
 MAX_ROWS = 64_000
 """Most data rows one import accepts."""
@@ -43,19 +43,6 @@ _CONCURRENCY = 32  # store operations in flight during an import
 
 Progress = Callable[[int, int], None]
 """Called with ``(rows done, rows in total)`` while an import is applied."""
-
-
-class InvalidCsv(BadRequest):
-    """The file cannot be imported at all; nothing was written."""
-
-    code = "invalid_csv"
-
-
-class TooManyRows(BlocklistError):
-    """The file has more rows than one import accepts; nothing was written."""
-
-    status = 413
-    code = "too_many_rows"
 
 
 @dataclass

@@ -89,6 +89,47 @@ class BodyTimeout(BlocklistError):
     code = "body_timeout"
 
 
+class BodyTooLarge(BadRequest):
+    """A request body is larger than the limit of its face (e.g. ``webhooks.max_body_bytes``)."""
+
+    status = 413
+    code = "body_too_large"
+
+
+class UnknownWebhookConnector(BadRequest):
+    """The payload names a phone number ID that no connector has (``webhooks.unknown_connectors: refuse``)."""
+
+    status = 422
+    code = "unknown_connector"
+
+
+class DeliveryFailed(BlocklistError):
+    """A contact center could not be reached or did not answer 2xx: Meta must retry."""
+
+    status = 502
+    code = "forward_failed"
+
+
+class DeliveryTimeout(DeliveryFailed):
+    """A contact center did not answer within ``webhooks.forward_timeout_seconds``."""
+
+    status = 504
+    code = "forward_timeout"
+
+
+class InvalidCsv(BadRequest):
+    """The file cannot be imported at all; nothing was written."""
+
+    code = "invalid_csv"
+
+
+class TooManyRows(BlocklistError):
+    """The file has more rows than one import accepts; nothing was written."""
+
+    status = 413
+    code = "too_many_rows"
+
+
 class StoreUnavailable(BlocklistError):
     """Redis cannot be reached or did not answer in time. Transient: the caller may retry."""
 

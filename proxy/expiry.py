@@ -9,7 +9,6 @@ several processes sweeping at once remove each entry once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -17,6 +16,7 @@ from aiohttp import web
 
 from .errors import StoreUnavailable
 from .keys import METRICS, SERVICE
+from .tasks import background
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,5 @@ async def _run(app: web.Application) -> None:
 
 async def expiry_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context running the sweep while the app runs (after the store context)."""
-    task = asyncio.create_task(_run(app), name="expiry-sweep")
-    try:
+    async with background(_run(app), "expiry-sweep"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -20,6 +20,7 @@ from .blocklist import BlocklistService, Clock
 from .config import Config, ConnectorConfig, GraphConfig
 from .errors import StoreUnavailable
 from .store import BlockEntry, BlocklistStore
+from .tasks import background
 
 log = logging.getLogger(__name__)
 
@@ -317,10 +318,5 @@ async def meta_sync_ctx(app: web.Application) -> AsyncIterator[None]:
     from .keys import META_SYNC
 
     app[META_SYNC] = sync
-    task = asyncio.create_task(sync.run(), name="meta-sync")
-    try:
+    async with background(sync.run(), "meta-sync"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -33,7 +33,18 @@ from multidict import CIMultiDictProxy
 
 from .blocklist import BlocklistService, InboundUser
 from .config import Config, ConnectorConfig
-from .errors import BadRequest, BlocklistError, BodyTimeout, Forbidden, StoreUnavailable, Unauthorized
+from .errors import (
+    BadRequest,
+    BlocklistError,
+    BodyTimeout,
+    BodyTooLarge,
+    DeliveryFailed,
+    DeliveryTimeout,
+    Forbidden,
+    StoreUnavailable,
+    Unauthorized,
+    UnknownWebhookConnector,
+)
 from .keys import CONFIG, GRAPH_SESSION, METRICS, SERVICE, WEBHOOK_SESSION, WEBHOOK_TASKS
 from .logs import note
 from .meta import MetaClient, MetaError
@@ -49,34 +60,6 @@ _CHUNK = 64 * 1024
 _LARGE_BODY = 1024 * 1024
 _ENVELOPE_KEYS = frozenset({"messaging_product", "metadata", "contacts"})
 """Keys of a change value that carry no event of their own: a value left with only these is not forwarded."""
-
-
-class BodyTooLarge(BadRequest):
-    """The webhook body is larger than ``webhooks.max_body_bytes``."""
-
-    status = 413
-    code = "body_too_large"
-
-
-class UnknownWebhookConnector(BadRequest):
-    """The payload names a phone number ID that no connector has (``webhooks.unknown_connectors: refuse``)."""
-
-    status = 422
-    code = "unknown_connector"
-
-
-class DeliveryFailed(BlocklistError):
-    """A contact center could not be reached or did not answer 2xx: Meta must retry."""
-
-    status = 502
-    code = "forward_failed"
-
-
-class DeliveryTimeout(DeliveryFailed):
-    """A contact center did not answer within ``webhooks.forward_timeout_seconds``."""
-
-    status = 504
-    code = "forward_timeout"
 
 
 def setup_webhooks(app: web.Application) -> None:

@@ -134,6 +134,28 @@ class FakeClock:
 
 
 @pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private Redis server for this test alone, which the test may stop and start again."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def own_redis_client(
+    aiohttp_client: Any, make_config: ConfigFactory, clock: FakeClock, own_redis: RedisServer
+) -> TestClient[Any, Any]:
+    """A running proxy on ``own_redis``, with short store timeouts so failure tests answer quickly."""
+
+    def use_own_redis(data: dict[str, Any]) -> None:
+        data["store"] = {"redis_url": own_redis.url, "timeout_seconds": 0.5}
+
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(make_config(use_own_redis), clock=clock))
+    return client
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

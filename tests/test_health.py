@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 
-from proxy.app import create_app
-
-from conftest import ConfigFactory, FakeClock, RedisServer
+from conftest import RedisServer
 from fakes import FakeGraph
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def own_client(
-    aiohttp_client: Any, make_config: ConfigFactory, clock: FakeClock, own_redis: RedisServer
-) -> TestClient[Any, Any]:
-    def use_own_redis(data: dict[str, Any]) -> None:
-        data["store"] = {"redis_url": own_redis.url, "timeout_seconds": 0.5}
-
-    client: TestClient[Any, Any] = await aiohttp_client(create_app(make_config(use_own_redis), clock=clock))
-    return client
 
 
 async def test_ready_when_the_store_answers(client: TestClient[Any, Any], fake_graph: FakeGraph) -> None:
@@ -45,20 +21,20 @@ async def test_ready_when_the_store_answers(client: TestClient[Any, Any], fake_g
     assert fake_graph.requests == []  # answered by the proxy itself, never passed to the Graph API
 
 
-async def test_not_ready_while_redis_is_down(own_client: TestClient[Any, Any], own_redis: RedisServer) -> None:
-    assert (await own_client.get("/readyz")).status == 200
+async def test_not_ready_while_redis_is_down(own_redis_client: TestClient[Any, Any], own_redis: RedisServer) -> None:
+    assert (await own_redis_client.get("/readyz")).status == 200
     own_redis.stop()
-    resp = await own_client.get("/readyz")
+    resp = await own_redis_client.get("/readyz")
     assert resp.status == 503
     body = await resp.json()
     assert body["status"] == "unavailable"
     assert body["checks"]["config"] == "ok"
     assert body["checks"]["store"].startswith("the blocklist store is unavailable")
     assert body["reason"].startswith("store: the blocklist store is unavailable")
-    assert (await own_client.get("/healthz")).status == 200  # the process itself is fine: no restart wanted
+    assert (await own_redis_client.get("/healthz")).status == 200  # the process itself is fine: no restart wanted
 
     own_redis.start()
-    resp = await own_client.get("/readyz")  # the client reconnects by itself
+    resp = await own_redis_client.get("/readyz")  # the client reconnects by itself
     assert resp.status == 200, await resp.text()
 
 
