@@ -106,9 +106,12 @@ class Result:
     p99_ms: float
     rss_mb: float | None
     non_2xx: int
+    cpu_us_per_request: float | None = None
 
 
-def run_wrk(url: str, script: Path, duration: int, connections: int, threads: int) -> tuple[float, float, float, int]:
+def run_wrk(
+    url: str, script: Path, duration: int, connections: int, threads: int
+) -> tuple[float, float, float, int, int]:
     out = subprocess.run(
         [*LOAD_CPUS, "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
@@ -120,7 +123,18 @@ def run_wrk(url: str, script: Path, duration: int, connections: int, threads: in
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, latency("50"), latency("99"), int(non_2xx.group(1)) if non_2xx else 0
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return rps, latency("50"), latency("99"), int(non_2xx.group(1)) if non_2xx else 0, requests
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = (int(stat[11]) + int(stat[12])) / ticks
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        total += cpu_seconds(int(child))
+    return total
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -270,10 +284,16 @@ http {{
         conns = connections or self.args.connections
         # a short warm-up so connection pools and the check cache are in steady state
         run_wrk(url, script, 2, conns, self.args.threads)
-        rps, p50, p99, non_2xx = run_wrk(url, script, self.args.duration, conns, self.args.threads)
-        result = Result(name, rps, p50, p99, peak_rss_mb(pid) if pid else None, non_2xx)
-        print(f"  {name:<34} {rps:>9.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
-              f"  rss {result.rss_mb or 0:6.1f} MB  non-2xx {non_2xx}", flush=True)  # fmt: skip
+        cpu_before = cpu_seconds(pid) if pid else 0.0
+        rps, p50, p99, non_2xx, requests = run_wrk(url, script, self.args.duration, conns, self.args.threads)
+        # CPU per request is far steadier than throughput on a shared machine: it is what the proxy itself spent
+        cpu = (cpu_seconds(pid) - cpu_before) / requests * 1e6 if pid and requests else None
+        result = Result(name, rps, p50, p99, peak_rss_mb(pid) if pid else None, non_2xx, cpu)
+        print(
+            f"  {name:<34} {rps:>9.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  rss {result.rss_mb or 0:6.1f} MB"
+            f"  cpu/req {cpu or 0:6.0f} us  non-2xx {non_2xx}",
+            flush=True,
+        )
         return result
 
     def proxy_scenario(
@@ -375,14 +395,21 @@ def table(results: list[Result]) -> str:
     base = by_name.get("proxy pass-through (enforce off)")
     nginx = by_name.get("nginx proxy_pass")
     lines = [
-        "| scenario | req/s | p50 ms | p99 ms | peak RSS MB | vs pass-through | vs nginx |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | req/s | p50 ms | p99 ms | peak RSS MB | CPU µs/req | vs pass-through (req/s; CPU) | vs nginx |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        vs_base = f"{r.rps / base.rps:.2f}×" if base and r.name.startswith("proxy") else ""
+        vs_base = ""
+        if base and r.name.startswith("proxy"):
+            vs_base = f"{r.rps / base.rps:.2f}×"
+            if r.cpu_us_per_request and base.cpu_us_per_request:
+                vs_base += f"; {r.cpu_us_per_request / base.cpu_us_per_request:.2f}×"
         vs_nginx = f"{r.rps / nginx.rps:.2f}×" if nginx and r.name.startswith("proxy") else ""
         rss = f"{r.rss_mb:.0f}" if r.rss_mb else ""
-        lines.append(f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {rss} | {vs_base} | {vs_nginx} |")
+        cpu = f"{r.cpu_us_per_request:.0f}" if r.cpu_us_per_request else ""
+        lines.append(
+            f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {rss} | {cpu} | {vs_base} | {vs_nginx} |"
+        )
     return "\n".join(lines)
 
 
