@@ -8,7 +8,6 @@ is the blocklist's (:class:`plugins.client.BlocklistClient`), never re-implement
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -17,6 +16,7 @@ from typing import Any, Literal
 
 from proxy.blocklist import InboundUser
 from proxy.errors import BlocklistError, UnknownConnector
+from proxy.webhooks import sign
 
 from .client import BlocklistClient
 
@@ -190,11 +190,6 @@ def _without(payload: dict[str, Any], blocked_ids: set[int]) -> FilterResult:
         if changes_out or not entry["changes"]:
             entries_out.append({**entry, "changes": changes_out})
     return FilterResult({**payload, "entry": entries_out}, removed, not entries_out)
-
-
-def sign(app_secret: str, body: bytes) -> str:
-    """``X-Hub-Signature-256`` value for a body, as Meta computes it."""
-    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def signature_valid(app_secret: str, body: bytes, header: str | None) -> bool:
