@@ -17,23 +17,13 @@ from collections.abc import Collection
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from proxy.bodies import read_body
+from proxy.errors import BodyTooLarge
+
 from ._webhook import SIGNATURE_HEADER, OnError, check_on_error, decide
 from .client import BlocklistClient
 
 __all__ = ["webhook_middleware"]
-
-
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def webhook_middleware(
@@ -63,8 +53,9 @@ def webhook_middleware(
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method != "POST" or request.path not in paths:
             return await handler(request)
-        body = await _read_limited(request, max_body_bytes)
-        if body is None:
+        try:
+            body = await read_body(request, max_body_bytes, within=None)
+        except BodyTooLarge:
             return web.Response(status=413, text="payload too large")
         decision = await decide(
             body,

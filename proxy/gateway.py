@@ -40,8 +40,9 @@ from yarl import URL
 
 from . import identity as ids
 from .blocklist import BlocklistService
+from .bodies import read_body
 from .config import Config, ConnectorConfig
-from .errors import InvalidNumber, StoreUnavailable
+from .errors import BodyTimeout, BodyTooLarge, InvalidNumber, StoreUnavailable
 from .graph import BAD_REQUEST, RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE, error_envelope
 from .identity import Identity
 from .keys import CONFIG, GRAPH_SESSION, METRICS, SERVICE
@@ -399,26 +400,13 @@ async def read_capped(request: web.Request, limit: int = MAX_INSPECTED_BODY) -> 
     """
     seconds = request.config_dict[CONFIG].server.body_timeout_seconds
     try:
-        async with asyncio.timeout(seconds):
-            return await _read_capped(request, limit)
-    except TimeoutError:
+        return await read_body(request, limit, within=seconds)
+    except BodyTooLarge:
+        raise _too_large(limit) from None
+    except BodyTimeout:
         raise GraphRefusal(
             408, BAD_REQUEST, "Request timeout", f"the request body did not arrive within {seconds} seconds"
         ) from None
-
-
-async def _read_capped(request: web.Request, limit: int) -> bytes:
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _too_large(limit: int) -> GraphRefusal:

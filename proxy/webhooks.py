@@ -32,12 +32,11 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from .blocklist import BlocklistService, InboundUser
+from .bodies import read_body
 from .config import Config, ConnectorConfig
 from .errors import (
     BadRequest,
     BlocklistError,
-    BodyTimeout,
-    BodyTooLarge,
     DeliveryFailed,
     DeliveryTimeout,
     Forbidden,
@@ -56,7 +55,6 @@ WABA_OBJECT = "whatsapp_business_account"
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 LEGACY_SIGNATURE_HEADER = "X-Hub-Signature"  # SHA-1, still sent by Meta and checked by some older consumers
 
-_CHUNK = 64 * 1024
 _LARGE_BODY = 1024 * 1024
 _ENVELOPE_KEYS = frozenset({"messaging_product", "metadata", "contacts"})
 """Keys of a change value that carry no event of their own: a value left with only these is not forwarded."""
@@ -146,13 +144,12 @@ async def handle_webhook(request: web.Request) -> web.Response:
 
 async def _process(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    try:
-        async with asyncio.timeout(config.server.body_timeout_seconds):
-            body = await read_body(request, config.webhooks.max_body_bytes)
-    except TimeoutError:
-        raise BodyTimeout(
-            f"the webhook body did not arrive within server.body_timeout_seconds ({config.server.body_timeout_seconds})"
-        ) from None
+    body = await read_body(
+        request,
+        config.webhooks.max_body_bytes,
+        within=config.server.body_timeout_seconds,
+        limit_name="webhooks.max_body_bytes",
+    )
     payload = parse_payload(body)
     shares, unknown = _split(config, payload)
     verify_signatures(shares.values(), body, request.headers.get(SIGNATURE_HEADER))
@@ -192,28 +189,6 @@ async def _process(request: web.Request) -> web.Response:
         raise DeliveryFailed(f"contact center did not accept the webhook: {names}; Meta will retry")
     note(outcome="blocked" if any(s.removed for s in shares.values()) else "forwarded")
     return web.Response(text="ok", content_type="text/plain")
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """Read the raw body, refusing more than ``limit`` bytes without reading them all.
-
-    The app-wide ``client_max_size`` (1 MB) does not apply here: the stream is read directly, so the webhook
-    limit is its own setting.
-
-    Raises:
-        BodyTooLarge: the declared or the actual length is over ``limit``.
-    """
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise BodyTooLarge(f"the webhook body is {declared} bytes, more than webhooks.max_body_bytes ({limit})")
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"the webhook body is more than webhooks.max_body_bytes ({limit} bytes)")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def parse_payload(body: bytes) -> dict[str, Any]:

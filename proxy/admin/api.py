@@ -6,7 +6,6 @@ is a 4xx, never a 500.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -17,8 +16,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..blocklist import Actor, parse_expiry
+from ..bodies import read_body
 from ..config import AdminToken
-from ..errors import BadRequest, BlocklistError, BodyTimeout, Forbidden, Unauthorized
+from ..errors import BadRequest, BlocklistError, Forbidden, Unauthorized
 from ..keys import CONFIG, SERVICE
 from .openapi import OPENAPI
 from .page import setup_page
@@ -97,35 +97,8 @@ def _actor(request: web.Request) -> Actor:
     return Actor(name=request[TOKEN].name, source="admin_api")
 
 
-async def read_limited(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything larger than ``limit`` bytes without reading it all.
-
-    Raises:
-        BodyTimeout: the body did not arrive within ``server.body_timeout_seconds`` (408).
-    """
-    seconds = request.config_dict[CONFIG].server.body_timeout_seconds
-    try:
-        async with asyncio.timeout(seconds):
-            return await _read_limited(request, limit)
-    except TimeoutError:
-        raise BodyTimeout(f"the request body did not arrive within {seconds} seconds") from None
-
-
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _json_object(request: web.Request) -> dict[str, Any]:
-    raw = await read_limited(request, MAX_BODY)
+    raw = await read_body(request, MAX_BODY, within=request.config_dict[CONFIG].server.body_timeout_seconds)
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..blocklist import Actor
+from ..bodies import read_body
 from ..bulk import MAX_BYTES, export_csv, import_csv
 from ..errors import BadRequest
-from ..keys import SERVICE
-from .api import TOKEN, read_limited
+from ..keys import CONFIG, SERVICE
+from .api import TOKEN
 
 routes = web.RouteTableDef()
 
@@ -44,7 +45,7 @@ async def import_blocks(request: web.Request) -> web.Response:
     flag = request.query.get("dry_run", "false").strip().lower()
     if flag not in ("true", "false", "1", "0", ""):
         raise BadRequest("dry_run must be true or false")
-    body = await read_limited(request, MAX_BYTES)
+    body = await read_body(request, MAX_BYTES, within=request.config_dict[CONFIG].server.body_timeout_seconds)
     report = await import_csv(
         service,
         pnid,
