@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import phonenumbers
@@ -123,9 +124,16 @@ def recipient_readings(text: str, default_country: str = "") -> list[Identity]:
     Raises:
         InvalidNumber: the value is neither a BSUID nor a number's digits.
     """
+    return list(_readings(text, default_country))
+
+
+@lru_cache(maxsize=16_384)
+def _readings(text: str, default_country: str) -> tuple[Identity, ...]:
+    # Memoised: a contact center sends to the same few thousand recipients all day, and parsing a number with
+    # phonenumbers costs more than the rest of a send's check. Pure function of its arguments; errors are not cached.
     first = recipient(text)
     if first.kind != "phone":
-        return [first]
+        return (first,)
     found = {first.key: first}
     raw = text.strip()
     if first.value.startswith("00") and _DIGITS.match(first.value[2:]):
@@ -139,7 +147,7 @@ def recipient_readings(text: str, default_country: str = "") -> list[Identity]:
         if local is not None and phonenumbers.is_valid_number(local):
             other = from_wa_id(phonenumbers.format_number(local, phonenumbers.PhoneNumberFormat.E164))
             found.setdefault(other.key, other)
-    return list(found.values())
+    return tuple(found.values())
 
 
 def parse(text: str, default_country: str = "") -> Identity:
