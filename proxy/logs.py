@@ -15,12 +15,14 @@ access line logs the path with :func:`redact_query` applied to its query string.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
+import os
 import re
+import secrets
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,6 +82,8 @@ class RedactingFilter(logging.Filter):
     """Redacts secrets in every record's formatted message (and its exception text) before any handler sees it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request", None) is not None:
+            return True  # an access line: RedactingAccessLogger redacted its one free-text field already
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:
@@ -130,7 +134,20 @@ def note(*, connector: str | None = None, outcome: str | None = None) -> None:
 def request_id_from(headers: Any) -> str:
     """The caller's request ID when it is sane, else a new random one."""
     presented = headers.get(REQUEST_ID_HEADER, "")
-    return presented if _SANE_ID.match(presented) else uuid.uuid4().hex
+    return presented if _SANE_ID.match(presented) else new_request_id()
+
+
+_ids: tuple[int, str, itertools.count[int]] = (-1, "", itertools.count())
+
+
+def new_request_id() -> str:
+    """A fresh request ID: 32 hex digits, a random prefix per process and a counter (unique without asking the OS
+    for randomness on every request, which costs more than the rest of the ID)."""
+    global _ids
+    pid, prefix, counter = _ids
+    if pid != os.getpid():  # a new process (a forked worker) must not repeat its parent's IDs
+        _ids = pid, prefix, counter = os.getpid(), secrets.token_hex(8), itertools.count(1)
+    return f"{prefix}{next(counter):016x}"
 
 
 def face_of(path: str) -> str:
@@ -199,7 +216,7 @@ class RedactingAccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         info = request.get(REQUEST_INFO) if isinstance(request, web.Request) else None
-        path = redact_path(request.path_qs)[:500]
+        path = redact(redact_path(request.path_qs))[:500]
         fields = {
             "request_id": info.request_id if info else request.headers.get(REQUEST_ID_HEADER, "")[:128],
             "method": request.method,
@@ -232,9 +249,15 @@ def request_id_trace() -> aiohttp.TraceConfig:
 # --- formatting ---------------------------------------------------------------------------------------------------
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    moment = datetime.fromtimestamp(record.created, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(record.msecs):03d}Z"
+    global _second
+    whole = int(record.created)
+    if _second[0] != whole:  # formatting the date costs more than the rest of a line: once a second is enough
+        _second = (whole, datetime.fromtimestamp(whole, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S."))
+    return f"{_second[1]}{int(record.msecs):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -257,7 +280,11 @@ class JsonFormatter(logging.Formatter):
                 out["request_id"] = info.request_id
         if record.exc_info:
             out["exception"] = record.exc_text or redact(self.formatException(record.exc_info))
-        return json.dumps(out, ensure_ascii=False, separators=(",", ":"), default=str)
+        return _ENCODER.encode(out)
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+"""One encoder for every line (``json.dumps`` with options would build a new one per call)."""
 
 
 class HumanFormatter(logging.Formatter):
@@ -287,6 +314,12 @@ def setup_logging(stream: TextIO | None = None, *, as_json: bool | None = None, 
         as_json: force the format; by default JSON when ``stream`` is not a TTY.
         level: the root level.
     """
+    # Facts no formatter here uses, which logging would otherwise gather for every record (the caller's frame
+    # walk is the dear one): the Logging HOWTO's "Optimization" section.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     stream = stream if stream is not None else sys.stderr
     if as_json is None:
         as_json = not (hasattr(stream, "isatty") and stream.isatty())

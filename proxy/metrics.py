@@ -91,6 +91,10 @@ class Metrics:
         )
         self._cache = _CacheCollector()
         r.register(self._cache)
+        # Children bound once: ``labels()`` on every request costs more than the observation itself.
+        self.graph_seconds = self.upstream_seconds.labels("graph")
+        self.graph_errors = self.upstream_errors.labels("graph")
+        self._per_request: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def watch_cache(self, cache: CheckCache | None) -> None:
         """Report this check cache's hits and misses."""
@@ -98,8 +102,12 @@ class Metrics:
 
     def request_done(self, info: RequestInfo, status: int, seconds: float) -> None:
         """The request middleware's hook (see :func:`proxy.logs.make_request_middleware`)."""
-        self.requests.labels(info.face, info.outcome).inc()
-        self.request_seconds.labels(info.face).observe(seconds)
+        children = self._per_request.get((info.face, info.outcome))
+        if children is None:  # faces and outcomes are a handful of fixed words, so this stays small
+            children = (self.requests.labels(info.face, info.outcome), self.request_seconds.labels(info.face))
+            self._per_request[(info.face, info.outcome)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def store_call(self, seconds: float, failed: bool) -> None:
         """The store's hook, after each Redis operation."""

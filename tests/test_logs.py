@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from proxy.logs import (
     JsonFormatter,
     RedactingAccessLogger,
     RedactingFilter,
+    new_request_id,
     redact,
     redact_query,
     setup_logging,
@@ -196,3 +198,20 @@ def test_human_readable_on_a_terminal(restore_root_logging: None) -> None:
     assert out[1].endswith("POST /v21.0/1/messages 400 gateway blocked 1 1.5ms [r1]")
     assert not out[0].startswith("{")
     assert isinstance(logging.getLogger().handlers[0].formatter, HumanFormatter)
+
+
+def test_fresh_request_ids_are_unique_and_differ_in_a_forked_worker() -> None:
+    ids = [new_request_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: what a worker forked after the first request would hand out
+        os.write(write_end, new_request_id().encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        from_child = pipe.read().decode()
+    assert len(from_child) == 32 and from_child[:16] != ids[0][:16]
+    assert new_request_id()[:16] == ids[0][:16]
