@@ -16,7 +16,7 @@ from .config import Config
 from .expiry import DEFAULT_SWEEP_SECONDS, SWEEP_SECONDS, expiry_sweep_ctx
 from .gateway import setup_gateway
 from .health import setup_health
-from .keys import CLOCK, CONFIG, GRAPH_SESSION, METRICS, SERVICE, STORE, WEBHOOK_SESSION
+from .keys import CLOCK, CONFIG, GATEWAY_SESSION, GRAPH_SESSION, METRICS, SERVICE, STORE, WEBHOOK_SESSION
 from .logs import RedactingAccessLogger, make_request_middleware, request_id_trace, send_request_id
 from .metrics import Metrics
 from .store import open_store
@@ -94,15 +94,23 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _graph_session_ctx(app: web.Application) -> AsyncIterator[None]:
     # No total timeout: media up/downloads of tens of MB must not be cut; connect and read idle time are bounded.
     timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=app[CONFIG].graph.timeout_seconds)
-    connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        trace_configs=[request_id_trace(), app[METRICS].trace("graph")],
-    ) as session:
-        app[GRAPH_SESSION] = session
+
+    def session(limit: int, traces: list[aiohttp.TraceConfig]) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trace_configs=traces,
+        )
+
+    async with (
+        session(1000, []) as gateway,
+        session(100, [request_id_trace(), app[METRICS].trace("graph")]) as own,
+    ):
+        app[GATEWAY_SESSION] = gateway
+        app[GRAPH_SESSION] = own
         yield
 
 

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +47,8 @@ from .config import Config, ConnectorConfig
 from .errors import BodyTimeout, BodyTooLarge, InvalidNumber, StoreUnavailable
 from .graph import BAD_REQUEST, RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE, error_envelope
 from .identity import Identity
-from .keys import CONFIG, GRAPH_SESSION, METRICS, SERVICE
-from .logs import note
+from .keys import CONFIG, GATEWAY_SESSION, METRICS, SERVICE
+from .logs import REQUEST_ID_HEADER, current, note
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,9 @@ MAX_INSPECTED_BODY = 1024 * 1024
 """Largest body the gateway reads to inspect (sends, calls, participants, block_users); larger → 413."""
 
 STREAM_CHUNK = 64 * 1024
+
+SMALL_RESPONSE = 64 * 1024
+"""Upstream answers of a known length up to this size are read whole and sent in one write, not streamed."""
 
 PERMISSION_DENIED = 10
 """Meta's "Permission denied" code, for endpoints a connector's policy does not allow."""
@@ -168,11 +173,16 @@ def upstream_url(base_url: str, request: web.Request) -> URL:
         raise bad_request("the request path is not a Graph API path")
     if _DOT_SEGMENT.search(path_part) or _DOT_SEGMENT.search(unquote(path_part)):
         raise bad_request("the request path must not contain '.' or '..' segments")
-    base = URL(base_url)
     target = URL(base_url.rstrip("/") + raw, encoded=True)
-    if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
+    if (target.scheme, target.host, target.port) != _origin(base_url):
         raise bad_request("the request path is not a Graph API path")
     return target
+
+
+@functools.lru_cache(maxsize=8)
+def _origin(base_url: str) -> tuple[str, str | None, int | None]:
+    base = URL(base_url)
+    return base.scheme, base.host, base.port
 
 
 def forward_headers(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> CIMultiDict[str]:
@@ -207,7 +217,7 @@ class Gateway:
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        return self.app[GRAPH_SESSION]
+        return self.app[GATEWAY_SESSION]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Route one request: intercept, refuse or pass through."""
@@ -237,7 +247,12 @@ class Gateway:
             return await self.forward(request, target)
         except GraphRefusal as refusal:
             return refusal.response()
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:
+            # The caller hung up (mid-upload, or before the answer could be sent): nobody to answer, and not Meta's
+            # failure. aiohttp closes the connection; the upstream request has been abandoned.
+            log.info("caller went away during %s %s", request.method, request.path[:200])
+            raise
+        except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("gateway failure on %s %s", request.method, request.path[:200])
@@ -335,8 +350,15 @@ class Gateway:
         request: web.Request | None,
         body: bytes | None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Open an upstream request (errors mapped to Graph-style 502/504) and yield the response."""
+        """Open an upstream request (errors mapped to Graph-style 502/504) and yield the response.
+
+        The call carries the request's ``X-Request-Id`` and is timed to the response headers (``wabl_upstream_*``
+        with ``upstream="graph"``).
+        """
         out = forward_headers(headers, REQUEST_HEADERS_DROPPED)
+        info = current()
+        if info is not None:
+            out[REQUEST_ID_HEADER] = info.request_id
         data: Any
         if body is not None:
             out.popall("Content-Length", None)
@@ -346,12 +368,20 @@ class Gateway:
         else:
             data = None
         skip = [h for h in _AUTO_HEADERS if h not in headers]
+        metrics = self.app[METRICS]
+        answered = False
+        started = time.perf_counter()
         try:
             async with self.session.request(
                 method, target, data=data, headers=out, allow_redirects=False, skip_auto_headers=skip
             ) as resp:
+                answered = True
+                metrics.graph_seconds.observe(time.perf_counter() - started)
                 yield resp
         except TimeoutError:
+            if answered:
+                raise  # from relaying the answer (relay's business), not from reaching the Graph API
+            metrics.graph_errors.inc()
             log.warning("Graph API timeout on %s %s", method, target.path[:200])
             raise GraphRefusal(
                 504,
@@ -361,6 +391,12 @@ class Gateway:
                 transient=True,
             ) from None
         except aiohttp.ClientError as exc:
+            if answered:
+                raise  # writing the answer to a caller who hung up (a ConnectionResetError too), not the Graph API
+            if request is not None and (request.transport is None or request.transport.is_closing()):
+                # The caller hung up while its body was being streamed upstream: not the Graph API's failure.
+                raise ConnectionResetError("the caller closed the connection") from None
+            metrics.graph_errors.inc()
             log.warning("Graph API unreachable on %s %s: %s", method, target.path[:200], type(exc).__name__)
             raise GraphRefusal(
                 502,
@@ -372,16 +408,41 @@ class Gateway:
 
 
 async def relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-    """Stream an upstream response back to the caller: status, headers (minus hop-by-hop) and body as is."""
-    response = web.StreamResponse(
-        status=upstream.status,
-        reason=upstream.reason,
-        headers=forward_headers(upstream.headers, RESPONSE_HEADERS_DROPPED),
-    )
+    """Send an upstream response back to the caller: status, headers (minus hop-by-hop) and body as is.
+
+    A small body of known length (every send's answer) is read whole and answered in one write; anything else
+    (media downloads) is streamed.
+
+    Raises:
+        GraphRefusal: 502 when a small body breaks off before the caller got anything.
+    """
+    headers = forward_headers(upstream.headers, RESPONSE_HEADERS_DROPPED)
+    length = upstream.content_length
+    if (
+        length is not None
+        and length <= SMALL_RESPONSE
+        and request.method != "HEAD"
+        and upstream.status not in (204, 304)
+    ):
+        try:
+            body = await upstream.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("Graph API response broke off: %s", type(exc).__name__)
+            raise GraphRefusal(
+                502,
+                SERVICE_UNAVAILABLE,
+                "Service unavailable",
+                f"the Graph API response broke off ({type(exc).__name__}); retry later",
+                transient=True,
+            ) from None
+        return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     await response.prepare(request)
     try:
         async for chunk, _ in upstream.content.iter_chunks():
             await response.write(chunk)
+    except ConnectionResetError:
+        raise  # writing to a caller who hung up (ClientConnectionResetError is a ClientError too): handle() logs it
     except (aiohttp.ClientError, TimeoutError) as exc:
         # Headers are gone already: the only honest signal left is to cut the connection short.
         log.warning("Graph API response broke off after the headers: %s", type(exc).__name__)
@@ -419,12 +480,18 @@ def _too_large(limit: int) -> GraphRefusal:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise bad_request(f"the JSON body has the key {key[:40]!r} twice")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):  # rare: only then find which key it was
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise bad_request(f"the JSON body has the key {key[:40]!r} twice")
+            seen.add(key)
     return out
+
+
+_JSON = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+"""One decoder for every body (``json.loads`` with a hook would build a new one per call)."""
 
 
 def parse_fields(body: bytes, content_type: str, query: str) -> dict[str, list[Any]]:
@@ -449,7 +516,7 @@ def parse_fields(body: bytes, content_type: str, query: str) -> dict[str, list[A
         return fields
     if stripped[:1] in (b"{", b"["):
         try:
-            data = json.loads(body, object_pairs_hook=_no_duplicates)
+            data = _JSON.decode(body.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             raise bad_request("the request body is not valid JSON") from None
         if not isinstance(data, dict):

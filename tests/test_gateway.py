@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import resource
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from proxy.app import create_app
+from proxy.app import create_app, server_options
 from proxy.blocklist import Actor, BlocklistService, InboundUser
 from proxy.graph import RECIPIENT_BLOCKED
-from proxy.keys import SERVICE
+from proxy.keys import METRICS, SERVICE
 
 from conftest import PNID, PNID_BR, RedisServer, auth, free_port, wrote_recently
 from fakes import FakeGraph
@@ -418,23 +420,37 @@ class StreamingUpstream:
         self.received = 0
         self.content_type = ""
         self.download = bytes(range(256)) * (5 * 4096)  # 5 MB
+        self.media_requested = asyncio.Event()
+        self.hold: asyncio.Event | None = None
+        """When set by a test, downloads are answered only once it is set."""
+        self.finished = asyncio.Event()
+        """Set when a handler is done, however it ended (a proxy that hangs on never lets it end)."""
 
     async def upload(self, request: web.Request) -> web.Response:
-        self.content_type = request.headers["Content-Type"]
-        async for chunk in request.content.iter_any():
-            self.received += len(chunk)
-            if self.received >= 1024 * 1024:
-                self.first_megabyte.set()
-        return web.json_response({"id": "4490709327384033"})
+        try:
+            self.content_type = request.headers["Content-Type"]
+            async for chunk in request.content.iter_any():
+                self.received += len(chunk)
+                if self.received >= 1024 * 1024:
+                    self.first_megabyte.set()
+            return web.json_response({"id": "4490709327384033"})
+        finally:
+            self.finished.set()
 
     async def media(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
-        response.content_length = len(self.download)
-        await response.prepare(request)
-        for i in range(0, len(self.download), PIECE):
-            await response.write(self.download[i : i + PIECE])
-        await response.write_eof()
-        return response
+        try:
+            self.media_requested.set()
+            if self.hold is not None:
+                await self.hold.wait()
+            response = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+            response.content_length = len(self.download)
+            await response.prepare(request)
+            for i in range(0, len(self.download), PIECE):
+                await response.write(self.download[i : i + PIECE])
+            await response.write_eof()
+            return response
+        finally:
+            self.finished.set()
 
 
 @pytest.fixture
@@ -512,3 +528,141 @@ async def test_enforcement_off_is_a_pure_pass_through(
     resp = await client.post(f"/v21.0/{PNID}/messages", data=body, headers={"Content-Type": "application/json"})
     assert resp.status == 200
     assert [r.body for r in fake_graph.requests] == [body]
+
+
+# --- answers that break off, callers that hang up -----------------------------------------------------------------
+
+
+class BrokenUpstream:
+    """A real TCP server that answers with a full set of headers, then only part of the declared body, then hangs up:
+    a Graph API connection dropped mid-answer."""
+
+    def __init__(self, declared: int, sent: int) -> None:
+        self.declared = declared
+        self.sent = sent
+        self.server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {self.declared}\r\n\r\n".encode()
+            + b"x" * self.sent
+        )
+        await writer.drain()
+        writer.close()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.mark.parametrize("declared", [200, 1024 * 1024])
+async def test_an_answer_that_breaks_off_is_never_passed_on_as_complete(
+    aiohttp_client: Any, make_config: Any, clock: Any, declared: int
+) -> None:
+    upstream = BrokenUpstream(declared=declared, sent=50)
+    base_url = await upstream.start()
+
+    def point(data: dict[str, Any]) -> None:
+        data["graph"]["base_url"] = base_url
+
+    try:
+        client = await aiohttp_client(create_app(make_config(point), clock=clock))
+        resp = await client.post(f"/v21.0/{PNID}/messages", json=text_message(ALLOWED), headers=TOKEN)
+        if declared <= 64 * 1024:
+            # A small answer is read whole before anything is sent back, so the caller gets a proper error.
+            assert resp.status == 502
+            error = (await resp.json())["error"]
+            assert (error["code"], error["is_transient"]) == (131016, True)
+            assert "broke off" in error["error_data"]["details"]
+        else:
+            # A large one is streamed: the status is gone already, so the connection is cut short.
+            assert resp.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await resp.read()
+    finally:
+        await upstream.close()
+
+
+class LogWatch(logging.Handler):
+    """Sets an event when a record containing ``text`` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = asyncio.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+@pytest.fixture
+async def served_streaming(
+    aiohttp_server: Any, make_config: Any, clock: Any
+) -> AsyncIterator[tuple[StreamingUpstream, str, web.Application]]:
+    """The proxy served as ``wa-blocklist serve`` serves it (aiohttp's test server cancels handlers when the caller
+    hangs up; the real server lets them run on), in front of a streaming upstream."""
+    upstream = StreamingUpstream()
+    upstream_app = web.Application()
+    upstream_app.router.add_post("/v21.0/{pnid}/media", upstream.upload)
+    upstream_app.router.add_get("/v21.0/media/{id}", upstream.media)
+    server = await aiohttp_server(upstream_app)
+
+    def point(data: dict[str, Any]) -> None:
+        data["graph"]["base_url"] = str(server.make_url("")).rstrip("/")
+
+    config = make_config(point)
+    app = create_app(config, clock=clock)
+    runner = web.AppRunner(app, **server_options(config))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield upstream, f"http://{host}:{port}", app
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("phase", ["upload", "download"])
+async def test_a_caller_hanging_up_is_logged_as_such_not_as_a_graph_failure(
+    served_streaming: Any, phase: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream, url, app = served_streaming
+    caplog.set_level(logging.INFO, logger="proxy.gateway")
+    watch = LogWatch("caller went away")
+    gateway_log = logging.getLogger("proxy.gateway")
+    gateway_log.addHandler(watch)
+    try:
+        _reader, writer = await asyncio.open_connection(*url.removeprefix("http://").split(":"))
+        if phase == "upload":
+            writer.write(
+                f"POST /v21.0/{PNID}/media HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Length: {UPLOAD_BYTES}\r\n\r\n".encode()
+                + b"\xab" * (2 * 1024 * 1024)
+            )
+            await writer.drain()
+            await asyncio.wait_for(upstream.first_megabyte.wait(), 20)
+        else:
+            upstream.hold = asyncio.Event()
+            writer.write(b"GET /v21.0/media/123 HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            await asyncio.wait_for(upstream.media_requested.wait(), 20)
+        writer.transport.abort()  # hang up, as a crashed agent desktop would
+        if upstream.hold is not None:
+            upstream.hold.set()  # the answer comes after the caller has gone
+        await asyncio.wait_for(watch.seen.wait(), 20)
+        await asyncio.wait_for(upstream.finished.wait(), 20)  # the proxy let go of the upstream request
+    finally:
+        gateway_log.removeHandler(watch)
+    assert not [m for m in watch.messages if "Graph API" in m], watch.messages
+    assert app[METRICS].registry.get_sample_value("wabl_upstream_errors_total", {"upstream": "graph"}) == 0
