@@ -53,13 +53,16 @@ _CORES = os.cpu_count() or 1
 PROXY_CPUS = ["taskset", "-c", str(_CORES - 1)] if _CORES >= 2 and shutil.which("taskset") else []
 LOAD_CPUS = ["taskset", "-c", f"0-{_CORES - 2}"] if PROXY_CPUS else []
 
+# Recipients in turn, so the warm-up has sent to each of them once and the measured run is the steady state of a
+# contact center talking to its active conversations.
 SEND_LUA = """
 local numbers = {}
 for i = 1, %(recipients)d do numbers[i] = string.format("5730%%08d", i) end
-math.randomseed(42)
+local turn = 0
 request = function()
+  turn = turn %% #numbers + 1
   local body = '{"messaging_product":"whatsapp","recipient_type":"individual","to":"' ..
-    numbers[math.random(#numbers)] .. '","type":"text","text":{"body":"Hola, gracias por escribirnos"}}'
+    numbers[turn] .. '","type":"text","text":{"body":"Hola, gracias por escribirnos"}}'
   return wrk.format("POST", "/v21.0/%(pnid)s/messages",
     {["Content-Type"] = "application/json", ["Authorization"] = "Bearer bench-graph-token"}, body)
 end
