@@ -27,7 +27,7 @@ pass-through's CPU); the gateway times its calls and sends the request ID itself
 GRAPH_SESSION = web.AppKey("graph_session", ClientSession)
 """Pooled session to ``graph.base_url`` for the proxy's own calls to Meta (sync, call rejects), traced."""
 WEBHOOK_SESSION = web.AppKey("webhook_session", ClientSession)
-"""Pooled session to the contact centers' webhook URLs."""
+"""Pooled session to the contact centers' webhook URLs (untraced, like the gateway's: the receiver times its calls)."""
 
 WEBHOOK_TASKS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("webhook_tasks")
 """Background work started by the webhook receiver (rejecting blocked users' calls), awaited at shutdown."""

@@ -94,6 +94,8 @@ class Metrics:
         # Children bound once: ``labels()`` on every request costs more than the observation itself.
         self.graph_seconds = self.upstream_seconds.labels("graph")
         self.graph_errors = self.upstream_errors.labels("graph")
+        self.contact_center_seconds = self.upstream_seconds.labels("contact_center")
+        self.contact_center_errors = self.upstream_errors.labels("contact_center")
         self._per_request: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def watch_cache(self, cache: CheckCache | None) -> None:

@@ -23,6 +23,7 @@ import hmac
 import io
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,7 @@ from .errors import (
     UnknownWebhookConnector,
 )
 from .keys import CONFIG, GRAPH_SESSION, METRICS, SERVICE, WEBHOOK_SESSION, WEBHOOK_TASKS
-from .logs import note
+from .logs import REQUEST_ID_HEADER, current, note
 from .meta import MetaClient, MetaError
 
 log = logging.getLogger(__name__)
@@ -440,13 +441,21 @@ async def _deliver(
         body = original_body if original else _rebuild(payload, share.kept)
         headers[SIGNATURE_HEADER] = sign(connector.app_secret, body)
         headers[LEGACY_SIGNATURE_HEADER] = _sign_sha1(connector.app_secret, body)
+    info = current()
+    if info is not None:
+        headers[REQUEST_ID_HEADER] = info.request_id
     timeout = aiohttp.ClientTimeout(total=app[CONFIG].webhooks.forward_timeout_seconds)
     # aiohttp warns about raw bytes over 1 MB; a file-like payload is written in chunks instead.
     data: bytes | io.BytesIO = body if len(body) <= _LARGE_BODY else io.BytesIO(body)
+    metrics = app[METRICS]
+    answered = False
+    started = time.perf_counter()
     try:
         async with app[WEBHOOK_SESSION].post(
             connector.forward_webhooks_to, data=data, headers=headers, allow_redirects=False, timeout=timeout
         ) as resp:
+            answered = True
+            metrics.contact_center_seconds.observe(time.perf_counter() - started)
             await resp.read()
             status = resp.status
     except TimeoutError:
@@ -454,6 +463,8 @@ async def _deliver(
     except aiohttp.ClientError as exc:
         log.warning("contact center of %s unreachable: %s", connector.name, type(exc).__name__)
         status = 0
+    if not answered:
+        metrics.contact_center_errors.inc()
     if not 200 <= status < 300:
         log.warning("webhook for %s not accepted by its contact center: %s", connector.name, _describe(status))
     return _Delivery(connector, status)
