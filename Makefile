@@ -17,7 +17,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[speed]'
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
