@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from proxy.app import create_app, server_options
 from proxy.blocklist import Actor, BlocklistService, InboundUser
+from proxy.config import Config
 from proxy.graph import RECIPIENT_BLOCKED
 from proxy.keys import METRICS, SERVICE
 
@@ -454,9 +455,8 @@ class StreamingUpstream:
 
 
 @pytest.fixture
-async def streaming(
-    aiohttp_server, aiohttp_client, make_config, clock
-) -> tuple[StreamingUpstream, TestClient[Any, Any]]:
+async def streaming_config(aiohttp_server: Any, make_config: Any) -> tuple[StreamingUpstream, Config]:
+    """A streaming upstream, and a config whose Graph API is that upstream."""
     upstream = StreamingUpstream()
     app = web.Application()
     app.router.add_post("/v21.0/{pnid}/media", upstream.upload)
@@ -466,8 +466,15 @@ async def streaming(
     def point(data: dict[str, Any]) -> None:
         data["graph"]["base_url"] = str(server.make_url("")).rstrip("/")
 
-    client = await aiohttp_client(create_app(make_config(point), clock=clock))
-    return upstream, client
+    return upstream, make_config(point)
+
+
+@pytest.fixture
+async def streaming(
+    streaming_config: tuple[StreamingUpstream, Config], aiohttp_client: Any, clock: Any
+) -> tuple[StreamingUpstream, TestClient[Any, Any]]:
+    upstream, config = streaming_config
+    return upstream, await aiohttp_client(create_app(config, clock=clock))
 
 
 async def test_20mb_upload_streams_through_with_bounded_memory(streaming):
@@ -607,20 +614,11 @@ class LogWatch(logging.Handler):
 
 @pytest.fixture
 async def served_streaming(
-    aiohttp_server: Any, make_config: Any, clock: Any
+    streaming_config: tuple[StreamingUpstream, Config], clock: Any
 ) -> AsyncIterator[tuple[StreamingUpstream, str, web.Application]]:
     """The proxy served as ``wa-blocklist serve`` serves it (aiohttp's test server cancels handlers when the caller
     hangs up; the real server lets them run on), in front of a streaming upstream."""
-    upstream = StreamingUpstream()
-    upstream_app = web.Application()
-    upstream_app.router.add_post("/v21.0/{pnid}/media", upstream.upload)
-    upstream_app.router.add_get("/v21.0/media/{id}", upstream.media)
-    server = await aiohttp_server(upstream_app)
-
-    def point(data: dict[str, Any]) -> None:
-        data["graph"]["base_url"] = str(server.make_url("")).rstrip("/")
-
-    config = make_config(point)
+    upstream, config = streaming_config
     app = create_app(config, clock=clock)
     runner = web.AppRunner(app, **server_options(config))
     await runner.setup()
