@@ -3,7 +3,7 @@
 Every metric lives in one :class:`Metrics` object per application, with its own ``CollectorRegistry``, so several
 apps in one process (tests, plugins) never collide. With ``wa-blocklist serve --workers N`` each worker process has
 its own registry and a scrape reaches one worker: scrape each worker separately or sum over ``instance`` only as
-far as that goes (see docs/operations.md).
+far as that goes (see README.md, "Prometheus metrics").
 """
 
 from __future__ import annotations
