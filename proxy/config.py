@@ -38,7 +38,8 @@ class ServerConfig:
     idle_timeout_seconds: float = 75.0
     """A connection that sends no complete request for this long is closed (idle keep-alive, slow headers)."""
     body_timeout_seconds: float = 30.0
-    """Time allowed to receive a body the proxy reads itself (webhooks, admin API, inspected sends)."""
+    """Time allowed to receive a body the proxy reads itself (webhooks, admin API, inspected sends), and the longest
+    pause between two pieces of a streamed upload."""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 import aiohttp
-from aiohttp import web
+from aiohttp import StreamReader, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -359,14 +359,18 @@ class Gateway:
         info = current()
         if info is not None:
             out[REQUEST_ID_HEADER] = info.request_id
-        data: Any
+        data: Any = None
+        streamed: _PacedBody | None = None
         if body is not None:
             out.popall("Content-Length", None)
             data = body
         elif request is not None and request.body_exists:
-            data = request.content
-        else:
-            data = None
+            if request.content.is_eof():  # a small body that came with the headers: sent as it is, in one write
+                out.popall("Content-Length", None)
+                data = request.content.read_nowait()
+            else:  # an upload: streamed as it arrives, given up if the caller stalls
+                streamed = _PacedBody(request.content, self.config.server.body_timeout_seconds)
+                data = streamed.pieces()
         skip = [h for h in _AUTO_HEADERS if h not in headers]
         metrics = self.app[METRICS]
         answered = False
@@ -381,6 +385,8 @@ class Gateway:
         except TimeoutError:
             if answered:
                 raise  # from relaying the answer (relay's business), not from reaching the Graph API
+            if streamed is not None and streamed.stalled:
+                raise streamed.refusal() from None
             metrics.graph_errors.inc()
             log.warning("Graph API timeout on %s %s", method, target.path[:200])
             raise GraphRefusal(
@@ -393,6 +399,8 @@ class Gateway:
         except aiohttp.ClientError as exc:
             if answered:
                 raise  # writing the answer to a caller who hung up (a ConnectionResetError too), not the Graph API
+            if streamed is not None and streamed.stalled:
+                raise streamed.refusal() from None
             if request is not None and (request.transport is None or request.transport.is_closing()):
                 # The caller hung up while its body was being streamed upstream: not the Graph API's failure.
                 raise ConnectionResetError("the caller closed the connection") from None
@@ -405,6 +413,40 @@ class Gateway:
                 f"the Graph API could not be reached ({type(exc).__name__}); retry later",
                 transient=True,
             ) from None
+
+
+class _PacedBody:
+    """A request body streamed upstream piece by piece, given up when the caller sends nothing for ``idle`` seconds.
+
+    A whole-body deadline would cut a large upload on a slow but steady line; a bound on the pause between pieces
+    frees the task and the upstream connection that a stalled caller would otherwise hold.
+    """
+
+    def __init__(self, content: StreamReader, idle: float) -> None:
+        self.content = content
+        self.idle = idle
+        self.stalled = False
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                async with asyncio.timeout(self.idle):
+                    piece = await self.content.readany()
+            except TimeoutError:
+                self.stalled = True
+                log.info("caller stalled mid-upload for %s seconds; the upstream request is abandoned", self.idle)
+                raise
+            if not piece:
+                return
+            yield piece
+
+    def refusal(self) -> GraphRefusal:
+        return GraphRefusal(
+            408,
+            BAD_REQUEST,
+            "Request timeout",
+            f"the request body stalled: nothing arrived for {self.idle} seconds (server.body_timeout_seconds)",
+        )
 
 
 async def relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -663,4 +664,30 @@ async def test_a_caller_hanging_up_is_logged_as_such_not_as_a_graph_failure(
     finally:
         gateway_log.removeHandler(watch)
     assert not [m for m in watch.messages if "Graph API" in m], watch.messages
+    assert app[METRICS].registry.get_sample_value("wabl_upstream_errors_total", {"upstream": "graph"}) == 0
+
+
+async def test_an_upload_that_stalls_is_given_up_with_a_408(
+    streaming_config: tuple[StreamingUpstream, Config], aiohttp_client: Any, clock: Any
+) -> None:
+    upstream, config = streaming_config
+    impatient = dataclasses.replace(config, server=dataclasses.replace(config.server, body_timeout_seconds=0.5))
+    app = create_app(impatient, clock=clock)
+    client = await aiohttp_client(app)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        f"POST /v21.0/{PNID}/media HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {UPLOAD_BYTES}\r\n\r\n".encode()
+        + b"\xab" * (2 * 1024 * 1024)
+    )
+    await writer.drain()  # then nothing more: the caller stalls with 18 MB to go
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+    status_line, *header_lines = head.decode().split("\r\n")
+    length = next(int(h.split(":", 1)[1]) for h in header_lines if h.lower().startswith("content-length:"))
+    error = json.loads(await reader.readexactly(length))["error"]
+    writer.close()
+    assert status_line.startswith("HTTP/1.1 408")
+    assert "stalled" in error["error_data"]["details"]
+    await asyncio.wait_for(upstream.finished.wait(), 20)  # the upstream request was abandoned, not left hanging
+    assert 1024 * 1024 <= upstream.received < UPLOAD_BYTES
     assert app[METRICS].registry.get_sample_value("wabl_upstream_errors_total", {"upstream": "graph"}) == 0
