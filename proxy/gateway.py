@@ -501,7 +501,7 @@ async def read_capped(request: web.Request, limit: int = MAX_INSPECTED_BODY) -> 
     Raises:
         GraphRefusal: 413 too large; 408 when the body does not arrive within ``server.body_timeout_seconds``.
     """
-    seconds = request.config_dict[CONFIG].server.body_timeout_seconds
+    seconds = request.app[CONFIG].server.body_timeout_seconds  # the gateway is on the main app
     try:
         return await read_body(request, limit, within=seconds)
     except BodyTooLarge:
@@ -550,8 +550,9 @@ def parse_fields(body: bytes, content_type: str, query: str) -> dict[str, list[A
     def add(name: str, value: Any) -> None:
         fields.setdefault(name, []).append(value)
 
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        add(name, _form_value(name, value))
+    if query:
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            add(name, _form_value(name, value))
     stripped = body.lstrip()
     mime = content_type.split(";", 1)[0].strip().lower()
     if not stripped:
