@@ -48,14 +48,12 @@ from .errors import BodyTimeout, BodyTooLarge, InvalidNumber, StoreUnavailable
 from .graph import BAD_REQUEST, RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE, error_envelope
 from .identity import Identity
 from .keys import CONFIG, GATEWAY_SESSION, METRICS, SERVICE
-from .logs import REQUEST_ID_HEADER, current, note
+from .logs import note, tag_upstream
 
 log = logging.getLogger(__name__)
 
 MAX_INSPECTED_BODY = 1024 * 1024
 """Largest body the gateway reads to inspect (sends, calls, participants, block_users); larger → 413."""
-
-STREAM_CHUNK = 64 * 1024
 
 SMALL_RESPONSE = 64 * 1024
 """Upstream answers of a known length up to this size are read whole and sent in one write, not streamed."""
@@ -117,14 +115,13 @@ def bad_request(details: str) -> GraphRefusal:
     return GraphRefusal(400, BAD_REQUEST, "Invalid parameter", details)
 
 
+def unavailable(status: int, details: str) -> GraphRefusal:
+    """A transient Graph-style 5xx with Meta's "Service unavailable" code: the caller should retry later."""
+    return GraphRefusal(status, SERVICE_UNAVAILABLE, "Service unavailable", details, transient=True)
+
+
 def store_unavailable() -> GraphRefusal:
-    return GraphRefusal(
-        503,
-        SERVICE_UNAVAILABLE,
-        "Service unavailable",
-        "The blocklist store is unavailable, so the recipient cannot be checked; retry later",
-        transient=True,
-    )
+    return unavailable(503, "The blocklist store is unavailable, so the recipient cannot be checked; retry later")
 
 
 @dataclass(frozen=True)
@@ -356,9 +353,7 @@ class Gateway:
         with ``upstream="graph"``).
         """
         out = forward_headers(headers, REQUEST_HEADERS_DROPPED)
-        info = current()
-        if info is not None:
-            out[REQUEST_ID_HEADER] = info.request_id
+        tag_upstream(out)
         data: Any = None
         streamed: _PacedBody | None = None
         if body is not None:
@@ -389,13 +384,7 @@ class Gateway:
                 raise streamed.refusal() from None
             metrics.graph_errors.inc()
             log.warning("Graph API timeout on %s %s", method, target.path[:200])
-            raise GraphRefusal(
-                504,
-                SERVICE_UNAVAILABLE,
-                "Service unavailable",
-                "the Graph API did not answer in time; retry later",
-                transient=True,
-            ) from None
+            raise unavailable(504, "the Graph API did not answer in time; retry later") from None
         except aiohttp.ClientError as exc:
             if answered:
                 raise  # writing the answer to a caller who hung up (a ConnectionResetError too), not the Graph API
@@ -406,13 +395,7 @@ class Gateway:
                 raise ConnectionResetError("the caller closed the connection") from None
             metrics.graph_errors.inc()
             log.warning("Graph API unreachable on %s %s: %s", method, target.path[:200], type(exc).__name__)
-            raise GraphRefusal(
-                502,
-                SERVICE_UNAVAILABLE,
-                "Service unavailable",
-                f"the Graph API could not be reached ({type(exc).__name__}); retry later",
-                transient=True,
-            ) from None
+            raise unavailable(502, f"the Graph API could not be reached ({type(exc).__name__}); retry later") from None
 
 
 class _PacedBody:
@@ -470,13 +453,7 @@ async def relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.S
             body = await upstream.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("Graph API response broke off: %s", type(exc).__name__)
-            raise GraphRefusal(
-                502,
-                SERVICE_UNAVAILABLE,
-                "Service unavailable",
-                f"the Graph API response broke off ({type(exc).__name__}); retry later",
-                transient=True,
-            ) from None
+            raise unavailable(502, f"the Graph API response broke off ({type(exc).__name__}); retry later") from None
         return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     await response.prepare(request)

@@ -3,7 +3,7 @@
 Every request gets a request ID: the caller's ``X-Request-Id`` when it is a sane one (1–128 characters of letters,
 digits and ``-_.:``), otherwise a fresh one. It is answered in the response's ``X-Request-Id`` header and sent on
 every upstream call made while handling the request (Graph API, contact centers) by the client sessions' trace
-hooks (see :func:`request_id_trace`).
+hooks or :func:`tag_upstream`.
 
 Handlers deep in a face note what they learned (the connector, an outcome such as ``blocked``) with :func:`note`;
 the access logger writes the line when the response is done.
@@ -23,7 +23,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -231,15 +231,21 @@ class RedactingAccessLogger(AbstractAccessLogger):
         self.logger.info("%s %s %s", request.method, path, response.status, extra={"request": fields})
 
 
+def tag_upstream(headers: MutableMapping[str, str]) -> None:
+    """Give an upstream call made while handling a request that request's ``X-Request-Id`` (no-op outside one)."""
+    info = _CURRENT.get()
+    if info is not None:
+        headers[REQUEST_ID_HEADER] = info.request_id
+
+
 def request_id_trace() -> aiohttp.TraceConfig:
-    """A client trace hook that sends the current request's ID upstream as ``X-Request-Id``."""
+    """A client trace hook that sends the current request's ID upstream as ``X-Request-Id`` (for sessions whose
+    callers do not call :func:`tag_upstream` themselves)."""
 
     async def on_request_start(
         session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestStartParams
     ) -> None:
-        info = _CURRENT.get()
-        if info is not None:
-            params.headers[REQUEST_ID_HEADER] = info.request_id
+        tag_upstream(params.headers)
 
     trace = aiohttp.TraceConfig()
     trace.on_request_start.append(on_request_start)

@@ -46,7 +46,7 @@ from .errors import (
     UnknownWebhookConnector,
 )
 from .keys import CONFIG, GRAPH_SESSION, METRICS, SERVICE, WEBHOOK_SESSION, WEBHOOK_TASKS
-from .logs import REQUEST_ID_HEADER, current, note
+from .logs import note, tag_upstream
 from .meta import MetaClient, MetaError
 
 log = logging.getLogger(__name__)
@@ -441,9 +441,7 @@ async def _deliver(
         body = original_body if original else _rebuild(payload, share.kept)
         headers[SIGNATURE_HEADER] = sign(connector.app_secret, body)
         headers[LEGACY_SIGNATURE_HEADER] = _sign_sha1(connector.app_secret, body)
-    info = current()
-    if info is not None:
-        headers[REQUEST_ID_HEADER] = info.request_id
+    tag_upstream(headers)
     timeout = aiohttp.ClientTimeout(total=app[CONFIG].webhooks.forward_timeout_seconds)
     # aiohttp warns about raw bytes over 1 MB; a file-like payload is written in chunks instead.
     data: bytes | io.BytesIO = body if len(body) <= _LARGE_BODY else io.BytesIO(body)
