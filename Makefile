@@ -24,13 +24,18 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,dev,speed]'
 	touch $@
 
+# Real JavaScript clients (whatsapp-api-js) that the tests run against the proxy; Node and npm are on the machine.
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund --silent
+	touch $@
+
 run: $(VENV)/.run-installed
 	$(BIN)/wa-blocklist serve --config $(CONFIG)
 
 check-config: $(VENV)/.run-installed
 	$(BIN)/wa-blocklist check-config --config $(CONFIG)
 
-test: $(VENV)/.test-installed
+test: $(VENV)/.test-installed tests/js/node_modules/.installed
 	$(BIN)/ruff check proxy plugins tests bench tools
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
