@@ -11,13 +11,15 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
-from .errors import ConfigError
+from . import identity
+from .errors import ConfigError, InvalidNumber
 
 ROLES = ("viewer", "admin")
 STORE_ERROR_POLICIES = ("deny", "allow")
@@ -102,6 +104,23 @@ class ConnectorConfig:
     allow_encrypted_messages: bool = False
     on_store_error: str = "deny"
     require_signature: bool = True
+
+    @cached_property
+    def region(self) -> str:
+        """The connector's ISO region for national numbers (sends, typed blocks, CSV rows without a country code).
+
+        ``default_country`` when set, otherwise the region of ``display_number``, otherwise "" (no national
+        numbers accepted). A loaded config has a readable ``display_number``; one built in code that has not
+        counts as having none.
+        """
+        if self.default_country:
+            return self.default_country
+        if not self.display_number:
+            return ""
+        try:
+            return identity.region_of(self.display_number)
+        except InvalidNumber:
+            return ""
 
 
 @dataclass(frozen=True)
@@ -310,8 +329,14 @@ def _connectors(v: _Validator, raw: Any) -> list[ConnectorConfig]:
         if pnid:
             seen.setdefault(pnid, i)
         country = v.string(f"{key}.default_country", item.get("default_country"), default="").upper()
-        if country and not _COUNTRY.match(country):
+        if country and (not _COUNTRY.match(country) or country not in identity.REGIONS):
             v.problem(f"{key}.default_country", f"{country!r} is not a two-letter region code such as CO or BR")
+        display_number = v.string(f"{key}.display_number", item.get("display_number"), default="")
+        if display_number:
+            try:
+                identity.region_of(display_number)
+            except InvalidNumber as exc:
+                v.problem(f"{key}.display_number", str(exc))
         access_token = v.string(f"{key}.access_token", item.get("access_token"), default="")
         sync = v.boolean(f"{key}.sync_to_meta", item.get("sync_to_meta"), default=False)
         if sync and not access_token:
@@ -323,7 +348,7 @@ def _connectors(v: _Validator, raw: Any) -> list[ConnectorConfig]:
             ConnectorConfig(
                 phone_number_id=pnid,
                 name=v.string(f"{key}.name", item.get("name"), default=pnid, allow_empty=False),
-                display_number=v.string(f"{key}.display_number", item.get("display_number"), default=""),
+                display_number=display_number,
                 default_country=country,
                 app_secret=v.secret(f"{key}.app_secret", item.get("app_secret")),
                 verify_token=v.secret(f"{key}.verify_token", item.get("verify_token")),

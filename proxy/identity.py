@@ -24,6 +24,9 @@ _BSUID = re.compile(r"^([A-Za-z]{2})\.([A-Za-z0-9]{1,128})$")
 _TYPED_NUMBER = re.compile(r"^\+?[0-9 ()./\-]{4,40}$")
 _DIGITS = re.compile(r"^[0-9]{6,20}$")
 
+REGIONS: frozenset[str] = frozenset(phonenumbers.SUPPORTED_REGIONS)
+"""ISO regions libphonenumber can read national numbers for (``CO``, ``BR``, ...)."""
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -78,6 +81,36 @@ def _is_real_number(digits: str) -> bool:
         if phonenumbers.is_valid_number(parsed):
             return True
     return False
+
+
+def region_of(number: str) -> str:
+    """The ISO region a business number belongs to, for reading national numbers sent from it.
+
+    Args:
+        number: the number as people know it, e.g. ``+57 601 555 0100`` (a leading ``+`` is assumed).
+
+    Returns:
+        The region libphonenumber gives the number (``CO``); for a number in no region's plan (Meta's ``+1 555``
+        test numbers) the main region of its country code (``US``); "" for a non-geographic code (``+800``).
+
+    Raises:
+        InvalidNumber: ``number`` is not a phone number with a country code.
+    """
+    raw = number.strip()
+    example = "write it with the country code, e.g. +57 601 555 0100"
+    if not _TYPED_NUMBER.match(raw):
+        raise InvalidNumber(f"{_shorten(raw)!r} is not a phone number: {example}")
+    written = raw if raw.startswith("+") else "+" + raw.removeprefix("00")
+    try:
+        parsed = phonenumbers.parse(written, None)
+    except phonenumbers.NumberParseException:
+        raise InvalidNumber(f"{_shorten(raw)!r} is not a phone number with a country code: {example}") from None
+    region = phonenumbers.region_code_for_number(parsed) or phonenumbers.region_code_for_country_code(
+        parsed.country_code or 0
+    )
+    if region == phonenumbers.UNKNOWN_REGION:
+        raise InvalidNumber(f"{_shorten(raw)!r} has no known country code")
+    return "" if region == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY else region
 
 
 def bsuid(text: str) -> Identity | None:

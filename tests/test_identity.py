@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from proxy import identity
-from proxy.errors import InvalidNumber
+from proxy.config import ConnectorConfig, parse_config
+from proxy.errors import ConfigError, InvalidNumber
 
 
 @pytest.mark.parametrize(
@@ -86,3 +87,48 @@ def test_wa_ids_are_read_leniently_but_must_be_digits() -> None:
         identity.from_wa_id("12ab")
     with pytest.raises(InvalidNumber):
         identity.recipient("x" * 500)
+
+
+def _connector(**fields: object) -> ConnectorConfig:
+    config = parse_config(
+        {
+            "connectors": [
+                {
+                    "phone_number_id": "106540352242922",
+                    "app_secret": "a-secret",
+                    "verify_token": "a-token",
+                    "forward_webhooks_to": "http://127.0.0.1:9000/hook",
+                    **fields,
+                }
+            ]
+        },
+        env={},
+    )
+    return config.connectors[0]
+
+
+@pytest.mark.parametrize(
+    ("fields", "region"),
+    [
+        ({"default_country": "br", "display_number": "+57 601 555 0100"}, "BR"),  # default_country wins
+        ({"display_number": "+57 601 555 0100"}, "CO"),
+        ({"display_number": "+55 11 4000 0000"}, "BR"),
+        ({"display_number": "+1 555 010 0000"}, "US"),  # Meta's test numbers are in no plan: the code's region
+        ({"display_number": "+800 1234 5678"}, ""),  # non-geographic
+        ({}, ""),
+    ],
+)
+def test_connector_region_comes_from_default_country_then_display_number(fields: dict[str, str], region: str) -> None:
+    assert _connector(**fields).region == region
+
+
+@pytest.mark.parametrize("number", ["sales line", "+999 1234", "12"])
+def test_unreadable_display_number_is_a_config_error_naming_the_key(number: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _connector(display_number=number)
+    assert any(p.startswith("connectors[0].display_number:") for p in caught.value.problems), caught.value.problems
+
+
+def test_unknown_default_country_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"connectors\[0\]\.default_country"):
+        _connector(default_country="XX")
