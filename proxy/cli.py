@@ -98,6 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{args.config}: {exc}", file=sys.stderr)
         return 2
+    if args.command in ("check-config", "serve"):
+        from .reload import connector_problems
+
+        if problems := connector_problems(config):
+            print(f"{args.config}: {ConfigError(problems)}", file=sys.stderr)
+            return 2
     if args.command == "check-config":
         print(f"{args.config}: OK ({len(config.connectors)} connector(s), store: {_store_label(config)})")
         return 0

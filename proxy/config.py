@@ -7,6 +7,7 @@ once, each naming its key (``connectors[1].app_secret: ...``), and a bad config 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -73,8 +74,43 @@ class AdminToken:
 
 
 @dataclass(frozen=True)
+class PersonRole:
+    """A role given to people signed in by an authenticating reverse proxy, by e-mail address or by group."""
+
+    role: str
+    email: str = ""
+    group: str = ""
+
+
+@dataclass(frozen=True)
+class ProxyAuthConfig:
+    """Identity headers set by an authenticating reverse proxy (oauth2-proxy's ``X-Auth-Request-*`` conventions).
+
+    Trusted only on connections from ``trusted_addresses`` (IP addresses or networks); off while that is empty.
+    """
+
+    trusted_addresses: tuple[str, ...] = ()
+    email_header: str = "X-Auth-Request-Email"
+    groups_header: str = "X-Auth-Request-Groups"
+    roles: tuple[PersonRole, ...] = ()
+
+
+@dataclass(frozen=True)
 class AdminConfig:
     tokens: tuple[AdminToken, ...] = ()
+    metrics_token: str = field(default="", repr=False)
+    """When set, ``GET /metrics`` needs ``Authorization: Bearer <metrics_token>``."""
+    proxy_auth: ProxyAuthConfig = field(default_factory=ProxyAuthConfig)
+
+
+@dataclass(frozen=True)
+class ReloadConfig:
+    """Guards against a config that would switch enforcement off (see :mod:`proxy.reload`)."""
+
+    allow_no_connectors: bool = False
+    """A config with no connectors is accepted (check-config, serve, reload): every send is then unchecked."""
+    allow_replacing_all_connectors: bool = False
+    """A reload may drop every connector of the running config (moving to entirely new numbers)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +168,7 @@ class Config:
     gateway: GatewayConfig
     webhooks: WebhookConfig
     connectors: tuple[ConnectorConfig, ...]
+    reload: ReloadConfig = field(default_factory=ReloadConfig)
     source: str = "<memory>"
 
     _by_pnid: dict[str, ConnectorConfig] = field(init=False, repr=False, compare=False)
@@ -178,7 +215,7 @@ def parse_config(
     v = _Validator(os.environ if env is None else env)
     if not isinstance(data, dict):
         raise ConfigError(["(top level): must be a mapping of sections"])
-    v.known_keys("", data, ("server", "graph", "store", "admin", "gateway", "webhooks", "connectors"))
+    v.known_keys("", data, ("server", "graph", "store", "admin", "gateway", "webhooks", "reload", "connectors"))
 
     server = v.section("server", data)
     graph = v.section("graph", data)
@@ -186,10 +223,12 @@ def parse_config(
     admin = v.section("admin", data)
     gateway = v.section("gateway", data)
     webhooks = v.section("webhooks", data)
+    reload = v.section("reload", data)
     v.known_keys("server", server, ("host", "port", "idle_timeout_seconds", "body_timeout_seconds"))
     v.known_keys("graph", graph, ("base_url", "api_version", "timeout_seconds"))
     v.known_keys("store", store, ("redis_url", "data_dir", "appendfsync", "timeout_seconds", "local_cache"))
-    v.known_keys("admin", admin, ("tokens",))
+    v.known_keys("admin", admin, ("tokens", "metrics_token", "proxy_auth"))
+    v.known_keys("reload", reload, ("allow_no_connectors", "allow_replacing_all_connectors"))
     v.known_keys("gateway", gateway, ("unknown_connectors", "enforce"))
     v.known_keys("webhooks", webhooks, ("forward_timeout_seconds", "max_body_bytes", "unknown_connectors"))
 
@@ -223,7 +262,20 @@ def parse_config(
         timeout_seconds=v.number("store.timeout_seconds", store.get("timeout_seconds"), default=2.0),
         local_cache=v.boolean("store.local_cache", store.get("local_cache"), default=True),
     )
-    admin_cfg = AdminConfig(tokens=tuple(_tokens(v, admin.get("tokens"))))
+    metrics_token = v.string("admin.metrics_token", admin.get("metrics_token"), default="")
+    if metrics_token and len(metrics_token) < 12:
+        v.problem("admin.metrics_token", "too short (at least 12 characters)")
+    admin_cfg = AdminConfig(
+        tokens=tuple(_tokens(v, admin.get("tokens"))),
+        metrics_token=metrics_token,
+        proxy_auth=_proxy_auth(v, admin.get("proxy_auth")),
+    )
+    reload_cfg = ReloadConfig(
+        allow_no_connectors=v.boolean("reload.allow_no_connectors", reload.get("allow_no_connectors"), False),
+        allow_replacing_all_connectors=v.boolean(
+            "reload.allow_replacing_all_connectors", reload.get("allow_replacing_all_connectors"), False
+        ),
+    )
     gateway_cfg = GatewayConfig(
         unknown_connectors=v.choice(
             "gateway.unknown_connectors", gateway.get("unknown_connectors"), UNKNOWN_CONNECTOR_POLICIES, "pass"
@@ -252,6 +304,7 @@ def parse_config(
         gateway=gateway_cfg,
         webhooks=webhooks_cfg,
         connectors=connectors,
+        reload=reload_cfg,
         source=source,
     )
 
@@ -285,6 +338,58 @@ def _tokens(v: _Validator, raw: Any) -> list[AdminToken]:
             v.problem(f"{key}.token", "too short (at least 12 characters)")
         tokens.append(AdminToken(name=name, token=token, role=role))
     return tokens
+
+
+def _proxy_auth(v: _Validator, raw: Any) -> ProxyAuthConfig:
+    if raw is None:
+        return ProxyAuthConfig()
+    if not isinstance(raw, dict):
+        v.problem("admin.proxy_auth", "must be a mapping with trusted_addresses and roles")
+        return ProxyAuthConfig()
+    v.known_keys("admin.proxy_auth", raw, ("trusted_addresses", "email_header", "groups_header", "roles"))
+    addresses: list[str] = []
+    listed = raw.get("trusted_addresses") or []
+    if not isinstance(listed, list):
+        v.problem("admin.proxy_auth.trusted_addresses", "must be a list of IP addresses or networks")
+        listed = []
+    for i, item in enumerate(listed):
+        text = v.string(f"admin.proxy_auth.trusted_addresses[{i}]", item, allow_empty=False)
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            v.problem(f"admin.proxy_auth.trusted_addresses[{i}]", f"{text!r} is not an IP address or network")
+            continue
+        addresses.append(text)
+    roles: list[PersonRole] = []
+    listed = raw.get("roles") or []
+    if not isinstance(listed, list):
+        v.problem("admin.proxy_auth.roles", "must be a list of {email or group, role}")
+        listed = []
+    for i, item in enumerate(listed):
+        key = f"admin.proxy_auth.roles[{i}]"
+        if not isinstance(item, dict):
+            v.problem(key, "must be a mapping with email or group, and role")
+            continue
+        v.known_keys(key, item, ("email", "group", "role"))
+        email = v.string(f"{key}.email", item.get("email"), default="").lower()
+        group = v.string(f"{key}.group", item.get("group"), default="")
+        if bool(email) == bool(group):
+            v.problem(key, "needs exactly one of email or group")
+        role = v.choice(f"{key}.role", item.get("role"), ROLES, "viewer")
+        roles.append(PersonRole(role=role, email=email, group=group))
+    return ProxyAuthConfig(
+        trusted_addresses=tuple(addresses),
+        email_header=v.string(
+            "admin.proxy_auth.email_header", raw.get("email_header"), default="X-Auth-Request-Email", allow_empty=False
+        ),
+        groups_header=v.string(
+            "admin.proxy_auth.groups_header",
+            raw.get("groups_header"),
+            default="X-Auth-Request-Groups",
+            allow_empty=False,
+        ),
+        roles=tuple(roles),
+    )
 
 
 def _connectors(v: _Validator, raw: Any) -> list[ConnectorConfig]:

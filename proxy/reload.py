@@ -6,6 +6,12 @@ running proxy holds (``app[CONFIG]``, read per request by every face, ``Blocklis
 config). Connectors, tokens, gateway and webhook policies take effect on the next request. Settings bound when the
 process started (``server``, ``store``, ``graph`` timeouts and the HTTP sessions) are kept; a change to them is
 logged as needing a restart.
+
+A config that would switch enforcement off by accident is refused too (:func:`connector_problems`): one with no
+connectors (a file truncated before ``connectors:``, or ``connectors: []``) lets every send through unchecked, and
+one that keeps none of the running connectors is most likely the wrong file. Each needs its explicit option in the
+new file (``reload.allow_no_connectors``, ``reload.allow_replacing_all_connectors``). Every refusal is logged at
+error level and counted in ``wabl_config_reloads_total{result="refused"}``.
 """
 
 from __future__ import annotations
@@ -47,17 +53,46 @@ def apply_config(app: web.Application, config: Config) -> None:
         app[META_SYNC].config = config
 
 
+def connector_problems(new: Config, running: Config | None = None) -> list[str]:
+    """Why ``new`` must not be applied (or started, or passed by ``check-config``); empty when it may.
+
+    Args:
+        new: the config about to be used.
+        running: the config it would replace (a reload), or None (start-up, check-config).
+    """
+    if not new.connectors:
+        if new.reload.allow_no_connectors:
+            return []
+        return [
+            "connectors: none configured, so no send would be checked; "
+            "set reload.allow_no_connectors: true if that is really meant"
+        ]
+    if running is not None and running.connectors and not new.reload.allow_replacing_all_connectors:
+        before = {c.phone_number_id for c in running.connectors}
+        if not before & {c.phone_number_id for c in new.connectors}:
+            return [
+                f"connectors: none of the running connectors ({', '.join(sorted(before))}) is in the new file; "
+                "set reload.allow_replacing_all_connectors: true to replace them all"
+            ]
+    return []
+
+
 def reload_config(app: web.Application, path: Path) -> bool:
     """Read ``path`` and, if it is valid, apply it; returns whether it was applied.
 
-    A broken file, or one that changes a start-time section (:data:`RESTART_ONLY`), is refused and logged; the
-    running config is kept.
+    A broken file, one that changes a start-time section (:data:`RESTART_ONLY`), or one refused by
+    :func:`connector_problems` is refused, logged at error level and counted; the running config is kept.
     """
     old = app[CONFIG]
     try:
         new = load_config(path)
     except ConfigError as exc:
         log.error("config reload refused, keeping the running config: %s", "; ".join(exc.problems))
+        app[METRICS].reloads.labels("refused").inc()
+        return False
+    problems = connector_problems(new, old)
+    if problems:
+        log.error("config reload refused, keeping the running config: %s", "; ".join(problems))
         app[METRICS].reloads.labels("refused").inc()
         return False
     changed = [name for name in RESTART_ONLY if _start_time(new, name) != _start_time(old, name)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import yaml
 from aiohttp.test_utils import TestClient
 from test_processes import REPO, Proxy
 
-from proxy.keys import CONFIG, SERVICE
+from proxy.keys import CONFIG, METRICS, SERVICE
 from proxy.reload import reload_config
 
 from conftest import ADMIN_TOKEN, PNID, PNID_BR, auth, base_config_data, free_port, wait_until
@@ -155,3 +156,69 @@ async def test_reload_swaps_every_reader_and_refuses_start_time_sections(
     assert not reload_config(app, path)
     assert app[CONFIG] is before
     assert (await client.get("/healthz")).status == 200
+
+
+def _refusals(app: Any) -> float:
+    for line in app[METRICS].render().decode().splitlines():
+        if line.startswith('wabl_config_reloads_total{result="refused"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda d: d.pop("connectors"), id="truncated-before-connectors"),
+        pytest.param(lambda d: d.update(connectors=[]), id="empty-connectors"),
+        pytest.param(lambda d: d.update(connectors=[NEW_CONNECTOR]), id="drops-every-running-connector"),
+    ],
+)
+async def test_a_reload_that_would_switch_enforcement_off_is_refused_logged_and_counted(
+    client: TestClient[Any, Any],
+    tmp_path: Path,
+    redis_url: str,
+    caplog: pytest.LogCaptureFixture,
+    change: Callable[[dict[str, Any]], None],
+) -> None:
+    app = client.app
+    assert app is not None
+    data = base_config_data(redis_url)
+    data["graph"]["base_url"] = app[CONFIG].graph.base_url
+    change(data)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    before = app[CONFIG]
+    with caplog.at_level(logging.INFO, logger="proxy.reload"):
+        assert not reload_config(app, path)
+    assert app[CONFIG] is before
+    assert _refusals(app) == 1
+    [record] = [r for r in caplog.records if r.name == "proxy.reload"]
+    assert record.levelno == logging.ERROR and "refused" in record.getMessage()
+    assert "reload.allow_" in record.getMessage()  # the message names the option that would allow it
+
+    # The explicit option in the new file lets the same change through.
+    data["reload"] = {"allow_no_connectors": True, "allow_replacing_all_connectors": True}
+    path.write_text(yaml.safe_dump(data))
+    assert reload_config(app, path)
+    assert app[CONFIG] is not before and _refusals(app) == 1
+
+
+def test_check_config_and_serve_refuse_a_config_without_connectors(tmp_path: Path, redis_url: str) -> None:
+    data = base_config_data(redis_url)
+    data["connectors"] = []
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    for command in (["check-config"], ["serve", "--port", str(free_port())]):
+        done = subprocess.run(
+            [sys.executable, "-m", "proxy.cli", *command, "--config", str(path)],
+            capture_output=True, text=True, cwd=REPO, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert "connectors: none configured" in done.stderr and "reload.allow_no_connectors" in done.stderr
+    data["reload"] = {"allow_no_connectors": True}
+    path.write_text(yaml.safe_dump(data))
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "check-config", "--config", str(path)],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0 and "OK (0 connector(s)" in done.stdout
