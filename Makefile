@@ -29,6 +29,7 @@ tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.js
 	npm ci --prefix tests/js --no-audit --no-fund --silent
 	touch $@
 
+# HOST and PORT override server.host / server.port (config.yaml reads them): make run PORT=8081
 run: $(VENV)/.run-installed
 	$(BIN)/wa-blocklist serve --config $(CONFIG)
 

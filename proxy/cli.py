@@ -26,6 +26,11 @@ from .store import BlockEntry, open_store
 
 DEFAULT_CONFIG = os.environ.get("WA_BLOCKLIST_CONFIG", "config.yaml")
 
+# The development tokens and secrets of dev.env (and the Makefile): `serve` warns while any of them is in use.
+DEVELOPMENT_VALUES = frozenset(
+    {"dev-admin-token-change-me", "dev-viewer-token-change-me", "dev-app-secret", "dev-verify-token"}
+)
+
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)

@@ -1,4 +1,10 @@
-"""The README stays true to the code: every config key and every admin API route is documented."""
+"""The docs stay true to the code and the README stays a front door.
+
+- every config key is documented in docs/configuration.md, every admin API route in docs/admin-api.md;
+- every docs/ page the README links exists, and every docs/ page is linked from the README;
+- the README stays at most 200 lines;
+- the development values in dev.env are the ones the Makefile exports and the CLI warns about.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import re
 from pathlib import Path
 
 from proxy.admin.openapi import OPENAPI
+from proxy.cli import DEVELOPMENT_VALUES
 from proxy.config import (
     AdminToken,
     ConnectorConfig,
@@ -17,10 +24,14 @@ from proxy.config import (
     WebhookConfig,
 )
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+DOCS = ROOT / "docs"
+README_MAX_LINES = 200
 
 
-def test_every_config_key_is_in_the_readme() -> None:
+def test_every_config_key_is_in_the_configuration_page() -> None:
+    page = (DOCS / "configuration.md").read_text()
     sections = {
         "server": ServerConfig,
         "graph": GraphConfig,
@@ -36,16 +47,47 @@ def test_every_config_key_is_in_the_readme() -> None:
             if field.name.startswith("_"):
                 continue
             key = f"{prefix}.{field.name}"
-            if key not in README:
+            if key not in page:
                 missing.append(key)
     assert missing == []
 
 
-def test_every_admin_route_is_in_the_readme() -> None:
+def test_every_admin_route_is_in_the_admin_api_page() -> None:
+    page = (DOCS / "admin-api.md").read_text()
     missing = []
     for path, operations in OPENAPI["paths"].items():
         for method in operations:
             pattern = re.escape(f"{method.upper()} /admin/api{path}")
-            if not re.search(pattern, README):
+            if not re.search(pattern, page):
                 missing.append(f"{method.upper()} /admin/api{path}")
     assert missing == []
+
+
+def test_readme_fits_on_a_screen() -> None:
+    assert len(README.splitlines()) <= README_MAX_LINES
+
+
+def test_every_docs_page_linked_from_the_readme_exists_and_every_page_is_linked() -> None:
+    linked = set(re.findall(r"\]\(docs/([A-Za-z0-9_.-]+\.md)(?:#[^)]*)?\)", README))
+    assert linked, "the README links no docs/ page"
+    assert sorted(page for page in linked if not (DOCS / page).is_file()) == []
+    pages = {page.name for page in DOCS.glob("*.md")}
+    assert sorted(pages - linked) == []
+
+
+def test_links_between_docs_pages_resolve() -> None:
+    broken = []
+    for page in DOCS.glob("*.md"):
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" in target:
+                continue
+            if not (page.parent / target).exists():
+                broken.append(f"{page.name} → {target}")
+    assert broken == []
+
+
+def test_development_values_agree_between_dev_env_makefile_and_cli() -> None:
+    dev_env = dict(re.findall(r'^export (\w+)="\$\{\1:-([^}]*)\}"$', (ROOT / "dev.env").read_text(), re.M))
+    makefile = dict(re.findall(r"^export (\w+)\s*\?=\s*(\S+)$", (ROOT / "Makefile").read_text(), re.M))
+    assert dev_env and dev_env == makefile
+    assert set(dev_env.values()) == DEVELOPMENT_VALUES
