@@ -29,6 +29,7 @@ import contextlib
 import ctypes
 import json
 import logging
+import re
 import signal
 import subprocess
 import time
@@ -307,6 +308,9 @@ def iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
+_CURSOR_SCORE = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?")
+
+
 def encode_cursor(score: str, member: str) -> str:
     return base64.urlsafe_b64encode(f"{score}\n{member}".encode()).decode().rstrip("=")
 
@@ -315,10 +319,10 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         score, member = raw.split("\n", 1)
-        float(score)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadRequest("the cursor is not one this API returned; start again without it") from None
-    if not member:
+    # Strictly the scores Redis hands out (ms timestamps): float() would also take nan, inf, "1_0" or " 1 ".
+    if not _CURSOR_SCORE.fullmatch(score) or not member:
         raise BadRequest("the cursor is not one this API returned; start again without it")
     return score, member
 

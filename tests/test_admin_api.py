@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 from urllib.parse import quote
 
@@ -257,3 +258,37 @@ async def test_check_follows_links(client: TestClient[Any, Any], service: Blockl
     resp = await client.get(f"{check}/CO.someoneelse", headers=auth(VIEWER_TOKEN))
     assert await resp.json() == {"blocked": False, "matched": None}
     await error_of(await client.get(f"{check}/garbage", headers=auth()), 400, "invalid_number")
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b'{"number": ' + b"5" * 5000 + b"}", "longer than 32 characters"),
+        (b'{"number": "+57 300 123 4567", "duration": ' + b"9" * 5000 + b"}", "longer than 32 characters"),
+        (b'{"number": "+57 300 123 4567", "duration": 1e999}', "out of range"),
+        (b'{"number": NaN}', "NaN is not valid JSON"),
+        (b'{"number": "1", "reason": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested deeper than 32 levels"),
+        (b"[" * 60_000, "nested deeper than 32 levels"),
+        (b'{"reason": "' + b"[" * 5000 + b'", "number": ' + b'{"a": ' * 40 + b"1" + b"}" * 41, "nested deeper"),
+    ],
+    ids=["5000-digit-int", "5000-digit-duration", "infinite-float", "nan", "deep-array", "unclosed", "deep-object"],
+)
+async def test_hostile_json_is_a_400_never_a_500(client: TestClient[Any, Any], body: bytes, fragment: str) -> None:
+    resp = await client.post(BLOCKS, data=body, headers={**auth(), "Content-Type": "application/json"})
+    assert fragment in await error_of(resp, 400, "bad_request")
+
+
+async def test_brackets_inside_strings_do_not_count_as_nesting(
+    client: TestClient[Any, Any], service: BlocklistService
+) -> None:
+    await wrote_recently(service, PNID, "573001234567")
+    body = b'{"number": "+57 300 123 4567", "reason": "' + b"[{" * 200 + b'\\" ]"}'
+    resp = await client.post(BLOCKS, data=body, headers={**auth(), "Content-Type": "application/json"})
+    assert resp.status == 201, await resp.text()
+
+
+@pytest.mark.parametrize("score", ["nan", "inf", "-inf", "1_0", " 1 ", "1e3", "٣"])
+async def test_list_cursors_are_validated_strictly(client: TestClient[Any, Any], score: str) -> None:
+    cursor = base64.urlsafe_b64encode(f"{score}\n573001234567".encode()).decode().rstrip("=")
+    resp = await client.get(BLOCKS, params={"cursor": cursor}, headers=auth())
+    assert "cursor is not one this API returned" in await error_of(resp, 400, "bad_request")

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +31,11 @@ _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _BODY_FIELDS = frozenset({"number", "reason", "duration", "expires_at"})
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 MAX_BODY = 64 * 1024
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects accepted in a body (the API's own bodies are flat objects)."""
+MAX_NUMBER_CHARS = 32
+"""Longest JSON number literal accepted: a phone number has at most 15 digits; a longer one is refused before any
+conversion, so a 5,000-digit integer costs nothing (and never hits Python's int/str conversion limit)."""
 
 routes = web.RouteTableDef()
 
@@ -97,12 +103,66 @@ def _actor(request: web.Request) -> Actor:
     return Actor(name=request[TOKEN].name, source="admin_api")
 
 
+def _number(kind: type[int] | type[float]) -> Any:
+    def convert(text: str) -> int | float:
+        if len(text) > MAX_NUMBER_CHARS:
+            raise BadRequest(f"a number in the body is longer than {MAX_NUMBER_CHARS} characters; send it as a string")
+        value = kind(text)
+        if value in (float("inf"), float("-inf")):
+            raise BadRequest("a number in the body is out of range")
+        return value
+
+    return convert
+
+
+def _no_constant(text: str) -> Any:
+    raise BadRequest(f"{text} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_int=_number(int), parse_float=_number(float), parse_constant=_no_constant)
+
+
+def parse_json(raw: bytes) -> Any:
+    """Decode a JSON body with the admin API's limits: nesting depth, number length, no NaN/Infinity.
+
+    Raises:
+        BadRequest: not UTF-8 JSON, nested deeper than :data:`MAX_JSON_DEPTH`, or a number longer than
+            :data:`MAX_NUMBER_CHARS` characters.
+    """
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not valid JSON") from None
+    # The decoder recurses once per level: the bound is checked first, on the brackets outside strings.
+    if _depth(text) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return _DECODER.decode(text)
+    except json.JSONDecodeError:
+        raise BadRequest("the request body is not valid JSON") from None
+
+
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _depth(text: str) -> int:
+    """The deepest bracket nesting of a JSON text, strings skipped (an unterminated one ends the scan)."""
+    if "[" not in text and "{" not in text:
+        return 0
+    depth = deepest = 0
+    for match in _STRING_OR_BRACKET.finditer(text):
+        char = match.group()
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 async def _json_object(request: web.Request) -> dict[str, Any]:
     raw = await read_body(request, MAX_BODY, within=request.config_dict[CONFIG].server.body_timeout_seconds)
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("the request body is not valid JSON") from None
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise BadRequest('the request body must be a JSON object such as {"number": "+57 300 123 4567"}')
     unknown = sorted(set(body) - _BODY_FIELDS)
