@@ -23,13 +23,11 @@ from .config import Config, load_config
 from .errors import BlocklistError, ConfigError
 from .meta import MetaSync
 from .store import BlockEntry, open_store
+from .trial import international
 
 DEFAULT_CONFIG = os.environ.get("WA_BLOCKLIST_CONFIG", "config.yaml")
-
-# The development tokens and secrets of dev.env (and the Makefile): `serve` warns while any of them is in use.
-DEVELOPMENT_VALUES = frozenset(
-    {"dev-admin-token-change-me", "dev-viewer-token-change-me", "dev-app-secret", "dev-verify-token"}
-)
+# Commands that only use the store: a secret the environment left empty does not stop them.
+_STORE_ONLY = frozenset({"block", "unblock", "list", "export", "import", "simulate-inbound", "sink"})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,6 +83,31 @@ def _parser() -> argparse.ArgumentParser:
     importing.add_argument("--dry-run", action="store_true", help="check every row and report; change nothing")
     importing.add_argument("--by", default=f"cli:{_user()}", help="who blocks (default: %(default)s)")
     importing.add_argument("--json", action="store_true", help="print the report as JSON")
+    importing.add_argument(
+        "--restore",
+        action="store_true",
+        help="restore an export as it was (reasons, expiry, who and when), without the 24-hour rule",
+    )
+
+    simulate = sub.add_parser(
+        "simulate-inbound", parents=[common], help="development: send the proxy a signed webhook from a number"
+    )
+    simulate.add_argument(
+        "--from", dest="sender", required=True, help='the customer\'s number, e.g. "+57 300 555 0001"'
+    )
+    simulate.add_argument("--text", default="hola", help="the message text (default: %(default)s)")
+    simulate.add_argument("--name", default="Cliente", help="the customer's profile name (default: %(default)s)")
+    with_connector(simulate)
+    simulate.add_argument("--url", help="the proxy's webhook URL (default: from server.host and server.port)")
+
+    sink = sub.add_parser(
+        "sink", parents=[common], help="development: a stand-in contact center that prints forwarded webhooks"
+    )
+    with_connector(sink)
+    sink.add_argument("--host", help="listen address (default: the host of the connector's forward_webhooks_to)")
+    sink.add_argument("--port", type=int, help="listen port (default: the port of forward_webhooks_to)")
+    sink.add_argument("--path", help="webhook path (default: the path of forward_webhooks_to)")
+    sink.add_argument("--raw", action="store_true", help="also print each body as JSON")
     return parser
 
 
@@ -99,9 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wa-blocklist`` console script."""
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, require_secrets=args.command not in _STORE_ONLY)
     except ConfigError as exc:
         print(f"{args.config}: {exc}", file=sys.stderr)
+        if "is not set" in str(exc):
+            print("hint: secrets come from the environment; for development: . ./dev.env (make run does it)")
         return 2
     if args.command in ("check-config", "serve"):
         from .reload import connector_problems
@@ -121,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(config, args.host, args.port, reuse_port=args.reuse_port, config_path=args.config)
     try:
         pnid = _connector(config, args.connector)
+        if args.command == "simulate-inbound":
+            return _simulate_inbound(config, pnid, args)
+        if args.command == "sink":
+            return _sink(config, pnid, args)
         return asyncio.run(_run(config, lambda service: _COMMANDS[args.command](service, pnid, args)))
     except BlocklistError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
@@ -178,7 +207,7 @@ async def _list(service: BlocklistService, pnid: str, args: argparse.Namespace) 
     shown = 0
     cursor: str | None = None
     if not args.json:
-        print(f"{'BLOCKED AT (UTC)':<25} {'NUMBER':<24} {'BY':<20} REASON")
+        print(f"{'BLOCKED AT (UTC)':<25} {'NUMBER':<20} {'EXPIRES (UTC)':<25} {'BY':<20} REASON")
     while True:
         page = min(500, args.limit - shown) if args.limit else 500
         entries, cursor = await service.list(pnid, limit=page, cursor=cursor, q=args.q)
@@ -195,7 +224,9 @@ async def _list(service: BlocklistService, pnid: str, args: argparse.Namespace) 
 def _format(entry: BlockEntry, as_json: bool) -> str:
     if as_json:
         return json.dumps(entry.to_json(), ensure_ascii=False)
-    return f"{entry.blocked_at:<25} {entry.number:<24} {entry.blocked_by[:20]:<20} {entry.reason}"
+    number = international(entry.number) if entry.kind == "phone" else entry.number
+    expires = entry.expires_at or "never"
+    return f"{entry.blocked_at:<25} {number:<20} {expires:<25} {entry.blocked_by[:20]:<20} {entry.reason}"
 
 
 async def _export(service: BlocklistService, pnid: str, args: argparse.Namespace) -> int:
@@ -255,6 +286,68 @@ class ProgressBar:
             self.stream.flush()
 
 
+def _simulate_inbound(config: Config, pnid: str, args: argparse.Namespace) -> int:
+    from .trial import proxy_webhook_url, simulate_inbound
+
+    connector = config.connector(pnid)
+    if connector is None:
+        raise BlocklistError(f"unknown connector {pnid}")
+    url = args.url or proxy_webhook_url(config)
+    status, answer, wa_id = asyncio.run(simulate_inbound(connector, args.sender, args.text, url, name=args.name))
+    who = international(wa_id)
+    if 200 <= status < 300:
+        print(f"{who} wrote {args.text!r} to {connector.name} ({pnid}): the proxy answered {status}")
+        return 0
+    print(f"error: the proxy answered {status} to the webhook from {who}: {answer.strip()}", file=sys.stderr)
+    return 1
+
+
+def _sink(config: Config, pnid: str, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .startup import StartupError, check_port_free, listen_error
+    from .trial import sink_address, sink_app
+
+    connector = config.connector(pnid)
+    if connector is None:
+        raise BlocklistError(f"unknown connector {pnid}")
+    if not any(c.app_secret for c in config.connectors):
+        raise BlocklistError(
+            "every connector's app_secret is empty: set them in the environment as for serve "
+            "(for development: . ./dev.env)"
+        )
+    if args.host and args.port is not None:
+        host, port, path = args.host, args.port, args.path or "/webhooks/whatsapp"
+    else:
+        url_host, url_port, url_path = sink_address(connector)
+        host, port, path = (
+            args.host or url_host,
+            args.port if args.port is not None else url_port,
+            args.path or url_path,
+        )
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        check_port_free(host, port)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    app = sink_app(config, path, out, raw=args.raw)
+
+    async def ready(_app: web.Application) -> None:
+        out(f"sink: a stand-in contact center on http://{host}:{port}{path}; signatures checked (Ctrl-C stops)")
+
+    app.on_startup.append(ready)
+    try:
+        web.run_app(app, host=host, port=port, print=None, access_log=None, handle_signals=True)
+    except OSError as exc:
+        print(f"error: {listen_error(exc, host, port)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[BlocklistService, str, argparse.Namespace], Awaitable[int]]] = {
     "block": _block,
     "unblock": _unblock,
@@ -272,20 +365,40 @@ def _serve(
     from .app import create_app, server_options
     from .logs import setup_logging
     from .reload import reload_on_sighup
+    from .startup import StartupError, announce, check_port_free, claim_embedded_store, listen_error, release
 
     setup_logging()  # JSON lines, or human-readable on a terminal; secrets redacted
-    app = create_app(config)
-    if config_path is not None:
-        app.cleanup_ctx.append(reload_on_sighup(Path(config_path)))
-    web.run_app(
-        app,
-        host=host or config.server.host,
-        port=port if port is not None else config.server.port,
-        reuse_port=reuse_port or None,
-        shutdown_timeout=30,
-        loop=_event_loop(),
-        **server_options(config),
-    )
+    log = logging.getLogger("proxy.serve")
+    host = host or config.server.host
+    port = port if port is not None else config.server.port
+    lock = None
+    try:
+        if not reuse_port:  # workers share the supervisor's store and port by design
+            lock = claim_embedded_store(config)
+            check_port_free(host, port)
+        app = create_app(config)
+        if config_path is not None:
+            app.cleanup_ctx.append(reload_on_sighup(Path(config_path)))
+        announce(app, config, host, port)
+        try:
+            web.run_app(
+                app,
+                host=host,
+                port=port,
+                reuse_port=reuse_port or None,
+                shutdown_timeout=30,
+                loop=_event_loop(),
+                print=None,  # announce() logs the addresses instead of aiohttp's banner
+                **server_options(config),
+            )
+        except OSError as exc:
+            raise listen_error(exc, host, port) from None
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        release(lock)
+    log.info("stopped")
     return 0
 
 
@@ -322,6 +435,13 @@ def _serve_workers(args: argparse.Namespace, config: Config) -> int:
     if port == 0:
         print("error: --workers needs a fixed port", file=sys.stderr)
         return 2
+    from .startup import StartupError, claim_embedded_store
+
+    try:
+        lock = claim_embedded_store(config)  # held by the supervisor: its workers share its store by design
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     embedded = EmbeddedRedis(Path(config.store.data_dir), config.store.appendfsync) if config.store.embedded else None
     if embedded is not None:
         embedded.start()
@@ -373,6 +493,8 @@ def _serve_workers(args: argparse.Namespace, config: Config) -> int:
                 worker.wait()
         if embedded is not None:
             embedded.stop()
+        if lock is not None:
+            lock.close()
     return 0
 
 

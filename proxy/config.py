@@ -181,12 +181,16 @@ class Config:
         return self._by_pnid.get(phone_number_id)
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, require_secrets: bool = True
+) -> Config:
     """Read, substitute and validate a YAML config file.
 
     Args:
         path: the YAML file.
         env: the environment to substitute from (default: ``os.environ``).
+        require_secrets: False lets secrets (admin tokens, app secrets, verify tokens) be empty, for CLI commands
+            that only use the store; a config loaded so must never serve.
 
     Raises:
         ConfigError: listing every problem, each naming its key.
@@ -200,7 +204,9 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{file}: not valid YAML ({exc})"]) from None
-    return parse_config(data, env=env, base_dir=file.resolve().parent, source=str(file))
+    return parse_config(
+        data, env=env, base_dir=file.resolve().parent, source=str(file), require_secrets=require_secrets
+    )
 
 
 def parse_config(
@@ -208,11 +214,12 @@ def parse_config(
     env: Mapping[str, str] | None = None,
     base_dir: Path | None = None,
     source: str = "<memory>",
+    require_secrets: bool = True,
 ) -> Config:
     """Validate an already-parsed config mapping (see :func:`load_config`)."""
     if data is None:
         data = {}
-    v = _Validator(os.environ if env is None else env)
+    v = _Validator(os.environ if env is None else env, require_secrets)
     if not isinstance(data, dict):
         raise ConfigError(["(top level): must be a mapping of sections"])
     v.known_keys("", data, ("server", "graph", "store", "admin", "gateway", "webhooks", "reload", "connectors"))
@@ -475,8 +482,9 @@ def _connectors(v: _Validator, raw: Any) -> list[ConnectorConfig]:
 class _Validator:
     """Collects problems instead of stopping at the first, and substitutes ``${VAR}`` references."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], require_secrets: bool = True) -> None:
         self.env = env
+        self.require_secrets = require_secrets
         self.problems: list[str] = []
         self._unset: dict[str, list[str]] = {}
 
@@ -536,7 +544,7 @@ class _Validator:
             self.problem(key, "missing")
             return ""
         text = self.string(key, value)
-        if not text:
+        if not text and self.require_secrets:
             self.problem(key, "secret left empty" + self.unset_hint(key))
         return text
 

@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 from proxy.admin.openapi import OPENAPI
-from proxy.cli import DEVELOPMENT_VALUES
 from proxy.config import (
     AdminToken,
     ConnectorConfig,
@@ -23,6 +22,7 @@ from proxy.config import (
     StoreConfig,
     WebhookConfig,
 )
+from proxy.startup import DEVELOPMENT_VALUES
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
