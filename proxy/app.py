@@ -17,7 +17,13 @@ from .expiry import DEFAULT_SWEEP_SECONDS, SWEEP_SECONDS, expiry_sweep_ctx
 from .gateway import setup_gateway
 from .health import setup_health
 from .keys import CLOCK, CONFIG, GATEWAY_SESSION, GRAPH_SESSION, METRICS, SERVICE, STORE, WEBHOOK_SESSION
-from .logs import RedactingAccessLogger, make_request_middleware, request_id_trace, send_request_id
+from .logs import (
+    RedactingAccessLogger,
+    install_plain_http_errors,
+    make_request_middleware,
+    request_id_trace,
+    send_request_id,
+)
 from .metrics import Metrics
 from .store import open_store
 from .tasks import background
@@ -33,8 +39,13 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
         config: the validated configuration.
         clock: seconds since the epoch; tests pass a controllable clock.
     """
+    install_plain_http_errors()  # aiohttp's own 400 bodies quote the offending header line
     metrics = Metrics()
-    app = web.Application(middlewares=[make_request_middleware(metrics.request_done)])
+    # auto_decompress off: the gateway forwards the bytes it received (a gzip send stays gzip for Meta) and decodes
+    # only what it inspects (proxy.classify.decode_body).
+    app = web.Application(
+        middlewares=[make_request_middleware(metrics.request_done)], handler_args={"auto_decompress": False}
+    )
     app[CONFIG] = config
     app[CLOCK] = clock
     app[METRICS] = metrics

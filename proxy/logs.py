@@ -9,7 +9,14 @@ Handlers deep in a face note what they learned (the connector, an outcome such a
 the access logger writes the line when the response is done.
 
 Secrets never reach a log line: :class:`RedactingFilter` runs :func:`redact` over every record's message, and the
-access line logs the path with :func:`redact_query` applied to its query string.
+access line logs the path with :func:`redact_query` applied to its query string. What is a secret is decided by the
+parameter's or header's *name* (:func:`is_secret_name`: ``access_token``, ``input_token``, ``fb_exchange_token``,
+``client_secret``, OAuth's ``code``, ``authorization``, ``appsecret_proof``, ``password`` and anything named like a
+token, secret, password, key or signature), never by guessing at values.
+
+aiohttp answers a request it cannot parse (a bad character in a header, an over-long line) itself, before any
+handler, with a body that quotes the offending line, ``Authorization`` header included.
+:func:`install_plain_http_errors` replaces that body with a fixed sentence and logs the refusal without the line.
 """
 
 from __future__ import annotations
@@ -38,35 +45,58 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 SECRET_PARAMS = frozenset(
-    {"access_token", "hub.verify_token", "appsecret_proof", "client_secret", "app_secret", "token", "password"}
-)
-"""Query and form parameters whose values are secrets."""
+    {
+        "access_token", "input_token", "fb_exchange_token", "refresh_token", "id_token", "client_secret",
+        "app_secret", "appsecret_proof", "hub.verify_token", "code", "authorization", "proxy-authorization",
+        "password", "passwd", "token", "key", "api_key", "apikey", "sig", "signature", "signed_request", "cookie",
+        "set-cookie", "x-hub-signature", "x-hub-signature-256",
+    }
+)  # fmt: skip
+"""Query, form and header names whose values are secrets (more are caught by :func:`is_secret_name`)."""
+
+_CREDENTIAL_WORDS = (
+    "token", "secret", "password", "passwd", "authorization", "api_key", "api-key", "apikey", "signature", "credential"
+)  # fmt: skip
+"""A name containing one of these is a secret's name (``x-api-key``, ``my_access_token``, ``db_password``...)."""
 
 REDACTED = "[redacted]"
 
+_NAME_CHARS = r"[A-Za-z0-9_.\-]"
 _SECRET_IN_TEXT = re.compile(
-    r"(?<![\w.])(?P<name>access_token|hub\.verify_token|appsecret_proof|client_secret|app_secret|password|token)"
-    r"(?P<sep>=|%3D|\"?\s*:\s*\"?)(?P<value>[^&\s\"',;]+)",
+    rf"(?<![\w.\-])(?P<name>{_NAME_CHARS}*(?:{'|'.join(_CREDENTIAL_WORDS)}|appsecret_proof|signed_request)"
+    rf"{_NAME_CHARS}*|cookie|x-hub-signature(?:-256)?)"
+    r"(?P<sep>=|%3D|[\"']?\s*[:=]\s*[\"']?)"
+    r"(?P<scheme>(?:Bearer|Basic|OAuth|Digest)\s+|sha256=|sha1=)?(?P<value>[^&\s\"',;]+)",
     re.IGNORECASE,
 )
-_BEARER = re.compile(r"(?P<name>Bearer|OAuth)\s+(?P<value>[A-Za-z0-9._~+/=\-]{4,})", re.IGNORECASE)
+_SECRET_IN_URL = re.compile(r"(?<![\w.\-])(?P<name>code|key|sig|auth)(?P<sep>=|%3D)(?P<value>[^&\s\"',;]+)", re.I)
+"""Short names that are only secrets as URL parameters (``"code": "not_found"`` in a log message is not one)."""
+_BEARER = re.compile(r"(?P<name>Bearer|OAuth|Basic)\s+(?P<value>[A-Za-z0-9._~+/=\-]{4,})", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a query/form parameter or header called ``name`` carries a credential (case-insensitive)."""
+    lowered = name.strip().lower()
+    return lowered in SECRET_PARAMS or any(word in lowered for word in _CREDENTIAL_WORDS)
 
 
 def redact(text: str) -> str:
-    """Blank every secret found in free text: ``access_token=…`` (and the other :data:`SECRET_PARAMS` written as
-    ``name=value`` or ``"name": "value"``) and ``Bearer …`` credentials."""
-    text = _SECRET_IN_TEXT.sub(lambda m: f"{m.group('name')}{m.group('sep')}{REDACTED}", text)
+    """Blank every secret found in free text: ``name=value``, ``name: value`` or ``"name": "value"`` for every
+    credential-like name (:func:`is_secret_name`), URL parameters such as OAuth's ``code=…``, and ``Bearer …`` /
+    ``Basic …`` credentials."""
+    text = _SECRET_IN_TEXT.sub(lambda m: f"{m.group('name')}{m.group('sep')}{m.group('scheme') or ''}{REDACTED}", text)
+    text = _SECRET_IN_URL.sub(lambda m: f"{m.group('name')}{m.group('sep')}{REDACTED}", text)
     return _BEARER.sub(lambda m: f"{m.group('name')} {REDACTED}", text)
 
 
 def redact_query(query: str) -> str:
-    """A raw query string with the values of :data:`SECRET_PARAMS` replaced by ``[redacted]`` (the rest as sent)."""
+    """A raw query string with every credential's value (:func:`is_secret_name`) replaced by ``[redacted]``."""
     if not query:
         return ""
     parts = []
     for part in query.split("&"):
         name, sep, _ = part.partition("=")
-        if sep and unquote_plus(name).strip().lower() in SECRET_PARAMS:
+        if sep and is_secret_name(unquote_plus(name)):
             part = f"{name}={REDACTED}"
         parts.append(part)
     return "&".join(parts)
@@ -337,3 +367,57 @@ def setup_logging(stream: TextIO | None = None, *, as_json: bool | None = None, 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+# --- aiohttp's own answers to requests it cannot parse ----------------------------------------------------------
+
+_server_log = logging.getLogger("proxy.http")
+_installed = False
+
+
+def install_plain_http_errors() -> None:
+    """Make aiohttp's own error answers (request it cannot parse: a bad header character, a line too long, a bad
+    method) a fixed sentence that quotes nothing, and log them without the offending line.
+
+    aiohttp has no hook for these (aio-libs/aiohttp#3287, #9882): they are answered by the connection's
+    ``RequestHandler.handle_error`` before any middleware runs, with the parser's message as the body, which quotes
+    the offending header line (``Authorization: Bearer …`` included). So that method is wrapped, once per process.
+    500s (a handler's unexpected failure) keep aiohttp's own answer, which quotes nothing.
+    """
+    global _installed
+    if _installed:
+        return
+    from http import HTTPStatus
+
+    from aiohttp import web_protocol
+    from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
+
+    original = web_protocol.RequestHandler.handle_error
+
+    def handle_error(
+        self: web_protocol.RequestHandler,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500 or not isinstance(exc, HttpProcessingError):
+            return original(self, request, status, exc, message)
+        # The parser's message names the problem, then quotes the request (after a colon or in quotes): keep the name.
+        what = re.split(r"[:'\"]", (exc.message or "").strip(), maxsplit=1)[0].strip() or type(exc).__name__
+        level = logging.DEBUG if isinstance(exc, BadHttpMethod) else logging.INFO
+        _server_log.log(level, "refused an unreadable HTTP request from %s: %d %s", request.remote, status, what)
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was already being sent; the connection is closed")
+        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Bad Request"
+        response = web.Response(
+            status=status,
+            text=f"{status} {phrase}: the request could not be read as HTTP (a malformed, oversized or forbidden "
+            "request line or header); nothing of it was processed\n",
+            content_type="text/plain",
+        )
+        response.force_close()
+        return response
+
+    web_protocol.RequestHandler.handle_error = handle_error  # type: ignore[method-assign]  # see the docstring
+    _installed = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -100,6 +101,80 @@ def test_redact() -> None:
     )
     assert redact_query("a=1&b=2") == "a=1&b=2"
     assert redact_query("") == ""
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "access_token", "input_token", "fb_exchange_token", "client_secret", "code", "authorization",
+        "appsecret_proof", "password", "token", "refresh_token", "hub.verify_token", "X-Api-Key", "my_db_password",
+        "Authorization", "Code",
+    ],
+)  # fmt: skip
+def test_every_credential_is_redacted_by_its_name(name: str) -> None:
+    secret = "S3cr3tValue9"
+    assert redact_query(f"fields=id&{name}={secret}&limit=5") == f"fields=id&{name}={REDACTED}&limit=5"
+    assert secret not in redact(f"GET /v21.0/oauth/access_token?x=1&{name}={secret}")
+    if name.lower() != "code":  # OAuth's code is a secret as a URL parameter; "code": ... in text is an error code
+        assert secret not in redact(f"{name}: {secret}")
+        assert secret not in redact(f"{{'{name}': '{secret}'}}")
+
+
+def test_credentials_in_headers_and_paths_are_redacted_with_their_scheme() -> None:
+    assert redact("Authorization: Basic dXNlcjpwYXNz") == f"Authorization: Basic {REDACTED}"
+    assert redact("{'Authorization': 'Bearer abcdef'}") == f"{{'Authorization': 'Bearer {REDACTED}'}}"
+    assert redact("X-Hub-Signature-256: sha256=abcd") == f"X-Hub-Signature-256: sha256={REDACTED}"
+    assert redact("/v21.0/me/accounts;access_token=EAAB9") == f"/v21.0/me/accounts;access_token={REDACTED}"
+    # Words that are only secrets as URL parameters stay readable elsewhere (error codes in messages).
+    assert redact('{"code": "recipient_blocked"}') == '{"code": "recipient_blocked"}'
+
+
+async def test_oauth_and_debug_token_parameters_never_reach_the_access_log(
+    logged_client: TestClient[Any, Any], access_lines: io.StringIO
+) -> None:
+    secrets = ["ClientS3cret", "AQDoauthCode", "EAAinputTok", "EAAexchangeTok", "AuthQueryTok", "Pr00f"]
+    await logged_client.get(
+        f"/v21.0/oauth/access_token?client_id=1&client_secret={secrets[0]}&code={secrets[1]}&redirect_uri=x"
+    )
+    await logged_client.get(f"/v21.0/debug_token?input_token={secrets[2]}&appsecret_proof={secrets[5]}")
+    await logged_client.get(f"/oauth/access_token?grant_type=fb_exchange_token&fb_exchange_token={secrets[3]}")
+    await logged_client.get(f"/v21.0/me?authorization={secrets[4]}")
+    text = access_lines.getvalue()
+    assert len([r for r in lines(access_lines) if "face" in r]) == 4
+    assert not [s for s in secrets if s in text]
+    assert "client_id=1" in text and "grant_type=fb_exchange_token" in text  # the rest is logged as sent
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /admin/api/session HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\x01x\r\n\r\n",
+        b"GET /v21.0/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nBad Header: y\r\n\r\n",
+        b"GET /v21.0/me?access_token=%s\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /v21.0/me HTTP/1.1\r\nHost: x\r\nX-Long: %s" + b"a" * 9000 + b"\r\n\r\n",
+    ],
+    ids=["bad-header-char", "bad-header-name", "bad-target-char", "header-too-long"],
+)
+async def test_unreadable_requests_get_our_answer_which_quotes_nothing(
+    aiohttp_server: Any, make_config: ConfigFactory, restore_root_logging: None, raw: bytes
+) -> None:
+    from proxy.app import server_options
+
+    stream = io.StringIO()
+    setup_logging(stream, level=logging.DEBUG)
+    config = make_config()
+    server = await aiohttp_server(create_app(config), **server_options(config))
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(raw % ADMIN_TOKEN.encode())
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] in (b"400", b"431"), answer
+    assert ADMIN_TOKEN.encode() not in answer and b"Authorization" not in body
+    assert b"could not be read as HTTP" in body
+    assert ADMIN_TOKEN not in stream.getvalue()
+    assert "refused an unreadable HTTP request" in stream.getvalue()
 
 
 async def test_one_json_line_per_request_with_ids_propagated(

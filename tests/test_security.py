@@ -331,7 +331,7 @@ async def test_no_secret_in_the_served_proxys_output(
     finally:
         await asyncio.to_thread(proxy.stop, signal.SIGKILL)
     assert "/admin/api/connectors" in output and "access_token=[redacted]" in output  # access lines, redacted
-    assert "Error handling request" in output  # the parser's error on the over-long line, with its request line
+    assert "refused an unreadable HTTP request" in output  # the parser's error on the over-long line, unquoted
     for secret in SECRETS:
         assert secret not in output, f"{secret} appeared in the proxy's output"
 
