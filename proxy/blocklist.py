@@ -7,6 +7,7 @@ Every face (admin API, admin page, CLI, gateway, webhooks, plugins) goes through
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import re
 import time
@@ -47,10 +48,15 @@ class Actor:
 
 @dataclass(frozen=True)
 class InboundUser:
-    """The identities one inbound webhook item carries: a wa_id, a BSUID, or both."""
+    """The identities one inbound webhook item carries: a wa_id, a BSUID, or both.
+
+    ``active`` is False for items that do not count as the user writing (statuses, contacts, history threads, group
+    events): their links are learned and they are checked, but they never make the user "recently active".
+    """
 
     wa_id: str = ""
     bsuid: str = ""
+    active: bool = True
 
 
 class BlocklistService:
@@ -251,13 +257,28 @@ class BlocklistService:
         entry = await self.store.get(pnid, key, self.now_ms())
         return entry.number if entry is not None else key
 
-    async def record_inbound(self, pnid: str, users: Sequence[InboundUser]) -> builtins.list[bool]:
-        """Record that these users messaged the connector now; returns which of them are blocked.
+    async def record_inbound(
+        self,
+        pnid: str,
+        users: Sequence[InboundUser],
+        *,
+        messages: Sequence[tuple[str, int]] = (),
+        join_requests: Sequence[tuple[str, int]] = (),
+    ) -> builtins.list[bool]:
+        """Record a VERIFIED webhook's users: the active ones wrote now; returns which of them are blocked.
+
+        Call it only for a body whose signature was verified: it learns wa_id↔BSUID links, activity (the 24-hour
+        rule) and ownership, all of which change who is blocked and who may be blocked.
+
+        Args:
+            users: the users of the webhook's items.
+            messages: ``(inbound message ID, index of its sender in users)``: kept 30 days for :meth:`message_sender`.
+            join_requests: ``(join request ID, index of its user in users)``: for :meth:`join_request_user`.
 
         Unparseable wa_ids are still checked by their BSUID; with neither usable, the user counts as not blocked
         and nothing is recorded for them.
         """
-        pairs: builtins.list[tuple[str, str]] = []
+        pairs: builtins.list[tuple[str, str, bool]] = []
         for user in users:
             wa_key = ""
             if user.wa_id:
@@ -266,8 +287,65 @@ class BlocklistService:
                 except InvalidNumber:
                     wa_key = ""
             found = ids.bsuid(user.bsuid) if user.bsuid else None
-            pairs.append((wa_key, found.key if found else ""))
-        return await self.store.record_inbound(pnid, pairs, self.now_ms())
+            pairs.append((wa_key, found.key if found else "", user.active))
+        usable = [(ref, u) for ref, u in messages if 0 <= u < len(pairs) and (pairs[u][0] or pairs[u][1])]
+        joins = [(ref, u) for ref, u in join_requests if 0 <= u < len(pairs) and (pairs[u][0] or pairs[u][1])]
+        return await self.store.record_inbound(pnid, pairs, self.now_ms(), messages=usable, join_requests=joins)
+
+    async def message_sender(self, pnid: str, message_id: str) -> Identity | None:
+        """The user who sent inbound message ``message_id`` to connector ``pnid`` (kept 30 days); None if unknown."""
+        return _owner_identity(await self.store.message_owner(pnid, message_id)) if message_id else None
+
+    async def join_request_user(self, pnid: str, join_request_id: str) -> Identity | None:
+        """The user behind a group join request seen on connector ``pnid`` (group_join_request_created); None if
+        unknown."""
+        if not join_request_id:
+            return None
+        return _owner_identity(await self.store.join_request_owner(pnid, join_request_id))
+
+    async def follow_number_change(self, pnid: str, old: InboundUser, new_wa_id: str) -> BlockEntry | None:
+        """A blocked user changed number (``system`` message ``user_changed_number``): block the new wa_id too.
+
+        The new entry copies the reason and expiry of the old one, is made by ``whatsapp`` through
+        ``number_change`` (the audit record says which number it follows), and the old entry stays, so the list shows
+        both. Returns the new entry, or None when the old identity is not blocked, the new wa_id is unreadable, or it
+        was blocked already.
+        """
+        try:
+            new = ids.from_wa_id(new_wa_id)
+        except InvalidNumber:
+            log.warning("a blocked user changed number on %s, but the new wa_id is unreadable", pnid)
+            return None
+        known: builtins.list[Identity] = []
+        if old.wa_id:
+            with contextlib.suppress(InvalidNumber):
+                known.append(ids.from_wa_id(old.wa_id))
+        if old.bsuid and (found := ids.bsuid(old.bsuid)) is not None:
+            known.append(found)
+        key = await self.first_blocked(pnid, known) if known else None
+        entry = await self.store.get(pnid, key, self.now_ms()) if key else None
+        if entry is None:
+            return None
+        now = self.now_ms()
+        reason = f"number change: follows the block of {entry.number}. {entry.reason}".strip()[:MAX_REASON]
+        follow = BlockEntry(
+            number=new.value,
+            kind=new.kind,
+            key=new.key,
+            blocked_at_ms=now,
+            reason=reason,
+            blocked_by="whatsapp",
+            source="number_change",
+            expires_at_ms=entry.expires_at_ms,
+        )
+        status, stored = await self.store.block(pnid, follow, cutoff_ms=now - DAY_MS, force=True)
+        if self.cache is not None:
+            self.cache.invalidate(pnid)
+        if status != "created" or stored is None:
+            return None
+        log.info("block of %s on %s follows the user to %s", _mask(entry.number), pnid, _mask(stored.number))
+        await self._notify("block", pnid, stored)
+        return stored
 
     async def last_inbound_ms(self, pnid: str, number: str) -> int | None:
         """When the user last messaged the connector (Unix ms), or None if not in the last 24 hours."""
@@ -454,6 +532,16 @@ def _matcher(q: str) -> Callable[[BlockEntry], bool]:
         return needle in entry.number.lower() or needle in entry.reason.lower() or needle in entry.blocked_by.lower()
 
     return match
+
+
+def _owner_identity(owner: tuple[str, str] | None) -> Identity | None:
+    if owner is None:
+        return None
+    wa_key, bsuid = owner
+    if wa_key:
+        with contextlib.suppress(InvalidNumber):
+            return ids.from_wa_id(wa_key)
+    return ids.bsuid(bsuid) if bsuid else None
 
 
 def _mask(number: str) -> str:

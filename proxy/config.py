@@ -124,6 +124,8 @@ class WebhookConfig:
     forward_timeout_seconds: float = 10.0
     max_body_bytes: int = 3 * 1024 * 1024
     unknown_connectors: str = "refuse"
+    account_events_to: str = ""
+    """Where account-level events (no phone number ID) of a WABA no connector names go; "" for nowhere."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,9 @@ class ConnectorConfig:
     allow_encrypted_messages: bool = False
     on_store_error: str = "deny"
     require_signature: bool = True
+    waba_id: str = ""
+    """The WhatsApp Business Account the number belongs to: account-level webhook events of it go to this connector's
+    contact center."""
 
     @cached_property
     def region(self) -> str:
@@ -237,7 +242,9 @@ def parse_config(
     v.known_keys("admin", admin, ("tokens", "metrics_token", "proxy_auth"))
     v.known_keys("reload", reload, ("allow_no_connectors", "allow_replacing_all_connectors"))
     v.known_keys("gateway", gateway, ("unknown_connectors", "enforce"))
-    v.known_keys("webhooks", webhooks, ("forward_timeout_seconds", "max_body_bytes", "unknown_connectors"))
+    v.known_keys(
+        "webhooks", webhooks, ("forward_timeout_seconds", "max_body_bytes", "unknown_connectors", "account_events_to")
+    )
 
     server_cfg = ServerConfig(
         host=v.string("server.host", server.get("host"), default="127.0.0.1", allow_empty=False),
@@ -298,6 +305,11 @@ def parse_config(
         ),
         unknown_connectors=v.choice(
             "webhooks.unknown_connectors", webhooks.get("unknown_connectors"), UNKNOWN_WEBHOOK_POLICIES, "refuse"
+        ),
+        account_events_to=(
+            v.url("webhooks.account_events_to", webhooks.get("account_events_to"))
+            if webhooks.get("account_events_to") not in (None, "")
+            else ""
         ),
     )
     connectors = tuple(_connectors(v, data.get("connectors")))
@@ -428,6 +440,7 @@ def _connectors(v: _Validator, raw: Any) -> list[ConnectorConfig]:
                 "allow_encrypted_messages",
                 "on_store_error",
                 "require_signature",
+                "waba_id",
             ),
         )
         raw_pnid = item.get("phone_number_id")
@@ -474,9 +487,19 @@ def _connectors(v: _Validator, raw: Any) -> list[ConnectorConfig]:
                     f"{key}.on_store_error", item.get("on_store_error"), STORE_ERROR_POLICIES, "deny"
                 ),
                 require_signature=v.boolean(f"{key}.require_signature", item.get("require_signature"), default=True),
+                waba_id=_waba_id(v, f"{key}.waba_id", item.get("waba_id")),
             )
         )
     return connectors
+
+
+def _waba_id(v: _Validator, key: str, raw: Any) -> str:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    text = v.string(key, raw, default="")
+    if text and not _PNID.match(text):
+        v.problem(key, f"{text!r} is not a WhatsApp Business Account ID (digits only)")
+    return text
 
 
 class _Validator:

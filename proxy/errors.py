@@ -96,10 +96,12 @@ class BodyTooLarge(BadRequest):
     code = "body_too_large"
 
 
-class UnknownWebhookConnector(BadRequest):
-    """The payload names a phone number ID that no connector has (``webhooks.unknown_connectors: refuse``)."""
+class UnknownWebhookConnector(BlocklistError):
+    """The payload names a phone number ID or WABA that no connector has (``webhooks.unknown_connectors: refuse``).
 
-    status = 422
+    503, never 4xx: the payload is valid, Meta retries it until the connector is configured."""
+
+    status = 503
     code = "unknown_connector"
 
 

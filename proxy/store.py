@@ -10,6 +10,9 @@ Cluster slot and every Lua script below stays legal on a cluster):
 ``wabl:{pnid}:links``           hash   wa_id key ↔ BSUID, both directions, learned from webhooks
 ``wabl:{pnid}:audit``           stream one record per block/unblock/expire (action, number, by, source, reason)
 ``wabl:{pnid}:expiry``          zset   match key → expires_at (ms), temporary blocks only; the sweep's index
+``wabl:{pnid}:msg:<id>``        str    inbound message ID → its sender (``wa_key<TAB>bsuid``), from verified
+                                       webhooks only; expires after 30 days (Meta's limit for marking it read)
+``wabl:{pnid}:join:<id>``       str    group join request ID → the user who asked (same form, same source), 30 days
 ==============================  =====  ==========================================================
 
 A temporary block keeps its expiry in its entry JSON (``expires_at_ms``) and in the ``expiry`` zset. Every script
@@ -176,9 +179,14 @@ return out
 """
 )
 
-# KEYS: blocks links seen expiry. ARGV: now_ms cutoff_ms invalidation_channel pnid, then pairs (wa_key, bsuid), ''
-# for absent. Records every user's last inbound time (blocked or not), learns links, returns 1/0 blocked per pair.
-# A new or changed link can change who is blocked, so it is announced on the invalidation channel.
+# KEYS: blocks links seen expiry, then one key per ownership record (``msg:<id>`` / ``join:<id>``).
+# ARGV: now_ms cutoff_ms invalidation_channel pnid ttl_ms user_count, then per user (wa_key, bsuid, active) with ''
+# for absent and active '1' when the item counts as the user writing, then per ownership record the index of its user.
+# Records the last inbound time of active users (blocked or not), learns links, records who owns each inbound message
+# and join request (the owner as "wa_key\tbsuid", kept ttl_ms), returns 1/0 blocked per user.
+# A link is written in both directions at once and the stale reverse entries of both sides are removed, so a later
+# payload always repairs an earlier wrong pairing. A new or changed link can change who is blocked, so it is
+# announced on the invalidation channel.
 _INBOUND = (
     _EXPIRY_FUNCTIONS
     + """
@@ -186,18 +194,30 @@ local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2])
 local out = {}
 local changed = false
-local pairs_count = (#ARGV - 4) / 2
-for i = 1, pairs_count do
-  local wa = ARGV[3 + 2 * i]
-  local bs = ARGV[4 + 2 * i]
-  if wa ~= '' and bs ~= '' and redis.call('HGET', KEYS[2], wa) ~= bs then
+local users = tonumber(ARGV[6])
+local function unlink(id, partner)
+  -- drop id's link unless it already points at partner; drop the reverse entry only if it points back at id
+  local old = redis.call('HGET', KEYS[2], id)
+  if old and old ~= partner then
+    if redis.call('HGET', KEYS[2], old) == id then redis.call('HDEL', KEYS[2], old) end
+    redis.call('HDEL', KEYS[2], id)
+    changed = true
+  end
+end
+for i = 1, users do
+  local wa = ARGV[4 + 3 * i]
+  local bs = ARGV[5 + 3 * i]
+  local active = ARGV[6 + 3 * i] == '1'
+  if wa ~= '' and bs ~= '' and (redis.call('HGET', KEYS[2], wa) ~= bs or redis.call('HGET', KEYS[2], bs) ~= wa) then
+    unlink(wa, bs)
+    unlink(bs, wa)
     redis.call('HSET', KEYS[2], wa, bs, bs, wa)
     changed = true
   end
   local blocked = 0
   for _, id in ipairs({wa, bs}) do
     if id ~= '' then
-      redis.call('ZADD', KEYS[3], 'GT', ARGV[1], id)
+      if active then redis.call('ZADD', KEYS[3], 'GT', ARGV[1], id) end
       if blocked == 0 then
         if live(KEYS[1], KEYS[4], id, now) then
           blocked = 1
@@ -209,6 +229,11 @@ for i = 1, pairs_count do
     end
   end
   out[i] = blocked
+end
+local first = 7 + 3 * users
+for k = 5, #KEYS do
+  local u = tonumber(ARGV[first + k - 5])
+  redis.call('SET', KEYS[k], ARGV[4 + 3 * u] .. '\t' .. ARGV[5 + 3 * u], 'PX', ARGV[5])
 end
 if changed then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return out
@@ -241,7 +266,20 @@ return out
 
 def _keys(pnid: str) -> dict[str, str]:
     tag = f"wabl:{{{pnid}}}"
-    return {name: f"{tag}:{name}" for name in ("blocks", "order", "links", "seen", "audit", "expiry")}
+    keys = {name: f"{tag}:{name}" for name in ("blocks", "order", "links", "seen", "audit", "expiry")}
+    keys["tag"] = tag  # prefix of the per-message and per-join-request keys
+    return keys
+
+
+OWNERSHIP_TTL_MS = 30 * DAY_MS
+"""How long the sender of an inbound message (and the user of a join request) is kept."""
+
+
+def _owner(raw: Any) -> tuple[str, str] | None:
+    if not raw:
+        return None
+    wa_key, _, bsuid = str(raw).partition("\t")
+    return (wa_key, bsuid) if wa_key or bsuid else None
 
 
 @dataclass(frozen=True)
@@ -457,20 +495,44 @@ class BlocklistStore:
         )
         return [BlockEntry.loads(raw) for raw in rows]
 
-    async def record_inbound(self, pnid: str, users: Sequence[tuple[str, str]], now_ms: int) -> list[bool]:
-        """Record that these users wrote now, learn wa_id↔BSUID links, and say which of them are blocked.
+    async def record_inbound(
+        self,
+        pnid: str,
+        users: Sequence[tuple[str, str]] | Sequence[tuple[str, str, bool]],
+        now_ms: int,
+        *,
+        messages: Sequence[tuple[str, int]] = (),
+        join_requests: Sequence[tuple[str, int]] = (),
+    ) -> list[bool]:
+        """Record who wrote now, learn wa_id↔BSUID links and who owns which message / join request, and say which
+        users are blocked; one atomic script, one round trip.
 
         Args:
-            users: ``(wa_id match key or "", bsuid or "")`` per user.
+            users: ``(wa_id match key or "", bsuid or "")`` per user, optionally with a third element: False when the
+                user's items do not count as writing (statuses, contacts, history...); their links are still learned.
+            messages: ``(inbound message ID, index of its sender in users)``, kept :data:`OWNERSHIP_TTL_MS`.
+            join_requests: ``(group join request ID, index of its user in users)``, kept as long.
         """
         if not users:
             return []
         k = _keys(pnid)
-        args: list[Any] = [now_ms, now_ms - DAY_MS, INVALIDATION_CHANNEL, pnid]
-        for wa_key, bsuid in users:
-            args += [wa_key, bsuid]
-        flags = await self._call(self._inbound(keys=[k["blocks"], k["links"], k["seen"], k["expiry"]], args=args))
+        args: list[Any] = [now_ms, now_ms - DAY_MS, INVALIDATION_CHANNEL, pnid, OWNERSHIP_TTL_MS, len(users)]
+        for user in users:
+            args += [user[0], user[1], "0" if len(user) > 2 and not user[2] else "1"]
+        owned = [(f"{k['tag']}:msg:{mid}", u) for mid, u in messages]
+        owned += [(f"{k['tag']}:join:{jid}", u) for jid, u in join_requests]
+        args += [u for _, u in owned]
+        keys = [k["blocks"], k["links"], k["seen"], k["expiry"], *(key for key, _ in owned)]
+        flags = await self._call(self._inbound(keys=keys, args=args))
         return [bool(int(f)) for f in flags]
+
+    async def message_owner(self, pnid: str, message_id: str) -> tuple[str, str] | None:
+        """``(wa_id match key or "", bsuid or "")`` of the user who sent inbound message ``message_id``, or None."""
+        return _owner(await self._call(self.redis.get(f"{_keys(pnid)['tag']}:msg:{message_id}")))
+
+    async def join_request_owner(self, pnid: str, join_request_id: str) -> tuple[str, str] | None:
+        """``(wa_id match key or "", bsuid or "")`` of the user behind a group join request, or None."""
+        return _owner(await self._call(self.redis.get(f"{_keys(pnid)['tag']}:join:{join_request_id}")))
 
     async def last_inbound_ms(self, pnid: str, key: str) -> int | None:
         score = await self._call(self.redis.zscore(_keys(pnid)["seen"], key))

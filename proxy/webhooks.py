@@ -1,30 +1,34 @@
 """The webhook receiver (``/webhooks/whatsapp``): Meta's callbacks in, blocked users' items out, the rest forwarded.
 
-One callback URL serves the whole Meta app. Each ``entry[].changes[].value`` names its connector in
-``metadata.phone_number_id``; a POST may mix connectors and users, so it is split per connector and filtered per
-item. Flow of one POST:
+One callback URL serves the whole Meta app. A change whose ``value.metadata.phone_number_id`` names a connector is
+that connector's; an account-level change (no phone number ID: template status, account and quality updates...) is
+routed by its WhatsApp Business Account (``entry[].id``) to the contact centers of the connectors with that
+``waba_id`` (each URL once), else to ``webhooks.account_events_to``. Flow of one POST:
 
-1. read the raw body (at most ``webhooks.max_body_bytes``), parse it, check its shape;
-2. verify ``X-Hub-Signature-256`` on the raw bytes with the app secret of every connector it names;
-3. per connector, one Redis round trip records who wrote (the 24-hour rule) and says who is blocked;
-4. remove the blocked users' messages, contacts and calls; reject their incoming calls at Meta in the background;
-5. forward each connector's share to its contact center, concurrently: the original bytes and signature when
-   nothing changed, otherwise compact JSON re-signed with the connector's app secret;
+1. read the raw body (at most ``webhooks.max_body_bytes``), parse it, check its shape (:mod:`proxy.payload`);
+2. verify ``X-Hub-Signature-256`` on the raw bytes (:mod:`proxy.signature`) before anything is learned from it;
+3. per connector, one Redis round trip records who wrote (only user-sent items count), learns wa_id↔BSUID links and
+   who sent which message / join request, and says who is blocked (nothing is recorded from an unverified body);
+4. remove the blocked users' items as the policy table of :mod:`proxy.payload` says; reject their incoming calls at
+   Meta in the background; a blocked user's change of number carries the block to the new wa_id;
+5. forward each contact center's share, concurrently: the original bytes and signature when it gets the whole POST
+   unchanged, otherwise the kept changes serialised the way Meta serialises and re-signed;
 6. answer Meta 200 only when every contact center answered 2xx, otherwise 5xx so Meta retries (at least once).
 
-Errors are ``{"error": {"code", "message"}}`` like the admin API; Meta ignores the body, operators read it.
+Changes for unknown connectors or WABAs follow ``webhooks.unknown_connectors`` without holding back the rest of the
+POST. Errors are ``{"error": {"code", "message"}}`` like the admin API; Meta ignores the body, operators read it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import io
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +36,8 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from . import identity as ids
+from . import payload as wp
 from .blocklist import BlocklistService, InboundUser
 from .bodies import read_body
 from .config import Config, ConnectorConfig
@@ -41,6 +47,7 @@ from .errors import (
     DeliveryFailed,
     DeliveryTimeout,
     Forbidden,
+    InvalidNumber,
     StoreUnavailable,
     Unauthorized,
     UnknownWebhookConnector,
@@ -48,17 +55,17 @@ from .errors import (
 from .keys import CONFIG, GRAPH_SESSION, METRICS, SERVICE, WEBHOOK_SESSION, WEBHOOK_TASKS
 from .logs import note, tag_upstream
 from .meta import MetaClient, MetaError
+from .signature import LEGACY_SIGNATURE_HEADER, SIGNATURE_HEADER, meta_dumps, sign, sign_sha1, verify
+
+__all__ = ["WEBHOOK_PATH", "handle_verification", "handle_webhook", "setup_webhooks", "sign", "verify_token_matches"]
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/webhooks/whatsapp"
-WABA_OBJECT = "whatsapp_business_account"
-SIGNATURE_HEADER = "X-Hub-Signature-256"
-LEGACY_SIGNATURE_HEADER = "X-Hub-Signature"  # SHA-1, still sent by Meta and checked by some older consumers
 
 _LARGE_BODY = 1024 * 1024
-_ENVELOPE_KEYS = frozenset({"messaging_product", "metadata", "contacts"})
-"""Keys of a change value that carry no event of their own: a value left with only these is not forwarded."""
+ACCOUNT_LABEL = "account"
+"""Metrics label of deliveries to ``webhooks.account_events_to``."""
 
 
 def setup_webhooks(app: web.Application) -> None:
@@ -115,20 +122,30 @@ async def handle_verification(request: web.Request) -> web.Response:
 
 
 @dataclass
+class _Destination:
+    """One contact center URL and the changes it gets."""
+
+    url: str
+    secret: str  # signs what the proxy rebuilds
+    label: str  # metrics label and log name
+    name: str
+    kept: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    changed: bool = False  # some change it gets was filtered
+
+
+@dataclass
 class _Share:
-    """One connector's part of a POST: where its changes sit, and what is left of them after filtering."""
+    """One connector's changes: the users in them and, after the check, what is left of each."""
 
     connector: ConnectorConfig
-    where: list[tuple[int, int]] = field(default_factory=list)  # (entry index, change index) in the payload
-    kept: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)  # the filtered changes to forward
-    changed: bool = False
-    rejected_calls: list[str] = field(default_factory=list)
-    removed: int = 0  # items of blocked users taken out (messages, contacts, calls)
+    changes: list[wp.Change] = field(default_factory=list)
+    kept: dict[tuple[int, int], dict[str, Any] | None] = field(default_factory=dict)
+    removed: list[wp.Item] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class _Delivery:
-    connector: ConnectorConfig
+    destination: _Destination
     status: int  # the contact center's HTTP status; 0 unreachable, -1 timed out
 
 
@@ -152,14 +169,31 @@ async def _process(request: web.Request) -> web.Response:
         limit_name="webhooks.max_body_bytes",
     )
     payload = parse_payload(body)
-    shares, unknown = _split(config, payload)
-    verify_signatures(shares.values(), body, request.headers.get(SIGNATURE_HEADER))
-    if unknown:
-        _unknown_connectors(config, unknown, shares)
+    found = wp.changes(payload)
+    shares: dict[str, _Share] = {}
+    account: list[tuple[wp.Change, list[ConnectorConfig]]] = []
+    unknown: list[wp.Change] = []
+    for change in found:
+        if change.pnid:
+            connector = config.connector(change.pnid)
+            if connector is None:
+                unknown.append(change)
+            else:
+                shares.setdefault(change.pnid, _Share(connector)).changes.append(change)
+        else:
+            owners = [c for c in config.connectors if change.waba_id and c.waba_id == change.waba_id]
+            if owners or config.webhooks.account_events_to:
+                account.append((change, owners))
+            else:
+                unknown.append(change)
+    involved = list({c.phone_number_id: c for c in [s.connector for s in shares.values()] +
+                     [c for _, owners in account for c in owners]}.values())  # fmt: skip
+    header = request.headers.get(SIGNATURE_HEADER)
+    secret, verified = verify_signature(config, involved, body, header)
 
     service = request.app[SERVICE]
     try:
-        await asyncio.gather(*(_filter_share(service, share, payload) for share in shares.values()))
+        await asyncio.gather(*(_check_share(service, share, verified) for share in shares.values()))
     except StoreUnavailable:
         log.warning("webhook not forwarded: the blocklist store is unavailable; Meta will retry")
         raise
@@ -168,279 +202,243 @@ async def _process(request: web.Request) -> web.Response:
     note(connector=",".join(shares))
     for share in shares.values():
         if share.removed:
-            metrics.inbound_blocked.labels(share.connector.phone_number_id).inc(share.removed)
-        if share.rejected_calls:
-            _reject_calls_later(request.app, share.connector, share.rejected_calls)
+            metrics.inbound_blocked.labels(share.connector.phone_number_id).inc(len(share.removed))
+            calls = [i.call_id for i in share.removed if i.call_id]
+            if calls:
+                _reject_calls_later(request.app, share.connector, calls)
+            if verified:
+                await _follow_number_changes(service, share)
 
-    single = len(shares) == 1 and sum(len(s.where) for s in shares.values()) == _count_changes(payload)
+    destinations = _destinations(config, shares, account, secret)
+    whole = wp.count_changes(payload)
     deliveries = [
-        _deliver(request.app, share, payload, body, request.headers, original=single and not share.changed)
-        for share in shares.values()
-        if share.kept
-    ]
+        _deliver(
+            request.app, d, payload, body, request.headers,
+            original=verified and not d.changed and len(d.kept) == whole and header is not None,
+        )
+        for d in destinations.values()
+        if d.kept
+    ]  # fmt: skip
     results = await asyncio.gather(*deliveries)
     for r in results:
         result = {0: "unreachable", -1: "timeout"}.get(r.status, "delivered" if 200 <= r.status < 300 else "rejected")
-        metrics.webhook_forwards.labels(r.connector.phone_number_id, result).inc()
+        metrics.webhook_forwards.labels(r.destination.label, result).inc()
     failed = [r for r in results if not 200 <= r.status < 300]
     if failed:
-        names = ", ".join(f"{r.connector.name} ({_describe(r.status)})" for r in failed)
+        names = ", ".join(f"{r.destination.name} ({_describe(r.status)})" for r in failed)
         if any(r.status == -1 for r in failed):
             raise DeliveryTimeout(f"contact center did not answer in time: {names}; Meta will retry")
         raise DeliveryFailed(f"contact center did not accept the webhook: {names}; Meta will retry")
+    if unknown:
+        _unknown_connectors(config, unknown)
     note(outcome="blocked" if any(s.removed for s in shares.values()) else "forwarded")
     return web.Response(text="ok", content_type="text/plain")
 
 
 def parse_payload(body: bytes) -> dict[str, Any]:
-    """Parse and shape-check a webhook body: ``object`` is a WhatsApp Business Account, entries hold changes.
+    """Parse and shape-check a webhook body (see :func:`proxy.payload.parse`).
 
     Raises:
         BadRequest: with code ``invalid_json``, ``wrong_object`` or ``invalid_payload``.
     """
     try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: absurd nesting
-        raise _bad("invalid_json", "the webhook body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise _bad("invalid_payload", "the webhook body must be a JSON object")
-    if payload.get("object") != WABA_OBJECT:
-        raise _bad("wrong_object", f"'object' must be '{WABA_OBJECT}'")
-    entries = payload.get("entry")
-    if not isinstance(entries, list) or not entries:
-        raise _bad("invalid_payload", "'entry' must be a non-empty list")
-    count = 0
-    for e, entry in enumerate(entries):
-        changes = entry.get("changes") if isinstance(entry, dict) else None
-        if not isinstance(changes, list):
-            raise _bad("invalid_payload", f"entry[{e}].changes must be a list")
-        for c, change in enumerate(changes):
-            value = change.get("value") if isinstance(change, dict) else None
-            if not isinstance(value, dict):
-                raise _bad("invalid_payload", f"entry[{e}].changes[{c}].value must be an object")
-            metadata = value.get("metadata")
-            pnid = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
-            if not isinstance(pnid, str) or not pnid:
-                raise _bad(
-                    "missing_phone_number_id",
-                    f"entry[{e}].changes[{c}].value.metadata.phone_number_id is missing: "
-                    "the proxy routes webhooks by phone number ID",
-                )
-            count += 1
-    if not count:
-        raise _bad("invalid_payload", "the webhook holds no changes")
-    return payload
+        return wp.parse(body)
+    except wp.PayloadError as exc:
+        raise _bad(exc.code, exc.message) from None
 
 
-def _split(config: Config, payload: dict[str, Any]) -> tuple[dict[str, _Share], set[str]]:
-    """Group the changes by connector; also return the phone number IDs no connector has."""
-    shares: dict[str, _Share] = {}
-    unknown: set[str] = set()
-    for where, value in _changes(payload):
-        pnid = value["metadata"]["phone_number_id"]
-        connector = config.connector(pnid)
-        if connector is None:
-            unknown.add(pnid)
-            continue
-        shares.setdefault(pnid, _Share(connector)).where.append(where)
-    return shares, unknown
+def verify_signature(
+    config: Config, involved: list[ConnectorConfig], body: bytes, header: str | None
+) -> tuple[str, bool]:
+    """Check ``X-Hub-Signature-256`` before anything is read from the body.
 
+    Every connector the POST names must accept the signature under its app secret (one Meta app, one secret);
+    connectors with ``require_signature: false`` are skipped. A POST that names no configured connector (unknown
+    numbers only, or account-level events sent to ``webhooks.account_events_to``) must be signed with the app secret
+    of some configured connector.
 
-def _unknown_connectors(config: Config, unknown: set[str], shares: dict[str, _Share]) -> None:
-    """Apply ``webhooks.unknown_connectors``: refuse the POST (default) or drop the unknown changes."""
-    names = ", ".join(sorted(pnid[:40] for pnid in unknown))
-    if config.webhooks.unknown_connectors == "refuse":
-        # A refusal makes Meta retry for days: nothing is lost while the connector is added to the config.
-        log.error(
-            "webhook refused: phone number ID(s) %s are not configured connectors; Meta will retry until "
-            "they are added to the config (or set webhooks.unknown_connectors: drop)",
-            names,
-        )
-        raise UnknownWebhookConnector(f"no connector is configured for phone number ID(s) {names}")
-    log.warning("webhook changes for unconfigured phone number ID(s) %s dropped", names)
-    for share in shares.values():
-        share.changed = True  # the forwarded payload lacks the dropped changes: re-serialise and re-sign
-
-
-def verify_signatures(shares: Iterable[_Share], body: bytes, header: str | None) -> None:
-    """Check ``X-Hub-Signature-256`` against the app secret of every connector named (one Meta app, one secret).
-
-    Connectors with ``require_signature: false`` are skipped.
+    Returns:
+        The app secret to re-sign rebuilt bodies with, and whether the body is verified (only a verified body is
+        learned from: activity, links, message owners).
 
     Raises:
         Unauthorized: the header is missing.
-        Forbidden: the signature does not match some connector's app secret.
+        Forbidden: the signature does not match.
     """
-    required = [s.connector for s in shares if s.connector.require_signature]
+    if involved:
+        required = [c for c in involved if c.require_signature]
+        secret = involved[0].app_secret
+    else:
+        required = [c for c in config.connectors if c.require_signature]
+        secret = required[0].app_secret if required else (config.connectors[0].app_secret if config.connectors else "")
     if not required:
-        return
+        return secret, bool(secret) and verify(secret, body, header)
     if not header:
         log.warning("webhook refused: %s header missing", SIGNATURE_HEADER)
         raise Unauthorized(f"the {SIGNATURE_HEADER} header is missing")
-    presented = header.strip().encode("utf-8", "surrogateescape")
-    for connector in required:
-        if not hmac.compare_digest(presented, sign(connector.app_secret, body).encode()):
-            log.warning("webhook refused: %s does not match the app secret of %s", SIGNATURE_HEADER, connector.name)
-            raise Forbidden(f"the {SIGNATURE_HEADER} signature is not valid for this payload")
+    if involved:
+        for connector in required:
+            if not verify(connector.app_secret, body, header):
+                log.warning("webhook refused: %s does not match the app secret of %s", SIGNATURE_HEADER, connector.name)
+                raise Forbidden(f"the {SIGNATURE_HEADER} signature is not valid for this payload")
+        return required[0].app_secret, True
+    matched = [c.app_secret for c in required if verify(c.app_secret, body, header)]
+    if not matched:
+        log.warning("webhook refused: %s matches the app secret of no configured connector", SIGNATURE_HEADER)
+        raise Forbidden(f"the {SIGNATURE_HEADER} signature is not valid for this payload")
+    return matched[0], True
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The ``X-Hub-Signature-256`` value Meta would send for ``body``: ``sha256=<hex HMAC-SHA256>``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def _unknown_connectors(config: Config, unknown: list[wp.Change]) -> None:
+    """Apply ``webhooks.unknown_connectors`` to changes no connector or WABA takes (the rest was delivered)."""
+    names = ", ".join(sorted({(c.pnid or f"WABA {c.waba_id or '?'} ({c.field or 'no field'})")[:60] for c in unknown}))
+    if config.webhooks.unknown_connectors == "refuse":
+        # 503: Meta retries for days, so nothing is lost while the connector (or waba_id) is added to the config;
+        # the rest of the POST was delivered and is delivered again on each retry (at least once, as Meta does).
+        log.error(
+            "webhook changes for %s refused: not configured connectors or WABAs; Meta will retry until they are "
+            "added to the config (waba_id, webhooks.account_events_to) or webhooks.unknown_connectors is drop",
+            names,
+        )
+        raise UnknownWebhookConnector(f"no connector or WABA is configured for {names}; Meta will retry")
+    log.warning("webhook changes for unconfigured %s dropped", names)
 
 
-def _sign_sha1(secret: str, body: bytes) -> str:
-    return "sha1=" + hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+# --- checking -------------------------------------------------------------------------------------------------
 
 
-# --- filtering ------------------------------------------------------------------------------------------------
+def users_of(changes: Iterable[wp.Change], policy: wp.Policy = wp.POLICY) -> list[InboundUser]:
+    """The users a connector's changes name, each once, active when one of their items counts as writing.
 
-
-def _changes(payload: dict[str, Any]) -> Iterator[tuple[tuple[int, int], dict[str, Any]]]:
-    for e, entry in enumerate(payload["entry"]):
-        for c, change in enumerate(entry["changes"]):
-            yield (e, c), change["value"]
-
-
-def _count_changes(payload: dict[str, Any]) -> int:
-    return sum(len(entry["changes"]) for entry in payload["entry"])
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _items(value: dict[str, Any], key: str) -> list[Any]:
-    items = value.get(key)
-    return items if isinstance(items, list) else []
-
-
-def _contact_ids(contact: Any) -> tuple[str, str]:
-    if not isinstance(contact, dict):
-        return "", ""
-    return _text(contact.get("wa_id")), _text(contact.get("user_id"))
-
-
-def _sender_ids(item: Any) -> tuple[str, str]:
-    if not isinstance(item, dict):
-        return "", ""
-    return _text(item.get("from")), _text(item.get("from_user_id"))
-
-
-def _call_ids(call: Any) -> tuple[str, str]:
-    # A business-initiated call's "from" is the business itself; its events are about our own action, like statuses.
-    if not isinstance(call, dict) or call.get("direction") == "BUSINESS_INITIATED":
-        return "", ""
-    return _sender_ids(call)
-
-
-def _users(value: dict[str, Any]) -> list[tuple[str, str]]:
-    """Every user who acts in one change value, as ``(wa_id, bsuid)``, completed from ``contacts[]``.
-
-    ``contacts[]`` pairs a wa_id with a BSUID and comes first, so the Redis script learns the link before it checks
-    the messages; a message that carries only one identity is completed from it, so it adds no second pair.
+    Users of items the policy neither removes nor counts (statuses, echoes, preferences) are left out unless the item
+    pairs a wa_id with a BSUID (a link to learn), so a statuses-only webhook costs no store round trip.
     """
-    contacts = [_contact_ids(c) for c in _items(value, "contacts")]
-    by_wa = {wa: uid for wa, uid in contacts if wa and uid}
-    by_uid = {uid: wa for wa, uid in contacts if wa and uid}
-    users = list(contacts)
-    for wa, uid in [_sender_ids(m) for m in _items(value, "messages")] + [_call_ids(c) for c in _items(value, "calls")]:
-        users.append((wa or by_uid.get(uid, ""), uid or by_wa.get(wa, "")))
-    return [u for u in users if u[0] or u[1]]
+    active: dict[wp.Person, bool] = {}
+    for change in changes:
+        for item in change.items:
+            rule = policy[item.kind]
+            if rule.remove or rule.activity or (item.person.wa_id and item.person.bsuid):
+                active[item.person] = active.get(item.person, False) or rule.activity
+    return [InboundUser(wa_id=p.wa_id, bsuid=p.bsuid, active=a) for p, a in active.items()]
 
 
-async def _filter_share(service: BlocklistService, share: _Share, payload: dict[str, Any]) -> None:
-    """Record activity for everyone who wrote to this connector and keep only the items of users not blocked."""
-    mine = set(share.where)
-    values = {where: value for where, value in _changes(payload) if where in mine}
-    users = list(dict.fromkeys(u for value in values.values() for u in _users(value)))
+async def _check_share(service: BlocklistService, share: _Share, verified: bool) -> None:
+    """Record (verified bodies only) and check the users of one connector, then filter its changes."""
+    users = users_of(share.changes)
+    index = {wp.Person(u.wa_id, u.bsuid): i for i, u in enumerate(users)}
     blocked: set[str] = set()
     if users:
-        flags = await service.record_inbound(
-            share.connector.phone_number_id, [InboundUser(wa_id=wa, bsuid=uid) for wa, uid in users]
-        )
-        blocked = {ident for (wa, uid), flag in zip(users, flags, strict=True) if flag for ident in (wa, uid) if ident}
-    for where, value in values.items():
-        filtered = _filter_value(value, blocked, share) if blocked else value
-        if filtered is not value:
-            share.changed = True
-        if filtered is not None:
-            share.kept[where] = filtered
-
-
-def _filter_value(value: dict[str, Any], blocked: set[str], share: _Share) -> dict[str, Any] | None:
-    """The value without the blocked users' items (the same object if nothing was removed, None if nothing is left)."""
-
-    def is_blocked(ids: tuple[str, str]) -> bool:
-        return any(i and i in blocked for i in ids)
-
-    result = dict(value)
-    removed = 0
-    for key, ids_of in (("messages", _sender_ids), ("contacts", _contact_ids), ("calls", _call_ids)):
-        items = _items(value, key)
-        kept = [item for item in items if not is_blocked(ids_of(item))]
-        if len(kept) == len(items):
-            continue
-        removed += len(items) - len(kept)
-        if key == "calls":
-            share.rejected_calls += [
-                _text(c.get("id"))
-                for c in items
-                if is_blocked(_call_ids(c)) and c.get("event") == "connect" and _text(c.get("id"))
-            ]
-        if kept:
-            result[key] = kept
+        pnid = share.connector.phone_number_id
+        if verified:
+            items = [i for c in share.changes for i in c.items]
+            messages = [(i.message_id, index[i.person]) for i in items if i.message_id and i.person in index]
+            joins = [(i.join_request_id, index[i.person]) for i in items if i.join_request_id and i.person in index]
+            flags = await service.record_inbound(pnid, users, messages=messages, join_requests=joins)
         else:
-            del result[key]  # Meta omits an empty list rather than sending []
-    if not removed:
-        return value
-    share.removed += removed
-    log.info(
-        "removed %d item(s) of blocked users from a %s webhook for %s",
-        removed,
-        "/".join(k for k in ("messages", "contacts", "calls") if k in value),
-        share.connector.name,
-    )
-    if not set(result) - _ENVELOPE_KEYS:
-        return None
-    return result
+            flags = [await _blocked_unrecorded(service, pnid, u) for u in users]
+        blocked = {ident for u, flag in zip(users, flags, strict=True) if flag for ident in (u.wa_id, u.bsuid) if ident}
+
+    def is_blocked(person: wp.Person) -> bool:
+        return bool(person.wa_id and person.wa_id in blocked) or bool(person.bsuid and person.bsuid in blocked)
+
+    for change in share.changes:
+        if not blocked:
+            share.kept[change.where] = change.value
+            continue
+        result = wp.filter_value(change, is_blocked)
+        share.kept[change.where] = result.value
+        share.removed += result.removed
+    if share.removed:
+        log.info(
+            "removed %d item(s) of blocked users from a webhook for %s (%s)",
+            len(share.removed), share.connector.name,
+            ", ".join(sorted({i.kind.value for i in share.removed})),
+        )  # fmt: skip
+
+
+async def _blocked_unrecorded(service: BlocklistService, pnid: str, user: InboundUser) -> bool:
+    # An unverified body (a connector with require_signature: false, sent unsigned) is checked, never learned from.
+    found: list[ids.Identity] = []
+    if user.wa_id:
+        with contextlib.suppress(InvalidNumber):
+            found.append(ids.from_wa_id(user.wa_id))
+    if user.bsuid and (bsuid := ids.bsuid(user.bsuid)) is not None:
+        found.append(bsuid)
+    return bool(found) and await service.first_blocked(pnid, found) is not None
+
+
+async def _follow_number_changes(service: BlocklistService, share: _Share) -> None:
+    for item in share.removed:
+        if item.new_wa_id:
+            moved = await service.follow_number_change(
+                share.connector.phone_number_id, InboundUser(item.person.wa_id, item.person.bsuid), item.new_wa_id
+            )
+            if moved is not None:
+                log.info("a blocked user of %s changed number: the block follows them", share.connector.name)
 
 
 # --- forwarding -----------------------------------------------------------------------------------------------
 
 
-def _rebuild(payload: dict[str, Any], kept: dict[tuple[int, int], dict[str, Any]]) -> bytes:
-    """The payload with only the kept changes (filtered values in place), serialised compactly."""
-    entries = []
-    for e, entry in enumerate(payload["entry"]):
-        changes = [{**change, "value": kept[(e, c)]} for c, change in enumerate(entry["changes"]) if (e, c) in kept]
-        if changes:
-            entries.append({**entry, "changes": changes})
-    out = {**payload, "entry": entries}
-    return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode()
+def _destinations(
+    config: Config,
+    shares: dict[str, _Share],
+    account: list[tuple[wp.Change, list[ConnectorConfig]]],
+    secret: str,
+) -> dict[str, _Destination]:
+    """Each contact center URL once, with the changes it gets (filtered values in place)."""
+    out: dict[str, _Destination] = {}
+
+    def to(connector: ConnectorConfig | None) -> _Destination:
+        if connector is None:
+            url = config.webhooks.account_events_to
+            return out.setdefault(url, _Destination(url, secret, ACCOUNT_LABEL, "webhooks.account_events_to"))
+        url = connector.forward_webhooks_to
+        return out.setdefault(
+            url, _Destination(url, connector.app_secret, connector.phone_number_id, connector.name)
+        )
+
+    for share in shares.values():
+        for change in share.changes:
+            value = share.kept[change.where]
+            destination = to(share.connector)
+            if value is not change.value:
+                destination.changed = True
+            if value is not None:
+                destination.kept[change.where] = value
+    for change, owners in account:
+        targets: list[ConnectorConfig | None] = list(owners) if owners else [None]
+        for connector in targets:
+            to(connector).kept[change.where] = change.value
+    return out
+
+
+def rebuild(payload: dict[str, Any], kept: dict[tuple[int, int], dict[str, Any]]) -> bytes:
+    """The payload with only the kept changes, in Meta's form (see :func:`proxy.signature.meta_dumps`)."""
+    return meta_dumps(wp.rebuild(payload, kept))
 
 
 async def _deliver(
     app: web.Application,
-    share: _Share,
+    destination: _Destination,
     payload: dict[str, Any],
     original_body: bytes,
     original_headers: CIMultiDictProxy[str],
     *,
     original: bool,
 ) -> _Delivery:
-    connector = share.connector
     headers = {"Content-Type": "application/json"}
-    if original and original_headers.get(SIGNATURE_HEADER) and connector.require_signature:
+    if original:
         body = original_body
         headers[SIGNATURE_HEADER] = original_headers[SIGNATURE_HEADER]
         if original_headers.get(LEGACY_SIGNATURE_HEADER):
             headers[LEGACY_SIGNATURE_HEADER] = original_headers[LEGACY_SIGNATURE_HEADER]
     else:
         # Changed, split, or never verified (require_signature: false): the proxy signs what it vouches for.
-        body = original_body if original else _rebuild(payload, share.kept)
-        headers[SIGNATURE_HEADER] = sign(connector.app_secret, body)
-        headers[LEGACY_SIGNATURE_HEADER] = _sign_sha1(connector.app_secret, body)
+        whole = not destination.changed and len(destination.kept) == wp.count_changes(payload)
+        body = original_body if whole else rebuild(payload, destination.kept)
+        headers[SIGNATURE_HEADER] = sign(destination.secret, body)
+        headers[LEGACY_SIGNATURE_HEADER] = sign_sha1(destination.secret, body)
     tag_upstream(headers)
     timeout = aiohttp.ClientTimeout(total=app[CONFIG].webhooks.forward_timeout_seconds)
     # aiohttp warns about raw bytes over 1 MB; a file-like payload is written in chunks instead.
@@ -450,7 +448,7 @@ async def _deliver(
     started = time.perf_counter()
     try:
         async with app[WEBHOOK_SESSION].post(
-            connector.forward_webhooks_to, data=data, headers=headers, allow_redirects=False, timeout=timeout
+            destination.url, data=data, headers=headers, allow_redirects=False, timeout=timeout
         ) as resp:
             answered = True
             metrics.contact_center_seconds.observe(time.perf_counter() - started)
@@ -459,13 +457,13 @@ async def _deliver(
     except TimeoutError:
         status = -1
     except aiohttp.ClientError as exc:
-        log.warning("contact center of %s unreachable: %s", connector.name, type(exc).__name__)
+        log.warning("contact center of %s unreachable: %s", destination.name, type(exc).__name__)
         status = 0
     if not answered:
         metrics.contact_center_errors.inc()
     if not 200 <= status < 300:
-        log.warning("webhook for %s not accepted by its contact center: %s", connector.name, _describe(status))
-    return _Delivery(connector, status)
+        log.warning("webhook for %s not accepted by its contact center: %s", destination.name, _describe(status))
+    return _Delivery(destination, status)
 
 
 def _describe(status: int) -> str:

@@ -1,0 +1,63 @@
+"""Meta's webhook signatures and Meta's JSON form: pure functions shared by the proxy and the plugins.
+
+Meta signs ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>`` over bodies it writes as ASCII
+JSON: every non-ASCII character escaped as ``\\uXXXX`` with lowercase hex digits (characters outside the Basic
+Multilingual Plane as a surrogate pair), and ``/`` escaped as ``\\/`` (raw deliveries show ``"image\\/jpeg"`` and
+``"https:\\/\\/lookaside.fbsbx.com\\/..."``). A body we rebuild is written the same way, so that a consumer hashing the
+raw bytes and a consumer re-escaping the text before hashing (whatsapp-api-js ``verifyRequestSignature``) compute the
+same digest: on an ASCII body re-escaping changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+LEGACY_SIGNATURE_HEADER = "X-Hub-Signature"
+"""SHA-1, still sent by Meta and checked by some older consumers."""
+
+_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The ``X-Hub-Signature-256`` value Meta would send for ``body``: ``sha256=<hex HMAC-SHA256>``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def sign_sha1(secret: str, body: bytes) -> str:
+    """The legacy ``X-Hub-Signature`` value: ``sha1=<hex HMAC-SHA1>``."""
+    return "sha1=" + hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+
+
+def verify(secret: str, body: bytes, header: str | None) -> bool:
+    """True if ``header`` is the ``X-Hub-Signature-256`` of ``body`` under ``secret`` (constant-time compare).
+
+    A missing, empty or malformed header is simply not valid; surrounding whitespace is ignored.
+    """
+    if not header or not secret:
+        return False
+    presented = header.strip().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(presented, sign(secret, body).encode())
+
+
+def verify_any(secrets: list[str], body: bytes, header: str | None) -> str | None:
+    """The first of ``secrets`` that ``header`` verifies ``body`` under, or None. Every secret is tried (no early
+    exit on a mismatch), so timing does not tell which one matched."""
+    found: str | None = None
+    for secret in secrets:
+        if verify(secret, body, header) and found is None:
+            found = secret
+    return found
+
+
+def meta_dumps(payload: Any) -> bytes:
+    """Serialise ``payload`` the way Meta serialises webhook bodies: compact ASCII JSON, ``\\uXXXX`` lowercase escapes
+    (surrogate pairs for emoji; a lone surrogate stays a lone ``\\udXXX`` escape), ``/`` written ``\\/``.
+
+    ``/`` only occurs inside JSON strings, so replacing it in the encoded text cannot touch the structure; an escaped
+    backslash before it (``\\\\``) stays a backslash followed by ``\\/``.
+    """
+    return _ENCODER.encode(payload).replace("/", "\\/").encode("ascii")
