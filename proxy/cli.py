@@ -126,7 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{args.config}: {exc}", file=sys.stderr)
         if "is not set" in str(exc):
-            print("hint: secrets come from the environment; for development: . ./dev.env (make run does it)")
+            print(
+                "hint: secrets come from the environment; for development: . ./dev.env (make run does it)",
+                file=sys.stderr,
+            )
         return 2
     if args.command in ("check-config", "serve"):
         from .reload import connector_problems
