@@ -96,8 +96,8 @@ class BlocklistService:
         return found
 
     def parse_number(self, pnid: str, text: str) -> Identity:
-        """Parse a typed number or BSUID, using the connector's ``default_country`` for local numbers."""
-        return ids.parse(text, self.connector(pnid).default_country)
+        """Parse a typed number or BSUID, reading a national number with the connector's region."""
+        return ids.parse(text, self.connector(pnid).region)
 
     def _lookup_identity(self, pnid: str, text: str) -> Identity:
         # Strict parsing first; then the lenient wa_id form, so an entry made from a webhook's wa_id that
@@ -244,14 +244,25 @@ class BlocklistService:
             self.cache.put(pnid, keys, found[0] if found else None, token)
         return found[0] if found else None
 
+    def readings(self, pnid: str, text: str) -> builtins.list[Identity]:
+        """Every user a send to ``text`` on this connector may reach (see :func:`proxy.identity.recipient_readings`).
+
+        Raises:
+            UnknownConnector, InvalidNumber: as :meth:`parse_number`.
+        """
+        found = ids.recipient_readings(text, self.connector(pnid).region)
+        with contextlib.suppress(InvalidNumber):
+            found.append(self.parse_number(pnid, text))  # normally one of the readings already; never fewer checks
+        return found
+
     async def check(self, pnid: str, text: str) -> str | None:
-        """Is this number (any written form, or a wa_id) or BSUID blocked, directly or through a linked identity?
+        """Is this number (any written form or reading of it, or a wa_id) or BSUID blocked, directly or through a
+        linked identity?
 
         Returns:
             The blocked entry's number (or BSUID), or None when not blocked.
         """
-        self.connector(pnid)
-        key = await self.first_blocked(pnid, [self._lookup_identity(pnid, text)])
+        key = await self.first_blocked(pnid, self.readings(pnid, text))
         if key is None:
             return None
         entry = await self.store.get(pnid, key, self.now_ms())

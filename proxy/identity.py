@@ -143,51 +143,105 @@ def recipient(text: str) -> Identity:
     return found if found is not None else from_wa_id(text)
 
 
-def recipient_readings(text: str, default_country: str = "") -> list[Identity]:
+def recipient_readings(text: str, region: str = "") -> list[Identity]:
     """Every user a send's recipient field may reach: the number as written, and each way the Graph API may read it.
 
-    Meta prepends the business number's country code to a number written without ``+``, and ``00`` is the
-    international call prefix, so ``3001234567`` or ``0057 300 1234567`` sent from a Colombian number can reach
-    +57 300 123 4567. A check must cover every reading, or a blocked user is reached by writing the number another way.
+    Meta strips separators, reads ``00`` as the international call prefix, may drop a trunk prefix written after
+    the country code (``+44 (0)7911 123456``, ``+54 11 15 …`` → ``+54 9 11 …``), and reads a number written
+    without ``+`` in the business number's country (``3001234567`` sent from a Colombian number reaches
+    +57 300 123 4567). A check must cover every reading, or a blocked user is reached by writing the number
+    another way; each reading carries WhatsApp's match key (BR ninth digit, MX ``521``, AR ``549``).
 
     Args:
         text: the ``to`` / ``recipient`` value.
-        default_country: the connector's country (ISO code), used for the national reading; "" for none.
+        region: the connector's ISO region (:attr:`proxy.config.ConnectorConfig.region`), for the national
+            reading; "" when the connector has none.
 
     Raises:
-        InvalidNumber: the value is neither a BSUID nor a number's digits.
+        InvalidNumber: the value is neither a BSUID nor a number's digits, or it is written without ``+`` and
+            only a national reading makes it a real number while the connector has no region to read it with.
     """
-    return list(_readings(text, default_country))
+    return list(_readings(text, region.upper() if region.upper() in REGIONS else ""))
 
 
 @lru_cache(maxsize=16_384)
-def _readings(text: str, default_country: str) -> tuple[Identity, ...]:
+def _readings(text: str, region: str) -> tuple[Identity, ...]:
     # Memoised: a contact center sends to the same few thousand recipients all day, and parsing a number with
     # phonenumbers costs more than the rest of a send's check. Pure function of its arguments; errors are not cached.
     first = recipient(text)
     if first.kind != "phone":
         return (first,)
-    found = {first.key: first}
     raw = text.strip()
-    if first.value.startswith("00") and _DIGITS.match(first.value[2:]):
-        other = from_wa_id(first.value[2:])
-        found.setdefault(other.key, other)
-    if default_country and not raw.startswith("+"):
-        try:
-            local = phonenumbers.parse(raw, default_country)
-        except phonenumbers.NumberParseException:
-            local = None
-        if local is not None and phonenumbers.is_valid_number(local):
-            other = from_wa_id(phonenumbers.format_number(local, phonenumbers.PhoneNumberFormat.E164))
-            found.setdefault(other.key, other)
+    found: dict[str, Identity] = {}
+    international = [first.value]
+    if first.value.startswith("00"):
+        international.append(first.value[2:])
+    for digits in international:
+        _add(found, digits)
+        _add(found, _e164("+" + digits))  # libphonenumber: trunk prefix after the country code removed
+        _add(found, _trunk_removed(digits))  # the same where libphonenumber reads a carrier code into it
+    if raw.startswith("+"):
+        _add(found, _e164(raw))
+        return tuple(found.values())
+    if region:
+        _add(found, _e164(raw, region))
+        # Meta prepends the business number's country code to a number written without "+"; libphonenumber's
+        # national reading drops a trunk prefix, the literal one keeps it: check both.
+        _add(found, f"{phonenumbers.country_code_for_region(region)}{first.value}")
+    elif not any(_is_real_number(d) for d in international if _DIGITS.match(d)):
+        raise InvalidNumber(
+            f"{_shorten(raw)!r} has no country code and this connector has no region to read a national number "
+            "with: write the number in international form, e.g. +57 300 123 4567"
+        )
     return tuple(found.values())
 
 
-def parse(text: str, default_country: str = "") -> Identity:
-    """Parse what a supervisor typed into an identity.
+def _add(found: dict[str, Identity], digits: str | None) -> None:
+    if digits and _DIGITS.match(digits):
+        found.setdefault(match_key(digits), Identity("phone", digits, match_key(digits)))
 
-    Accepts ``+57 300-123 4567``, ``573001234567``, ``00 57 300 123 4567``, a local number when
-    ``default_country`` is given (``(300) 123 4567`` with ``CO``), and BSUIDs (``US.1349…``).
+
+def _trunk_removed(digits: str) -> str | None:
+    """International digits with the country's trunk prefix removed after the country code, or None.
+
+    ``57 0 321…`` → ``57 321…``: libphonenumber keeps the 0 there because Colombia's ``03`` is also a carrier
+    prefix, but a person writing ``+57 (0)321 …`` means the mobile.
+    """
+    if not digits.isdigit() or digits.startswith("0"):
+        return None  # no country code starts with 0
+    for length in range(1, min(3, len(digits)) + 1):
+        code = int(digits[:length])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+                code, phonenumbers.region_code_for_country_code(code)
+            )
+            prefix = metadata.national_prefix if metadata is not None else None
+            rest = digits[length:]
+            return digits[:length] + rest[len(prefix) :] if prefix and rest.startswith(prefix) else None
+    return None
+
+
+def _e164(text: str, region: str | None = None) -> str | None:
+    """libphonenumber's reading of ``text`` as digits (trunk and international prefixes removed), or None."""
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)[1:]
+
+
+def parse(text: str, region: str = "") -> Identity:
+    """Parse what a supervisor typed (admin API and page, CLI, CSV) into the identity blocks are stored under.
+
+    Accepts ``+57 300-123 4567``, ``573001234567``, ``00 57 300 123 4567``, a trunk prefix after the country
+    code (``+44 (0)7911 123456``, ``+55 0 11 91234-5678``, ``+54 11 15 1234-5678``), a national number when the
+    connector has a region (``(300) 123 4567`` with ``CO``), and BSUIDs (``US.1349…``). The result is a real
+    number (libphonenumber, allowing WhatsApp's own variants) and its key is the one the gateway looks up for
+    every reading of a send to it (:func:`recipient_readings`).
+
+    Args:
+        text: what was typed.
+        region: the connector's ISO region for national numbers; "" for none.
 
     Raises:
         InvalidNumber: with a sentence saying what is wrong.
@@ -202,26 +256,32 @@ def parse(text: str, default_country: str = "") -> Identity:
         raise InvalidNumber(
             f"{_shorten(raw)!r} is not a phone number: use digits with the country code, e.g. +57 300 123 4567"
         )
+    region = region.upper() if region.upper() in REGIONS else ""
     digits = re.sub(r"[^0-9]", "", raw)
-    international = raw.startswith("+") or raw.startswith("00")
-    if raw.startswith("00"):
+    international = raw.startswith("+") or digits.startswith("00")
+    if digits.startswith("00"):
         digits = digits[2:]
-    candidates: list[str] = []
-    if international or not default_country:
-        candidates.append(digits)
-    elif _is_real_number(digits):
-        candidates.append(digits)  # already international, as a wa_id is
-    else:
-        try:
-            local = phonenumbers.parse(raw, default_country)
-        except phonenumbers.NumberParseException:
-            local = None
-        if local is not None:
-            candidates.append(phonenumbers.format_number(local, phonenumbers.PhoneNumberFormat.E164)[1:])
+    # libphonenumber's reading first (it removes a trunk prefix written after the country code), then the digits
+    # as typed, which covers WhatsApp's variants that the numbering plan no longer lists (MX 521, BR without 9).
+    candidates = [_e164("+" + digits), digits, _trunk_removed(digits)]
+    if not international and region:
+        national = _e164(raw, region)
+        international_too = any(c and _DIGITS.match(c) and _is_real_number(c) for c in candidates)
+        if (
+            international_too
+            and national is not None
+            and _is_real_number(national)
+            and match_key(national) not in {match_key(c or "") for c in candidates}
+        ):
+            raise InvalidNumber(
+                f"{_shorten(raw)!r} is both an international number and a national number of {region}: "
+                "type it with + and the country code"
+            )
+        candidates.append(national)
     for candidate in candidates:
-        if _DIGITS.match(candidate) and _is_real_number(candidate):
+        if candidate and _DIGITS.match(candidate) and _is_real_number(candidate):
             return Identity("phone", candidate, match_key(candidate))
-    if not international and not default_country:
+    if not international and not region:
         raise InvalidNumber(
             f"{_shorten(raw)!r} is not a valid international number: include the country code, e.g. +57 300 123 4567"
         )

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
+import phonenumbers
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from proxy import identity
 from proxy.config import ConnectorConfig, parse_config
@@ -132,3 +137,171 @@ def test_unreadable_display_number_is_a_config_error_naming_the_key(number: str)
 def test_unknown_default_country_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"connectors\[0\]\.default_country"):
         _connector(default_country="XX")
+
+
+# --- one number reader: every written form of a number reads to the key of its E.164 form ---------------------------
+
+REGIONS = ["CO", "BR", "MX", "AR", "CL", "PE", "GB", "DE", "FR", "IT", "ES", "NL", "IN", "US"]
+NUMBERS = settings(max_examples=400, deadline=None, derandomize=True, database=None)
+
+
+@st.composite
+def real_numbers(draw: st.DrawFn) -> tuple[str, phonenumbers.PhoneNumber]:
+    """A valid number of one of REGIONS: a region's example mobile or landline with its last digits redrawn."""
+    region = draw(st.sampled_from(REGIONS))
+    kind = draw(st.sampled_from([phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE]))
+    example = phonenumbers.example_number_for_type(region, kind)
+    assert example is not None
+    national = str(example.national_number)
+    tail = draw(st.text(alphabet="0123456789", min_size=4, max_size=4))
+    number = phonenumbers.parse(f"+{example.country_code}{national[:-4]}{tail}", None)
+    assume(phonenumbers.is_valid_number(number))
+    return region, number
+
+
+def _trunk_forms(region: str, number: phonenumbers.PhoneNumber) -> list[str]:
+    """The number written internationally with the national trunk prefix kept, as people write it."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None or metadata.national_prefix != "0":
+        return []
+    cc = number.country_code
+    national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    forms = [f"+{cc} (0){number.national_number}", f"+{cc} 0 {number.national_number}"]
+    if re.sub(r"[^0-9]", "", national).startswith("0"):  # 07400 123456, 011 15-2345-6789 (Argentine mobile, 15)
+        forms += [f"+{cc} (0){national.replace('0', '', 1)}", f"+{cc} {national.replace('0', '', 1)}"]
+    else:  # e.g. Brazil's (11) 96123-4567: the 0 goes before the area code
+        forms.append(f"+{cc} 0 {national}")
+    return forms
+
+
+def _written_forms(region: str, number: phonenumbers.PhoneNumber, separator: str) -> list[tuple[str, str]]:
+    """(form, region to read it with) for every way the number may be written."""
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    international = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    forms = [
+        (e164, ""),
+        (e164[1:], ""),  # a wa_id
+        (international, ""),
+        (international.replace(" ", separator), ""),
+        ("00" + e164[1:], ""),
+        ("00 " + international[1:], ""),
+        (national, region),
+        (national.replace(" ", separator), region),
+    ]
+    forms += [(form, "") for form in _trunk_forms(region, number)]
+    forms += [(form.replace(" ", separator), "") for form in _trunk_forms(region, number)]
+    return forms
+
+
+@NUMBERS
+@given(found=real_numbers(), separator=st.sampled_from([" ", "-", ".", "", "  ", " - "]))
+def test_every_written_form_reads_to_the_key_of_its_e164_form(
+    found: tuple[str, phonenumbers.PhoneNumber], separator: str
+) -> None:
+    region, number = found
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    key = identity.match_key(e164[1:])
+    for form, read_with in _written_forms(region, number, separator):
+        # what a supervisor types is stored under the key a send to the E.164 form is looked up by...
+        try:
+            typed = identity.parse(form, read_with)
+        except InvalidNumber as exc:
+            # ...unless the national form is also someone's international number: then the supervisor is asked
+            assert read_with and "type it with + and the country code" in exc.message, (form, exc.message)
+        else:
+            assert typed.key == key, (form, read_with, typed)
+        # ...and a send written this way is checked against that key, whichever reading Meta takes
+        readings = identity.recipient_readings(form, read_with)
+        assert key in {r.key for r in readings}, (form, read_with, readings)
+        # the same form on a connector of the number's own region is read the same way
+        assert key in {r.key for r in identity.recipient_readings(form, region)}, (form, region)
+
+
+@NUMBERS
+@given(found=real_numbers())
+def test_a_national_number_without_a_region_is_refused_in_a_send_unless_it_is_international(
+    found: tuple[str, phonenumbers.PhoneNumber],
+) -> None:
+    _, number = found
+    national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    try:
+        readings = identity.recipient_readings(national, "")
+    except InvalidNumber as exc:
+        assert "write the number in international form" in exc.message
+    else:
+        # the digits are someone's international number: that one is checked (never an unchecked pass)
+        assert any(phonenumbers.is_valid_number(phonenumbers.parse("+" + r.value, None)) for r in readings)
+
+
+typed_text = st.text(alphabet=st.sampled_from("+0123456789 ()-./x\t0"), max_size=30) | st.text(max_size=30)
+
+
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
+@given(text=typed_text, region=st.sampled_from([*REGIONS, "", "ZZ", "xx", "co", "001"]))
+def test_the_reader_raises_nothing_but_invalid_number(text: str, region: str) -> None:
+    for read in (identity.parse, identity.recipient_readings):
+        try:
+            result = read(text, region)
+        except InvalidNumber as exc:
+            assert exc.message and exc.status == 400
+        else:
+            assert result
+
+
+@pytest.mark.parametrize(
+    ("typed", "region", "digits"),
+    [
+        ("+44 (0)7911 123456", "", "447911123456"),
+        ("+49 (0)151 12345678", "", "4915112345678"),
+        ("+54 11 15 1234 5678", "", "5491112345678"),  # Argentine mobile written with 15: WhatsApp's 549 11 ...
+        ("+54 9 11 1234 5678", "", "5491112345678"),
+        ("011 15 1234-5678", "AR", "5491112345678"),
+        ("+55 0 11 91234 5678", "", "5511912345678"),
+        ("+55 (0)11 91234-5678", "", "5511912345678"),
+        ("0 11 91234 5678", "BR", "5511912345678"),
+        ("+33 (0)6 12 34 56 78", "", "33612345678"),
+        ("+39 06 1234 5678", "", "390612345678"),  # Italy keeps its 0: it is not a trunk prefix
+        ("07911 123456", "GB", "447911123456"),
+        ("(300) 123 4567", "CO", "573001234567"),
+    ],
+)
+def test_trunk_prefixes_are_removed_and_the_stored_key_is_the_one_a_send_is_checked_by(
+    typed: str, region: str, digits: str
+) -> None:
+    found = identity.parse(typed, region)
+    assert found.value == digits
+    # the key stored for what the supervisor typed is the key of every reading of a send to the canonical number
+    assert found.key in {r.key for r in identity.recipient_readings("+" + digits)}
+    assert found.key in {r.key for r in identity.recipient_readings(digits)}
+    # and a send written the way the supervisor typed it is matched too
+    assert found.key in {r.key for r in identity.recipient_readings(typed, region)}
+
+
+def test_a_national_number_in_a_send_on_a_connector_without_region_is_refused() -> None:
+    with pytest.raises(InvalidNumber, match="international form"):
+        identity.recipient_readings("3001234567", "")
+    # the connector's region reads it; a wa_id or a + number needs none
+    assert "573001234567" in {r.key for r in identity.recipient_readings("3001234567", "CO")}
+    assert [r.key for r in identity.recipient_readings("573001234567", "")] == ["573001234567"]
+    assert {r.key for r in identity.recipient_readings("+1 555 010 0000", "")} == {"15550100000"}
+
+
+def test_a_send_without_plus_is_checked_with_every_reading_meta_may_take() -> None:
+    keys = {r.key for r in identity.recipient_readings("0057 300 1234567", "CO")}
+    # 00 as the international prefix; Colombia's 005 carrier prefix (+7 ...); Meta prepending 57 as written
+    assert {"573001234567", "73001234567", "5700573001234567"} <= keys
+    keys = {r.key for r in identity.recipient_readings("16315551234", "IN")}
+    assert {"16315551234", "9116315551234"} <= keys  # as a wa_id, and with the business's country code prepended
+
+
+def test_a_typed_number_that_is_national_and_international_at_once_is_refused() -> None:
+    # (321) 234-5678 is a Florida number, and +32 12 34 56 78 a Belgian one
+    assert phonenumbers.is_valid_number(phonenumbers.parse("3212345678", "US"))
+    assert phonenumbers.is_valid_number(phonenumbers.parse("+3212345678", None))
+    with pytest.raises(InvalidNumber, match="both an international number and a national number of US"):
+        identity.parse("321 234 5678", "US")
+    assert identity.parse("+1 321 234 5678", "US").value == "13212345678"
+    assert identity.parse("+32 12 34 56 78", "US").value == "3212345678"
+    # a send written that way is checked against both
+    assert {"3212345678", "13212345678"} <= {r.key for r in identity.recipient_readings("321 234 5678", "US")}
