@@ -22,6 +22,7 @@ PNID = "106540352242922"
 WABA = "102290129340398"
 DISPLAY = "576015550100"
 OUTCOMES = {"dropped", "kept", "items_removed"}
+OPTIONAL_KEYS = {"new_wa_id", "new_bsuid"}
 KEYS = {
     "description": str,
     "source": str,
@@ -146,6 +147,7 @@ def test_file_follows_the_format(path: Path) -> None:
     for key, kind in KEYS.items():
         assert isinstance(doc.get(key), kind), f"{path.name}: {key}"
     assert set(doc) >= set(KEYS) | {"user"}
+    assert set(doc) - set(KEYS) - {"user"} <= OPTIONAL_KEYS, f"{path.name}: unknown keys"
     assert doc["description"].strip() and doc["source"].strip()
     field, _, case = path.stem.partition("__")
     assert case, f"{path.name}: name is <field>__<case>.json"
@@ -228,3 +230,21 @@ def test_raw_forms_cover_escapes() -> None:
     assert b"\\/" in raws
     assert re.search(rb"\\u00[a-f0-9]{2}", raws)
     assert re.search(rb"\\ud83[c-f]\\ud[c-f][0-9a-f]{2}", raws), "an emoji as a surrogate pair"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_number_changes_name_the_new_identity(path: Path) -> None:
+    """A block follows a user who changes number: the file says to which wa_id (and BSUID) it must follow."""
+    doc = load(path)
+    systems = [
+        item["system"]
+        for _, change in changes(doc["payload"])
+        for item in change["value"].get("messages", [])
+        if item.get("type") == "system" and item["system"].get("type", "").startswith("user_changed_")
+    ]
+    if not systems:
+        assert "new_wa_id" not in doc and "new_bsuid" not in doc
+        return
+    (system,) = systems
+    assert doc["new_wa_id"] == system["wa_id"]
+    assert doc.get("new_bsuid") == system.get("user_id")
