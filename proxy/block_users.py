@@ -6,7 +6,10 @@ this proxy's blocklist too, with the same rules and Meta's response shapes:
 1. The body is checked (``messaging_product: whatsapp``, 1 to 1,000 ``block_users`` items, each with ``user``
    or ``user_id``) and every user is checked against **our** rules first: a number we cannot read gets the
    per-user error 100, a block of a user who has not written to the connector in the last 24 hours gets
-   131047 "Re-engagement required". Those users are never sent to Meta.
+   131047 "Re-engagement required", and an unblock of a user whose block was made anywhere but through this
+   API (a supervisor's block: admin API or page, CLI, CSV import, a plugin) gets 10 "Permission denied" unless
+   ``gateway.block_users_unblock: allow``, with an ``unblock_refused`` audit record. Those users are never sent
+   to Meta.
 2. The remaining users are forwarded to Meta with the caller's own token (the original bytes when nobody was
    refused). Meta therefore authenticates every change: a request Meta refuses as a whole (bad token,
    malformed) is answered with Meta's response unchanged and changes nothing here; an unreachable Meta is a
@@ -34,20 +37,14 @@ from yarl import URL
 
 from . import identity as ids
 from .blocklist import Actor
+from .classify import PERMISSION_DENIED, Target
 from .config import ConnectorConfig
 from .errors import BadRequest, InvalidNumber, NotBlocked, NotRecentlyActive, StoreUnavailable
-from .gateway import (
-    Gateway,
-    GraphRefusal,
-    Route,
-    bad_request,
-    parse_fields,
-    read_capped,
-    store_unavailable,
-)
+from .gateway import Gateway, GraphRefusal, bad_request, store_unavailable
 from .graph import BAD_REQUEST, SERVICE_UNAVAILABLE, error_envelope
 from .identity import Identity
 from .meta import FORWARDED_BY_GATEWAY
+from .store import iso_ms
 
 ACTOR = Actor(name="graph_api", source="block_users_api")
 MAX_USERS = 1000
@@ -81,16 +78,16 @@ class UserResult:
         return out
 
 
-async def handle_block_users(gateway: Gateway, request: web.Request, target: URL, route: Route) -> web.StreamResponse:
+async def handle_block_users(gateway: Gateway, request: web.Request, target: URL, route: Target) -> web.StreamResponse:
     """Handle one Block Users API request for a phone number ID (see the module docstring)."""
-    connector = gateway.connector_for(route)
-    if connector is None or request.method not in ("POST", "DELETE", "GET"):
+    connector = gateway.connector_for(route.node)
+    if connector is None:  # gateway.unknown_connectors: pass
         return await gateway.forward(request, target)
-    if request.method == "GET":
-        return await _list(gateway, request, target, route, connector)
-    body = await read_capped(request)
-    users = _requested_users(parse_fields(body, request.headers.get("Content-Type", ""), request.rel_url.query_string))
-    action = "block" if request.method == "POST" else "unblock"
+    body, params = await gateway.read_params(request, route)  # refuses batch, overrides, duplicates
+    if route.method == "GET":
+        return await _list(gateway, request, target, params.fields, connector)
+    users = _requested_users(params.fields)
+    action = "block" if route.method == "POST" else "unblock"
     try:
         for user in users:
             await _check_ours(gateway, connector, action, user)
@@ -109,14 +106,12 @@ async def handle_block_users(gateway: Gateway, request: web.Request, target: URL
     return _answer(action, users)
 
 
-def _requested_users(fields: dict[str, list[Any]]) -> list[UserResult]:
-    products = fields.get("messaging_product", [])
-    if products != ["whatsapp"]:
+def _requested_users(fields: dict[str, Any]) -> list[UserResult]:
+    if fields.get("messaging_product") != "whatsapp":
         raise bad_request('messaging_product must be "whatsapp"')
-    lists = fields.get("block_users", [])
-    if len(lists) != 1 or not isinstance(lists[0], list) or not lists[0]:
+    items = fields.get("block_users")
+    if not isinstance(items, list) or not items:
         raise bad_request('block_users must be a non-empty list such as [{"user": "+16505551234"}]')
-    items = lists[0]
     if len(items) > MAX_USERS:
         raise bad_request(f"block_users has {len(items)} users; at most {MAX_USERS} are allowed in one request")
     users: list[UserResult] = []
@@ -150,6 +145,7 @@ async def _check_ours(gateway: Gateway, connector: ConnectorConfig, action: str,
         user.fail(BAD_REQUEST, "Invalid parameter", exc.message)
         return
     if action == "unblock":
+        await _check_unblock(gateway, connector, user)
         return
     try:
         await gateway.service.get(pnid, user.identity.value)
@@ -163,6 +159,36 @@ async def _check_ours(gateway: Gateway, connector: ConnectorConfig, action: str,
             "User has not messaged this connector in the last 24 hours (as seen by the blocklist proxy); "
             "WhatsApp only allows blocking users who wrote recently",
         )
+
+
+async def _check_unblock(gateway: Gateway, connector: ConnectorConfig, user: UserResult) -> None:
+    """A block made anywhere but through this API is a supervisor's: lifted here only with the policy's consent."""
+    assert user.identity is not None
+    pnid = connector.phone_number_id
+    try:
+        entry = await gateway.service.get(pnid, user.identity.value)
+    except NotBlocked:
+        return
+    if entry.source == ACTOR.source or gateway.config.gateway.block_users_unblock == "allow":
+        return
+    user.fail(
+        PERMISSION_DENIED,
+        "Permission denied",
+        f"this user was blocked through {entry.source} by {entry.blocked_by!r}, not through the Block Users API; "
+        "only a supervisor can lift that block (admin API, page or CLI), or set gateway.block_users_unblock: allow",
+    )
+    await gateway.service.store.add_audit(
+        pnid,
+        {
+            "action": "unblock_refused",
+            "number": entry.number,
+            "type": entry.kind,
+            "by": ACTOR.name,
+            "source": ACTOR.source,
+            "reason": f"a Graph API caller tried to lift a block made through {entry.source}",
+            "at": iso_ms(gateway.service.now_ms()),
+        },
+    )
 
 
 def _body_for(users: list[UserResult]) -> bytes:
@@ -271,15 +297,20 @@ def _answer(action: str, users: list[UserResult]) -> web.Response:
 
 
 async def _list(
-    gateway: Gateway, request: web.Request, target: URL, route: Route, connector: ConnectorConfig
+    gateway: Gateway, request: web.Request, target: URL, fields: dict[str, Any], connector: ConnectorConfig
 ) -> web.StreamResponse:
-    limit_raw = request.query.get("limit", "")
-    try:
-        limit = int(limit_raw) if limit_raw else DEFAULT_LIST_LIMIT
-    except ValueError:
-        raise bad_request("limit must be a whole number") from None
+    limit_raw = fields.get("limit", "")
+    if not isinstance(limit_raw, (str, int)) or isinstance(limit_raw, bool):
+        raise bad_request("limit must be a whole number")
+    limit_text = str(limit_raw).strip()
+    if limit_text and not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 4):
+        raise bad_request("limit must be a whole number")
+    limit = int(limit_text) if limit_text else DEFAULT_LIST_LIMIT
     if not 1 <= limit <= 500:
         raise bad_request("limit must be between 1 and 500")
+    after = fields.get("after") or None
+    if after is not None and (not isinstance(after, str) or len(after) > 200):
+        raise bad_request("after must be a cursor this API returned")
     probe = target.with_query({"limit": "1"})
     async with gateway.upstream("GET", probe, request.headers, None, None) as resp:
         if not 200 <= resp.status < 300:
@@ -289,12 +320,14 @@ async def _list(
             return response
     try:
         entries, cursor = await gateway.service.list(
-            connector.phone_number_id, limit=limit, cursor=request.query.get("after") or None
+            connector.phone_number_id, limit=limit, cursor=after
         )
     except StoreUnavailable:
         raise store_unavailable() from None
     except BadRequest as exc:
         raise bad_request(exc.message) from None
+    except (ValueError, TypeError):  # a cursor that decodes to something else than one of ours (nan, 1_0, ...)
+        raise bad_request("after is not a cursor this API returned; start again without it") from None
     data = [{"messaging_product": "whatsapp", ("user_id" if e.kind == "bsuid" else "wa_id"): e.number} for e in entries]
     paging: dict[str, Any] = {"cursors": {"after": cursor} if cursor else {}}
     return web.json_response({"data": data, "paging": paging})

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from . import identity
+from .classify import Surface, compile_surface
 from .errors import ConfigError, InvalidNumber
 
 ROLES = ("viewer", "admin")
@@ -115,8 +116,15 @@ class ReloadConfig:
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    unknown_connectors: str = "pass"
+    unknown_connectors: str = "refuse"
+    """``refuse`` (403) or ``pass``: sends and block_users for phone number IDs that are not connectors."""
     enforce: bool = True
+    allow: tuple[Surface, ...] = ()
+    """Harmless Graph surfaces the operator adds to the built-in allow-list (``{method, path}`` patterns)."""
+    block_users_unblock: str = "refuse"
+    """``refuse``: a block made by a supervisor cannot be lifted through the Graph face; ``allow``: it can."""
+    unknown_references: str = "refuse"
+    """``refuse`` or ``pass``: read receipts on message IDs and join-request approvals the proxy has not seen."""
 
 
 @dataclass(frozen=True)
@@ -241,7 +249,9 @@ def parse_config(
     v.known_keys("store", store, ("redis_url", "data_dir", "appendfsync", "timeout_seconds", "local_cache"))
     v.known_keys("admin", admin, ("tokens", "metrics_token", "proxy_auth"))
     v.known_keys("reload", reload, ("allow_no_connectors", "allow_replacing_all_connectors"))
-    v.known_keys("gateway", gateway, ("unknown_connectors", "enforce"))
+    v.known_keys(
+        "gateway", gateway, ("unknown_connectors", "enforce", "allow", "block_users_unblock", "unknown_references")
+    )
     v.known_keys(
         "webhooks", webhooks, ("forward_timeout_seconds", "max_body_bytes", "unknown_connectors", "account_events_to")
     )
@@ -292,9 +302,16 @@ def parse_config(
     )
     gateway_cfg = GatewayConfig(
         unknown_connectors=v.choice(
-            "gateway.unknown_connectors", gateway.get("unknown_connectors"), UNKNOWN_CONNECTOR_POLICIES, "pass"
+            "gateway.unknown_connectors", gateway.get("unknown_connectors"), UNKNOWN_CONNECTOR_POLICIES, "refuse"
         ),
         enforce=v.boolean("gateway.enforce", gateway.get("enforce"), default=True),
+        allow=_gateway_allow(v, gateway.get("allow")),
+        block_users_unblock=v.choice(
+            "gateway.block_users_unblock", gateway.get("block_users_unblock"), ("refuse", "allow"), "refuse"
+        ),
+        unknown_references=v.choice(
+            "gateway.unknown_references", gateway.get("unknown_references"), ("refuse", "pass"), "refuse"
+        ),
     )
     webhooks_cfg = WebhookConfig(
         forward_timeout_seconds=v.number(
@@ -491,6 +508,34 @@ def _connectors(v: _Validator, raw: Any) -> list[ConnectorConfig]:
             )
         )
     return connectors
+
+
+def _gateway_allow(v: _Validator, raw: Any) -> tuple[Surface, ...]:
+    """``gateway.allow``: ``[{method, path}]`` patterns added to the gateway's allow-list of harmless surfaces."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        v.problem("gateway.allow", "must be a list of {method, path} entries")
+        return ()
+    found: list[Surface] = []
+    for i, item in enumerate(raw):
+        key = f"gateway.allow[{i}]"
+        if not isinstance(item, dict) or not {"method", "path"} <= set(item) <= {"method", "path", "stream"}:
+            v.problem(key, "must be a mapping with method and path (and optionally stream)")
+            continue
+        methods = item["method"] if isinstance(item["method"], list) else [item["method"]]
+        if not all(isinstance(m, str) for m in methods) or not isinstance(item["path"], str):
+            v.problem(key, "method and path must be strings")
+            continue
+        try:
+            found.append(
+                compile_surface(
+                    f"gateway.allow[{i}]", methods, item["path"], stream=item.get("stream") is True, why="operator"
+                )
+            )
+        except ValueError as exc:
+            v.problem(key, str(exc))
+    return tuple(found)
 
 
 def _waba_id(v: _Validator, key: str, raw: Any) -> str:

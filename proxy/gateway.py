@@ -1,24 +1,24 @@
 """The outbound gateway: a Graph-API-compatible reverse proxy that refuses every way of reaching a blocked user.
 
-Every request that reaches the root of the proxy and is not the webhook receiver or the admin app lands here.
-A few endpoints are **intercepted** (their small JSON bodies are read and checked against the connector's
-blocklist); everything else is **passed through** to ``graph.base_url``, streamed both ways, with the caller's
-headers (minus hop-by-hop ones) and Authorization, and Meta's status and body back unchanged.
+Every request that reaches the root of the proxy and is not the webhook receiver, the admin app or a health
+endpoint lands here, and is classified by :mod:`proxy.classify` (default deny) into exactly one of:
 
-Intercepted (with or without the ``/v21.0`` version segment, any edge letter case):
+1. **send** (``POST /{pnid}/messages``, ``marketing_messages``, ``calls``): the body is read (at most 1 MB after
+   gzip decoding), every ``to`` / ``recipient`` is read with every reading Meta may give it
+   (:func:`proxy.identity.recipient_readings` with the connector's region) and checked against the connector's
+   blocklist; a read receipt or typing indicator is checked against the sender of the message it names
+   (learned from verified webhooks); a send to a group passes.
+2. **encrypted** (``messages_encrypted``): refused unless the connector has ``allow_encrypted_messages``.
+3. **block users** (``/{pnid}/block_users``): :mod:`proxy.block_users`.
+4. **participants** / **join requests** (``POST /{group_id}/...``): users added, and the users behind approved
+   join requests, checked against every connector's blocklist.
+5. **pass**: an allow-listed surface that cannot reach a user (``proxy/graph_surfaces.yaml`` + ``gateway.allow``):
+   streamed (uploads) or, when it has a body, read and checked for ``batch`` / ``method`` first.
+6. **refused**: everything else, with the Graph error envelope (code 10 or 100 and a sentence saying why).
 
-===========================================  ===============================================================
-``POST /{pnid}/messages``                    ``to`` / ``recipient`` (individual sends) checked
-``POST /{pnid}/marketing_messages``          ``to`` / ``recipient`` checked
-``POST /{pnid}/calls``                       ``to`` / ``recipient`` checked when ``action`` is ``connect``
-``POST /{pnid}/messages_encrypted``          refused unless the connector has ``allow_encrypted_messages``
-``POST /{group_id}/participants``            every ``participants[].user`` / ``user_id`` checked
-``POST|DELETE|GET /{pnid}/block_users``      Meta's Block Users API, applied to our blocklist too
-===========================================  ===============================================================
-
-A blocked recipient gets HTTP 400 with the Graph error envelope and code ``139900`` (``RECIPIENT_BLOCKED``);
-nothing reaches Meta. Fields are read from the query string as well as the body (JSON, form-encoded or
-multipart), since the Graph API accepts parameters in all of them.
+A checked request is forwarded with its original bytes and headers (``Content-Encoding: gzip`` included: the
+app turns aiohttp's automatic request decompression off, so what Meta gets is what the caller sent). A blocked
+recipient gets HTTP 400 with code ``139900`` (``RECIPIENT_BLOCKED``); nothing reaches Meta.
 """
 
 from __future__ import annotations
@@ -26,14 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import StreamReader, web
@@ -43,6 +42,19 @@ from yarl import URL
 from . import identity as ids
 from .blocklist import BlocklistService
 from .bodies import read_body
+from .classify import (
+    MAX_INSPECTED_BODY,
+    OWN_FACES,
+    PERMISSION_DENIED,
+    Params,
+    PartNameScanner,
+    Reach,
+    Refused,
+    Target,
+    classify_target,
+    reach,
+    read_params,
+)
 from .config import Config, ConnectorConfig
 from .errors import BodyTimeout, BodyTooLarge, InvalidNumber, StoreUnavailable
 from .graph import BAD_REQUEST, RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE, error_envelope
@@ -52,14 +64,8 @@ from .logs import note, tag_upstream
 
 log = logging.getLogger(__name__)
 
-MAX_INSPECTED_BODY = 1024 * 1024
-"""Largest body the gateway reads to inspect (sends, calls, participants, block_users); larger → 413."""
-
 SMALL_RESPONSE = 64 * 1024
 """Upstream answers of a known length up to this size are read whole and sent in one write, not streamed."""
-
-PERMISSION_DENIED = 10
-"""Meta's "Permission denied" code, for endpoints a connector's policy does not allow."""
 
 UNKNOWN_ERROR = 1
 """Meta's "An unknown error occurred" code, for failures of the proxy itself."""
@@ -88,31 +94,31 @@ RESPONSE_HEADERS_DROPPED = HOP_BY_HOP
 
 _AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 _PNID = re.compile(r"^[0-9]{5,32}$")
-_SEND_EDGES = frozenset({"messages", "marketing_messages", "calls", "messages_encrypted"})
-_OWN_PREFIXES = ("/admin/", "/webhooks/")
 _DOT_SEGMENT = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
 
 
-class GraphRefusal(Exception):
-    """A request the gateway answers itself with a Graph error envelope."""
-
-    def __init__(self, status: int, code: int, title: str, details: str, *, transient: bool = False) -> None:
-        super().__init__(details)
-        self.status = status
-        self.code = code
-        self.title = title
-        self.details = details
-        self.transient = transient
+class GraphRefusal(Refused):
+    """A request the gateway answers itself with a Graph error envelope (a :class:`~proxy.classify.Refused`)."""
 
     def response(self) -> web.Response:
-        body = error_envelope(self.code, self.title, self.details, transient=self.transient)
-        # nosniff: details may quote the request (a recipient), which must never be rendered as anything but JSON.
-        return web.json_response(body, status=self.status, headers={"X-Content-Type-Options": "nosniff"})
+        return render(self)
+
+
+def render(refusal: Refused) -> web.Response:
+    """The Graph-style error response for a refusal."""
+    body = error_envelope(refusal.code, refusal.title, refusal.details, transient=refusal.transient)
+    # nosniff: details may quote the request (a recipient), which must never be rendered as anything but JSON.
+    return web.json_response(body, status=refusal.status, headers={"X-Content-Type-Options": "nosniff"})
 
 
 def bad_request(details: str) -> GraphRefusal:
     """A Graph-style 400 with Meta's "Invalid parameter" code."""
     return GraphRefusal(400, BAD_REQUEST, "Invalid parameter", details)
+
+
+def permission_denied(details: str) -> GraphRefusal:
+    """A Graph-style 403 with Meta's "Permission denied" code."""
+    return GraphRefusal(403, PERMISSION_DENIED, "Permission denied", details)
 
 
 def unavailable(status: int, details: str) -> GraphRefusal:
@@ -126,7 +132,7 @@ def store_unavailable() -> GraphRefusal:
 
 @dataclass(frozen=True)
 class Route:
-    """What the gateway recognised in a request path.
+    """What a plugin recognised in a decoded request path (kept for :mod:`plugins._graph`).
 
     Attributes:
         node: the first path segment after the optional version (a phone number ID, group ID, media ID...).
@@ -142,19 +148,10 @@ class Route:
 def parse_route(path: str) -> Route | None:
     """Split a decoded request path into ``(version, node, edge)``; None when it has another shape."""
     parts = [p for p in path.split("/") if p]
-    # Any first segment of three counts as the version: a spelling Meta might accept (``V21.0``) must not
-    # slip past the checks.
     version = parts.pop(0) if len(parts) == 3 else ""
     if len(parts) != 2:
         return None
     return Route(node=parts[0], edge=parts[1].lower(), version=version)
-
-
-def effective_method(request: web.Request) -> str:
-    """The method the Graph API will apply: the HTTP method, or the ``method`` query parameter that overrides it
-    (``GET /{pnid}/messages?method=post&to=...`` is a send)."""
-    override = request.rel_url.query.get("method", "")
-    return override.strip().upper() if override.strip() else request.method
 
 
 def upstream_url(base_url: str, request: web.Request) -> URL:
@@ -193,8 +190,15 @@ def forward_headers(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> 
     return out
 
 
+def _own_face(raw_path: str) -> bool:
+    parts = [p for p in raw_path.split("?", 1)[0].split("/") if p]
+    if parts and re.match(r"^[vV][0-9]", parts[0]):
+        parts = parts[1:]
+    return bool(parts) and unquote(parts[0]).lower() in OWN_FACES
+
+
 class Gateway:
-    """The catch-all handler, with the intercepted endpoints.
+    """The catch-all handler: classify, check, forward or refuse.
 
     Args:
         app: the proxy application (config, Graph session and blocklist service are read from it per request,
@@ -217,33 +221,11 @@ class Gateway:
         return self.app[GATEWAY_SESSION]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Route one request: intercept, refuse or pass through."""
+        """Route one request: check, refuse or pass through."""
         try:
-            if request.path.startswith(_OWN_PREFIXES) or request.path in ("/admin", "/webhooks"):
-                # Our own faces, with a method or path they do not serve: never send them (or a verify token) to Meta.
-                raise GraphRefusal(
-                    404, BAD_REQUEST, "Unknown path", f"{request.method} {request.path[:100]} is not served"
-                )
-            target = upstream_url(self.config.graph.base_url, request)
-            method = effective_method(request)
-            if method == "POST" and len([p for p in request.path.split("/") if p]) <= 1:
-                raise bad_request(
-                    "Graph API batch requests are not supported through the blocklist proxy; "
-                    "send each request on its own"
-                )
-            route = parse_route(request.path) if self.config.gateway.enforce else None
-            if route is not None:
-                if route.edge == "block_users" and _PNID.match(route.node):
-                    from .block_users import handle_block_users  # local: block_users imports this module
-
-                    return await handle_block_users(self, request, target, route)
-                if method == "POST" and route.edge in _SEND_EDGES and _PNID.match(route.node):
-                    return await self._guard_send(request, target, route)
-                if method == "POST" and route.edge == "participants":
-                    return await self._guard_participants(request, target, route)
-            return await self.forward(request, target)
-        except GraphRefusal as refusal:
-            return refusal.response()
+            return await self._handle(request)
+        except Refused as refusal:
+            return render(refusal)
         except ConnectionResetError:
             # The caller hung up (mid-upload, or before the answer could be sent): nobody to answer, and not Meta's
             # failure. aiohttp closes the connection; the upstream request has been abandoned.
@@ -257,48 +239,116 @@ class Gateway:
                 500, UNKNOWN_ERROR, "An unknown error occurred", "the proxy failed; it has been logged", transient=True
             ).response()
 
-    def connector_for(self, route: Route) -> ConnectorConfig | None:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        config = self.config
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        if not config.gateway.enforce:
+            if _own_face(raw_path):  # our own faces, in another letter case: never sent (or a token) to Meta
+                raise GraphRefusal(404, BAD_REQUEST, "Unknown path", f"{raw_path[:100]} is not served")
+            return await self.forward(request, upstream_url(config.graph.base_url, request))
+        target = classify_target(request.method, raw_path, raw_query, request.headers.items(), config.gateway.allow)
+        url = upstream_url(config.graph.base_url, request)
+        if target.kind == "pass":
+            return await self._pass(request, url, target)
+        if target.kind == "block_users":
+            from .block_users import handle_block_users  # local: block_users imports this module
+
+            return await handle_block_users(self, request, url, target)
+        if target.kind in ("participants", "join_requests"):
+            body, params = await self.read_params(request, target)
+            await self._check_group(target, reach(target, params))
+            return await self.forward(request, url, body=body)
+        connector = self.connector_for(target.node)
+        if connector is None:  # gateway.unknown_connectors: pass, the operator's choice
+            return await self.forward(request, url)
+        note(connector=connector.phone_number_id)
+        if target.kind == "encrypted":
+            if not connector.allow_encrypted_messages:
+                raise permission_denied(
+                    "messages_encrypted is refused on this connector: the proxy cannot see the recipient of an "
+                    "encrypted message (set allow_encrypted_messages on the connector to allow it)"
+                )
+            return await self.forward(request, url)
+        body, params = await self.read_params(request, target)
+        found = reach(target, params)
+        identities = _readings(found.recipients, connector.region, strict=True)
+        identities += _readings(found.maybe_recipients, connector.region, strict=False)
+        if identities:
+            await self.refuse_if_blocked([connector], identities)
+        for message_id in found.message_ids:
+            await self._check_receipt(connector, message_id)
+        return await self.forward(request, url, body=body)
+
+    async def read_params(self, request: web.Request, target: Target) -> tuple[bytes, Params]:
+        """Read (capped) and parse an inspected request's body; the original bytes are returned for forwarding."""
+        body = await read_capped(request) if request.body_exists else b""
+        headers = request.headers
+        params = read_params(target.query, body, headers.get("Content-Type", ""), headers.get("Content-Encoding", ""))
+        return body, params
+
+    async def _pass(self, request: web.Request, url: URL, target: Target) -> web.StreamResponse:
+        if target.stream:
+            encoding = request.headers.get("Content-Encoding", "").strip().lower()
+            if encoding not in ("", "identity"):
+                raise bad_request("uploads are forwarded as they arrive and cannot be compressed (Content-Encoding)")
+            multipart = request.headers.get("Content-Type", "").lower().startswith("multipart/")
+            return await self.forward(request, url, scanner=PartNameScanner() if multipart else None)
+        if request.body_exists:
+            body, _ = await self.read_params(request, target)  # refuses batch, method and unreadable bodies
+            return await self.forward(request, url, body=body)
+        return await self.forward(request, url)
+
+    def connector_for(self, node: str) -> ConnectorConfig | None:
         """The configured connector named in the path; raises a refusal when unknown ones are refused."""
-        connector = self.config.connector(route.node)
+        connector = self.config.connector(node)
         if connector is None and self.config.gateway.unknown_connectors == "refuse":
-            raise GraphRefusal(
-                403,
-                PERMISSION_DENIED,
-                "Permission denied",
-                f"phone number ID {route.node} is not a connector of this proxy (gateway.unknown_connectors: refuse)",
+            raise permission_denied(
+                f"phone number ID {node[:40]} is not a connector of this proxy (gateway.unknown_connectors: refuse)"
             )
         return connector
 
-    async def _guard_send(self, request: web.Request, target: URL, route: Route) -> web.StreamResponse:
-        connector = self.connector_for(route)
-        if connector is None:
-            return await self.forward(request, target)
-        note(connector=connector.phone_number_id)
-        if route.edge == "messages_encrypted":
-            if not connector.allow_encrypted_messages:
-                raise GraphRefusal(
-                    403,
-                    PERMISSION_DENIED,
-                    "Permission denied",
-                    "messages_encrypted is refused on this connector: the proxy cannot see the recipient of an "
-                    "encrypted message (set allow_encrypted_messages on the connector to allow it)",
-                )
-            return await self.forward(request, target)
-        body = await read_capped(request)
-        fields = parse_fields(body, request.headers.get("Content-Type", ""), request.rel_url.query_string)
-        identities = send_recipients(route.edge, fields, connector.default_country)
-        if identities:
-            await self.refuse_if_blocked([connector], identities)
-        return await self.forward(request, target, body=body)
-
-    async def _guard_participants(self, request: web.Request, target: URL, route: Route) -> web.StreamResponse:
+    async def _check_group(self, target: Target, found: Reach) -> None:
         # The path names the group, not the phone number that owns it: check every connector's blocklist.
-        body = await read_capped(request)
-        fields = parse_fields(body, request.headers.get("Content-Type", ""), request.rel_url.query_string)
-        identities = [who for value in fields.get("participants", []) for who in participant_identities(value)]
-        if identities:
-            await self.refuse_if_blocked(list(self.config.connectors), identities)
-        return await self.forward(request, target, body=body)
+        connectors = list(self.config.connectors)
+        if found.participants:
+            regions = sorted({c.region for c in connectors} | {""})
+            identities = [who for region in regions for who in _readings(found.participants, region, strict=True)]
+            await self.refuse_if_blocked(connectors, identities)
+        for join_request in found.join_requests:
+            users: list[Identity] = []
+            for connector in connectors:
+                lookup = self.service.join_request_user(connector.phone_number_id, join_request)
+                who = await self._lookup(connector, lookup)
+                if who is not None:
+                    users.append(who)
+            if not users:
+                self._unknown_reference(f"the join request {join_request[:60]!r}", "who asked to join")
+                continue
+            await self.refuse_if_blocked(connectors, users)
+
+    async def _check_receipt(self, connector: ConnectorConfig, message_id: str) -> None:
+        sender = await self._lookup(connector, self.service.message_sender(connector.phone_number_id, message_id))
+        if sender is None:
+            self._unknown_reference(f"the message {message_id[:80]!r}", "who sent it")
+            return
+        await self.refuse_if_blocked([connector], [sender])
+
+    async def _lookup(self, connector: ConnectorConfig, lookup: Any) -> Identity | None:
+        try:
+            found: Identity | None = await lookup
+        except StoreUnavailable:
+            if connector.on_store_error == "allow":
+                return None
+            raise store_unavailable() from None
+        return found
+
+    def _unknown_reference(self, what: str, missing: str) -> None:
+        if self.config.gateway.unknown_references == "pass":
+            return
+        raise permission_denied(
+            f"the blocklist proxy has not seen {what} in a verified webhook, so it cannot tell {missing} "
+            "and whether that user is blocked; refused (gateway.unknown_references: refuse)"
+        )
 
     async def refuse_if_blocked(self, connectors: Iterable[ConnectorConfig], identities: list[Identity]) -> None:
         """Raise the 139900 refusal if any identity is blocked on any of the connectors.
@@ -329,13 +379,23 @@ class Gateway:
                     f"({connector.phone_number_id}) by its blocklist; the request was not sent to WhatsApp",
                 )
 
-    async def forward(self, request: web.Request, target: URL, *, body: bytes | None = None) -> web.StreamResponse:
-        """Send the request upstream (the buffered ``body``, or the request's stream) and relay the answer.
+    async def forward(
+        self,
+        request: web.Request,
+        target: URL,
+        *,
+        body: bytes | None = None,
+        scanner: PartNameScanner | None = None,
+    ) -> web.StreamResponse:
+        """Send the request upstream (the buffered ``body`` as received, or the request's stream) and relay the answer.
+
+        Args:
+            scanner: watches a streamed upload for parts the gateway refuses; the upload is cut off when one shows.
 
         Raises:
             GraphRefusal: 502 when the upstream cannot be reached, 504 when it does not answer in time.
         """
-        async with self.upstream(request.method, target, request.headers, request, body) as upstream:
+        async with self.upstream(request.method, target, request.headers, request, body, scanner) as upstream:
             return await relay(request, upstream)
 
     @contextlib.asynccontextmanager
@@ -346,6 +406,7 @@ class Gateway:
         headers: CIMultiDictProxy[str],
         request: web.Request | None,
         body: bytes | None,
+        scanner: PartNameScanner | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Open an upstream request (errors mapped to Graph-style 502/504) and yield the response.
 
@@ -363,8 +424,10 @@ class Gateway:
             if request.content.is_eof():  # a small body that came with the headers: sent as it is, in one write
                 out.popall("Content-Length", None)
                 data = request.content.read_nowait()
+                if scanner is not None:
+                    scanner.feed(data)
             else:  # an upload: streamed as it arrives, given up if the caller stalls
-                streamed = _PacedBody(request.content, self.config.server.body_timeout_seconds)
+                streamed = _PacedBody(request.content, self.config.server.body_timeout_seconds, scanner)
                 data = streamed.pieces()
         skip = [h for h in _AUTO_HEADERS if h not in headers]
         metrics = self.app[METRICS]
@@ -380,16 +443,16 @@ class Gateway:
         except TimeoutError:
             if answered:
                 raise  # from relaying the answer (relay's business), not from reaching the Graph API
-            if streamed is not None and streamed.stalled:
-                raise streamed.refusal() from None
+            if streamed is not None and streamed.failed is not None:
+                raise streamed.failed from None
             metrics.graph_errors.inc()
             log.warning("Graph API timeout on %s %s", method, target.path[:200])
             raise unavailable(504, "the Graph API did not answer in time; retry later") from None
         except aiohttp.ClientError as exc:
             if answered:
                 raise  # writing the answer to a caller who hung up (a ConnectionResetError too), not the Graph API
-            if streamed is not None and streamed.stalled:
-                raise streamed.refusal() from None
+            if streamed is not None and streamed.failed is not None:
+                raise streamed.failed from None
             if request is not None and (request.transport is None or request.transport.is_closing()):
                 # The caller hung up while its body was being streamed upstream: not the Graph API's failure.
                 raise ConnectionResetError("the caller closed the connection") from None
@@ -405,10 +468,12 @@ class _PacedBody:
     frees the task and the upstream connection that a stalled caller would otherwise hold.
     """
 
-    def __init__(self, content: StreamReader, idle: float) -> None:
+    def __init__(self, content: StreamReader, idle: float, scanner: PartNameScanner | None = None) -> None:
         self.content = content
         self.idle = idle
-        self.stalled = False
+        self.scanner = scanner
+        self.failed: Refused | None = None
+        """Why the upload was given up (stalled, or a part the gateway refuses), for the caller's answer."""
 
     async def pieces(self) -> AsyncIterator[bytes]:
         while True:
@@ -416,11 +481,18 @@ class _PacedBody:
                 async with asyncio.timeout(self.idle):
                     piece = await self.content.readany()
             except TimeoutError:
-                self.stalled = True
+                self.failed = self.refusal()
                 log.info("caller stalled mid-upload for %s seconds; the upstream request is abandoned", self.idle)
                 raise
             if not piece:
                 return
+            if self.scanner is not None:
+                try:
+                    self.scanner.feed(piece)
+                except Refused as refused:
+                    self.failed = refused
+                    log.info("refused an upload mid-way: %s", refused.details)
+                    raise
             yield piece
 
     def refusal(self) -> GraphRefusal:
@@ -498,154 +570,52 @@ def _too_large(limit: int) -> GraphRefusal:
     )
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):  # rare: only then find which key it was
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise bad_request(f"the JSON body has the key {key[:40]!r} twice")
-            seen.add(key)
-    return out
+def _readings(values: Iterable[tuple[str, str]], region: str, *, strict: bool) -> list[Identity]:
+    """Every user each ``(field, value)`` may reach; an unreadable value is refused when ``strict``, else skipped."""
+    found: list[Identity] = []
+    for name, value in values:
+        try:
+            found.extend(ids.recipient_readings(value, region))
+        except InvalidNumber as exc:
+            if strict:
+                raise bad_request(f"{name}: {exc.message}") from None
+    return found
 
 
-_JSON = json.JSONDecoder(object_pairs_hook=_no_duplicates)
-"""One decoder for every body (``json.loads`` with a hook would build a new one per call)."""
+# --- kept for the send-side plugins (plugins/_graph.py), on top of proxy.classify -------------------------------
 
 
 def parse_fields(body: bytes, content_type: str, query: str) -> dict[str, list[Any]]:
-    """Every parameter of a Graph request, from the query string and the body, as ``name → [values]``.
-
-    JSON bodies are recognised by their first character whatever the Content-Type says (``curl -d '{...}'``
-    sends JSON as form-encoded); form-encoded and multipart bodies are parsed as the Graph API would.
+    """Every parameter of a send as ``name → [values]`` (both readings), read as the gateway reads it.
 
     Raises:
-        GraphRefusal: 400 when the body cannot be read.
+        GraphRefusal: 400 when the request cannot be read one way only.
     """
-    fields: dict[str, list[Any]] = {}
-
-    def add(name: str, value: Any) -> None:
-        fields.setdefault(name, []).append(value)
-
-    if query:
-        for name, value in parse_qsl(query, keep_blank_values=True):
-            add(name, _form_value(name, value))
-    stripped = body.lstrip()
-    mime = content_type.split(";", 1)[0].strip().lower()
-    if not stripped:
-        return fields
-    if stripped[:1] in (b"{", b"["):
-        try:
-            data = _JSON.decode(body.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise bad_request("the request body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise bad_request("the request body must be a JSON object")
-        for name, value in data.items():
-            add(name, value)
-        return fields
-    if mime == "multipart/form-data":
-        for name, value in _multipart_fields(body, content_type):
-            add(name, _form_value(name, value))
-        return fields
     try:
-        text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
-    except (UnicodeDecodeError, ValueError):
-        raise bad_request("the request body is neither JSON nor form-encoded parameters") from None
-    for name, value in pairs:
-        add(name, _form_value(name, value))
+        target = classify_target("POST", "/1/messages", query, [("Content-Type", content_type)])
+        params = read_params(target.query, body, content_type)
+    except Refused as refused:
+        raise GraphRefusal(refused.status, refused.code, refused.title, refused.details) from None
+    fields: dict[str, list[Any]] = {name: [value] for name, value in params.fields.items()}
+    for name, values in params.also.items():
+        fields.setdefault(name, []).extend(values)
     return fields
 
 
-def _form_value(name: str, value: str) -> Any:
-    # Structured parameters (participants, block_users) arrive JSON-encoded in form and query parameters.
-    if name in ("participants", "block_users") and value.lstrip()[:1] in ("[", "{"):
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise bad_request(f"the {name} parameter is not valid JSON") from None
-    return value
-
-
-def _multipart_fields(body: bytes, content_type: str) -> list[tuple[str, str]]:
-    from email.parser import BytesParser
-    from email.policy import HTTP
-
-    try:
-        message = BytesParser(policy=HTTP).parsebytes(
-            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
-        )
-    except (UnicodeEncodeError, ValueError):
-        raise bad_request("the multipart body cannot be read") from None
-    if not message.is_multipart():
-        raise bad_request("the multipart body cannot be read")
-    out: list[tuple[str, str]] = []
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str) or part.get_filename() is not None:
-            continue
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
-            continue
-        try:
-            out.append((name, payload.decode("utf-8")))
-        except UnicodeDecodeError:
-            raise bad_request(f"the multipart field {name[:40]!r} is not UTF-8 text") from None
-    return out
-
-
-def _identity(field: str, value: Any) -> Identity:
-    return _readings(field, value)[0]
-
-
-def _readings(field: str, value: Any, default_country: str = "") -> list[Identity]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str) or not value.strip():
-        raise bad_request(f"{field} must be a phone number, WhatsApp ID or business-scoped user ID")
-    try:
-        return ids.recipient_readings(value, default_country)
-    except InvalidNumber as exc:
-        raise bad_request(f"{field}: {exc.message}") from None
-
-
-def send_recipients(edge: str, fields: dict[str, list[Any]], default_country: str = "") -> list[Identity]:
-    """The users a send, marketing message or call reaches (empty for read receipts, group sends, other calls).
-
-    Each recipient counts with every reading Meta may give it (see :func:`proxy.identity.recipient_readings`);
-    ``default_country`` is the connector's, for numbers written without ``+``.
+def send_recipients(edge: str, fields: dict[str, list[Any]], region: str = "") -> list[Identity]:
+    """The users a send, marketing message or call reaches (see :func:`proxy.classify.reach`).
 
     Raises:
-        GraphRefusal: 400 when a recipient field is present but not a number, wa_id or BSUID.
+        GraphRefusal: 400 when a recipient field is present but cannot be read.
     """
-    if edge == "calls":
-        actions = [a for a in fields.get("action", []) if isinstance(a, str)]
-        if not any(a.strip().lower() == "connect" for a in actions):
-            return []
-    elif edge == "messages":
-        kinds = {str(k).strip().lower() for k in fields.get("recipient_type", [])}
-        if kinds == {"group"}:
-            return []  # ``to`` is a group ID; its members are checked when they are added
-    found: list[Identity] = []
-    for name in ("to", "recipient"):
-        for value in fields.get(name, []):
-            found.extend(_readings(name, value, default_country))
-    return found
-
-
-def participant_identities(value: Any) -> list[Identity]:
-    """Identities named in a ``participants`` parameter: ``[{"user": ...}]``, ``[{"user_id": ...}]`` or strings."""
-    items = value if isinstance(value, list) else [value]
-    found: list[Identity] = []
-    for item in items:
-        if isinstance(item, dict):
-            for key in ("user", "user_id", "wa_id", "to"):
-                if key in item:
-                    found.append(_identity(f"participants[].{key}", item[key]))
-        else:
-            found.append(_identity("participants[]", item))
-    return found
+    single = {name: values[0] for name, values in fields.items() if values}
+    also = {name: [str(v) for v in values[1:]] for name, values in fields.items() if len(values) > 1}
+    target = Target("send", "POST", "", edge, "", None, ())
+    try:
+        found = reach(target, Params(fields=single, also=also))
+    except Refused as refused:
+        raise GraphRefusal(refused.status, refused.code, refused.title, refused.details) from None
+    return _readings(found.recipients, region, strict=True) + _readings(found.maybe_recipients, region, strict=False)
 
 
 def _mask(key: str) -> str:

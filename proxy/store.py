@@ -596,6 +596,11 @@ class BlocklistStore:
             if len(rows) < batch * 3:
                 return found, None
 
+    async def add_audit(self, pnid: str, record: dict[str, str]) -> None:
+        """Append a record that changes nothing to the audit trail (e.g. ``unblock_refused``: an attempt refused)."""
+        fields: dict[Any, Any] = dict(record)
+        await self._call(self.redis.xadd(_keys(pnid)["audit"], fields, maxlen=AUDIT_MAXLEN, approximate=True))
+
     async def audit(self, pnid: str, count: int = 100, before: str | None = None) -> list[dict[str, Any]]:
         """Audit records of a connector, newest first: ``count`` at most, older than the record id ``before``.
 

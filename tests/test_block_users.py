@@ -147,15 +147,51 @@ async def test_bad_requests_are_refused_before_anything(client, fake_graph, payl
     assert fake_graph.requests == []
 
 
-async def test_unblock_applies_here_and_at_meta(client, service, fake_graph):
+async def test_unblock_of_a_block_made_through_the_graph_face_applies_here_and_at_meta(client, service, fake_graph):
     await wrote_recently(service, PNID, RECENT)
-    await service.block(PNID, RECENT, actor=Actor("supervisor", "admin_api"))
+    await service.block(PNID, RECENT, actor=Actor("graph_api", "block_users_api"))
     fake_graph.respond("DELETE", "block_users$", 200, meta_added(RECENT, key="removed_users"))
     resp = await client.delete(PATH, json=users(RECENT), headers=TOKEN)
     assert resp.status == 200
     assert (await resp.json())["block_users"] == {"removed_users": [{"input": RECENT, "wa_id": RECENT}]}
     assert (await service.list(PNID))[0] == []
     assert fake_graph.requests[0].method == "DELETE"
+
+
+@pytest.mark.parametrize("source", ["admin_api", "cli", "cli_import", "admin_api_import", "plugin"])
+async def test_a_supervisors_block_cannot_be_lifted_through_the_graph_face(client, service, fake_graph, source):
+    await wrote_recently(service, PNID, RECENT)
+    await service.block(PNID, RECENT, actor=Actor("supervisor", source))
+    resp = await client.delete(PATH, json=users("+57 300 123 4567"), headers=TOKEN)
+    assert resp.status == 400
+    body = await resp.json()
+    [failed] = body["block_users"]["failed_users"]
+    [error] = failed["errors"]
+    assert error["code"] == 10
+    assert f"blocked through {source}" in error["error_data"]["details"]
+    assert "gateway.block_users_unblock" in error["error_data"]["details"]
+    assert (await service.get(PNID, RECENT)).source == source  # still blocked here
+    assert fake_graph.requests == []  # and never asked of Meta
+    records, _ = await service.audit(PNID)
+    assert records[0]["action"] == "unblock_refused"
+    assert (records[0]["number"], records[0]["source"]) == (RECENT, "block_users_api")
+
+
+async def test_block_users_unblock_allow_lets_the_graph_face_lift_any_block(
+    aiohttp_client, make_config, clock, fake_graph
+):
+    def allow(data: dict[str, Any]) -> None:
+        data["gateway"] = {"block_users_unblock": "allow"}
+
+    app = create_app(make_config(allow), clock=clock)
+    client = await aiohttp_client(app)
+    service = app[SERVICE]
+    await wrote_recently(service, PNID, RECENT)
+    await service.block(PNID, RECENT, actor=Actor("supervisor", "admin_api"))
+    fake_graph.respond("DELETE", "block_users$", 200, meta_added(RECENT, key="removed_users"))
+    resp = await client.delete(PATH, json=users(RECENT), headers=TOKEN)
+    assert resp.status == 200
+    assert (await service.list(PNID))[0] == []
 
 
 async def test_bsuid_users_go_by_user_id(client, service, fake_graph):
@@ -278,3 +314,26 @@ async def test_block_users_api_changes_are_not_synced_twice(sync_app, fake_graph
     await app[META_SYNC].run_once()
     assert len(fake_graph.requests) == 2
     assert ADMIN_TOKEN not in json.dumps([r.headers for r in fake_graph.requests])
+
+
+@pytest.mark.parametrize(
+    "query", ["after=nan", "after=1_0", "after=%201%20", "after=inf", "limit=1e3", "limit=%EF%BC%91"]
+)
+async def test_list_with_a_cursor_or_limit_that_is_not_ours_is_a_400(client, fake_graph, query):
+    fake_graph.respond("GET", "block_users$", 200, {"data": [], "paging": {"cursors": {}}})
+    resp = await client.get(f"{PATH}?{query}", headers=TOKEN)
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == 100
+
+
+async def test_block_users_with_a_batch_or_method_parameter_is_refused(client, service, fake_graph):
+    await wrote_recently(service, PNID, RECENT)
+    for path, body in [
+        (f"{PATH}?method=delete", users(RECENT)),
+        (PATH, {**users(RECENT), "method": "DELETE"}),
+        (PATH, {**users(RECENT), "batch": "[]"}),
+    ]:
+        resp = await client.post(path, json=body, headers=TOKEN)
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == 100
+    assert fake_graph.requests == []

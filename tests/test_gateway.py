@@ -70,13 +70,21 @@ async def test_pass_through_keeps_method_path_query_headers_and_answer(client, f
     assert seen.headers["Host"] == f"127.0.0.1:{fake_graph.server.port}"
 
 
-@pytest.mark.parametrize("method", ["POST", "DELETE", "PUT", "PATCH"])
-async def test_every_method_passes_through_unversioned_too(client, fake_graph: FakeGraph, method: str):
+@pytest.mark.parametrize(("method", "path"), [("POST", "register"), ("DELETE", "subscribed_apps")])
+async def test_allowed_surfaces_pass_through_unversioned_too(client, fake_graph: FakeGraph, method: str, path: str):
     body = b'{"pin":"123456"}'
-    resp = await client.request(method, f"/{PNID}/register", data=body, headers=TOKEN)
+    resp = await client.request(method, f"/{PNID}/{path}", data=body, headers=TOKEN)
     assert resp.status == 200
     [seen] = fake_graph.requests
-    assert (seen.method, seen.path, seen.body) == (method, f"/{PNID}/register", body)
+    assert (seen.method, seen.path, seen.body) == (method, f"/{PNID}/{path}", body)
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "OPTIONS"])
+async def test_methods_meta_does_not_serve_are_refused(client, fake_graph: FakeGraph, method: str):
+    resp = await client.request(method, f"/{PNID}/register", data=b'{"pin":"123456"}', headers=TOKEN)
+    assert resp.status == 405
+    assert (await resp.json())["error"]["code"] == 100
+    assert fake_graph.requests == []
 
 
 async def test_host_header_does_not_choose_the_upstream(client, fake_graph: FakeGraph):
@@ -232,7 +240,7 @@ async def test_method_override_odd_versions_and_batches_cannot_bypass(client, se
     await block(service, PNID, BLOCKED)
     resp = await client.get(f"/v21.0/{PNID}/messages?method=post&to={BLOCKED}&type=text", headers=TOKEN)
     assert resp.status == 400
-    assert_blocked(await resp.json())
+    assert "method overrides" in (await resp.json())["error"]["error_data"]["details"]
     resp = await client.post(f"/V21.0/{PNID}/messages", json=text_message(BLOCKED), headers=TOKEN)
     assert resp.status == 400
     assert_blocked(await resp.json())
@@ -246,6 +254,7 @@ async def test_method_override_odd_versions_and_batches_cannot_bypass(client, se
 
 async def test_sends_that_reach_nobody_blocked_pass(client, service, fake_graph):
     await block(service, PNID, BLOCKED)
+    await service.record_inbound(PNID, [InboundUser(wa_id=ALLOWED)], messages=[("wamid.X", 0)])
     receipts = {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.X"}
     reject = {"messaging_product": "whatsapp", "call_id": "wacid.X", "action": "reject"}
     group = {"messaging_product": "whatsapp", "recipient_type": "group", "to": "Y2FwaV9ncm91cDox", "type": "text"}
@@ -292,19 +301,21 @@ async def test_encrypted_messages_are_refused_unless_allowed(aiohttp_client, mak
     assert fake_graph.requests[0].body == b"\x00opaque"
 
 
-async def test_unknown_connectors_pass_or_are_refused(aiohttp_client, make_config, clock, fake_graph):
+async def test_unknown_connectors_are_refused_unless_passed(aiohttp_client, make_config, clock, fake_graph):
+    # The default is refuse (issue 13): an unknown phone number ID is never sent to unchecked.
     client = await aiohttp_client(create_app(make_config(), clock=clock))
-    assert (await client.post("/v21.0/999999999/messages", json=text_message(BLOCKED))).status == 200
-
-    def refuse(data: dict[str, Any]) -> None:
-        data["gateway"] = {"unknown_connectors": "refuse"}
-
-    client = await aiohttp_client(create_app(make_config(refuse), clock=clock))
     resp = await client.post("/v21.0/999999999/messages", json=text_message(ALLOWED))
     assert resp.status == 403
     assert "not a connector" in (await resp.json())["error"]["error_data"]["details"]
     # Other objects with numeric IDs (media, templates) still pass.
     assert (await client.get("/v21.0/999999999", headers=TOKEN)).status == 200
+    assert len(fake_graph.requests) == 1
+
+    def passes(data: dict[str, Any]) -> None:
+        data["gateway"] = {"unknown_connectors": "pass"}
+
+    client = await aiohttp_client(create_app(make_config(passes), clock=clock))
+    assert (await client.post("/v21.0/999999999/messages", json=text_message(BLOCKED))).status == 200
     assert len(fake_graph.requests) == 2
 
 
@@ -316,7 +327,8 @@ async def test_unknown_connectors_pass_or_are_refused(aiohttp_client, make_confi
         (b'{"to": "573001234567", "to": "573009876543"}', "application/json", "twice"),
         (b'{"to": "call me maybe"}', "application/json", "to:"),
         (b'{"to": ["573001234567"]}', "application/json", "to must be"),
-        (b"\xff\xfe\x00garbage", "application/octet-stream", "neither JSON"),
+        (b"\xff\xfe\x00garbage", "application/octet-stream", "byte order mark"),
+        (b"\x01\x02garbage", "application/octet-stream", "parameter name"),
     ],
 )
 async def test_unreadable_bodies_are_refused_not_forwarded(client, fake_graph, body, content_type, says):
@@ -461,7 +473,7 @@ async def streaming_config(aiohttp_server: Any, make_config: Any) -> tuple[Strea
     upstream = StreamingUpstream()
     app = web.Application()
     app.router.add_post("/v21.0/{pnid}/media", upstream.upload)
-    app.router.add_get("/v21.0/media/{id}", upstream.media)
+    app.router.add_get("/v21.0/{id:[0-9]+}", upstream.media)
     server = await aiohttp_server(app)
 
     def point(data: dict[str, Any]) -> None:
@@ -514,7 +526,7 @@ async def test_20mb_upload_streams_through_with_bounded_memory(streaming):
 
 async def test_large_download_streams_back_unchanged(streaming):
     upstream, client = streaming
-    resp = await client.get("/v21.0/media/123", headers=TOKEN)
+    resp = await client.get("/v21.0/1234567890123", headers=TOKEN)
     assert resp.status == 200
     assert resp.headers["Content-Type"] == "image/jpeg"
     assert resp.headers["Content-Length"] == str(len(upstream.download))
@@ -653,7 +665,7 @@ async def test_a_caller_hanging_up_is_logged_as_such_not_as_a_graph_failure(
             await asyncio.wait_for(upstream.first_megabyte.wait(), 20)
         else:
             upstream.hold = asyncio.Event()
-            writer.write(b"GET /v21.0/media/123 HTTP/1.1\r\nHost: x\r\n\r\n")
+            writer.write(b"GET /v21.0/1234567890123 HTTP/1.1\r\nHost: x\r\n\r\n")
             await writer.drain()
             await asyncio.wait_for(upstream.media_requested.wait(), 20)
         writer.transport.abort()  # hang up, as a crashed agent desktop would
