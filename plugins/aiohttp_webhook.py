@@ -6,21 +6,24 @@
 
 For each ``POST`` to ``path`` the Meta webhook body is read, the blocked users' items are removed, the body is
 re-signed with ``app_secret`` when it changed (only if the incoming signature was valid) and the handler gets the
-filtered body through ``await request.read()``, ``request.json()`` or ``request.text()``. A body with nothing left
-is answered ``200 ok`` without calling the handler.
+filtered body through ``await request.read()``, ``request.json()``, ``request.text()`` or ``request.content``. A body
+with nothing left is answered ``200 ok`` without calling the handler. Nothing is recorded from a body whose signature
+did not verify under ``app_secret``; a direct-mode middleware with ``record_inbound`` refuses to be built without it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 
 from aiohttp import web
+from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Handler, Middleware
 
 from proxy.bodies import read_body
 from proxy.errors import BodyTooLarge
 
-from ._webhook import SIGNATURE_HEADER, OnError, check_on_error, decide
+from ._webhook import SIGNATURE_HEADER, OnError, check_on_error, check_recording, decide
 from .client import BlocklistClient
 
 __all__ = ["webhook_middleware"]
@@ -40,14 +43,19 @@ def webhook_middleware(
     Args:
         blocklist: the blocklist to check against (started before the app serves, e.g. in a cleanup context).
         path: the webhook path(s) to guard (``request.path``).
-        app_secret: the Meta app secret, to re-sign bodies that changed.
+        app_secret: the Meta app secret: bodies are recorded from only when their signature verifies under it, and
+            bodies that changed are re-signed with it.
         on_error: when the blocklist cannot answer, ``deny`` answers 503 (Meta retries later), ``allow``
             forwards the body unchecked.
-        record_inbound: record message senders as having written now (direct mode).
+        record_inbound: record message senders as having written now (direct mode; needs ``app_secret``).
         max_body_bytes: larger bodies are answered 413.
+
+    Raises:
+        ValueError: ``record_inbound`` on a direct blocklist without ``app_secret``, or a bad ``on_error``.
     """
     paths = frozenset([path] if isinstance(path, str) else path)
     check_on_error(on_error)
+    check_recording(blocklist, record_inbound, app_secret)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -74,8 +82,14 @@ def webhook_middleware(
             headers[SIGNATURE_HEADER] = decision.signature
         forwarded = request.clone(headers=headers)
         # aiohttp has no public way to give a request a new body; read(), json(), text() and post() all serve
-        # this cache, which clone() leaves empty (the original stream is already consumed).
+        # this cache, which clone() leaves empty (the original stream is already consumed), and a handler that
+        # streams request.content gets a fresh reader holding the same bytes.
         forwarded._read_bytes = decision.body
+        content = StreamReader(request.protocol, 2**16, loop=asyncio.get_running_loop())
+        if decision.body:
+            content.feed_data(decision.body)
+        content.feed_eof()
+        forwarded._payload = content
         return await handler(forwarded)
 
     return middleware

@@ -7,7 +7,9 @@ Pure ASGI, no dependency beyond this package::
 For each ``POST`` to ``path`` it reads the Meta webhook body, removes the blocked users' items
 (``messages``, ``statuses``, ``calls``, ``contacts``), re-signs the body with ``app_secret`` when it changed
 (only if the incoming signature was valid, so the bot's own check still rejects forgeries) and passes it on.
-A body with nothing left is answered ``200 ok`` without calling the app. Everything else passes untouched.
+A body with nothing left is answered ``200 ok`` without calling the app. Everything else passes untouched. Nothing
+is recorded from a body whose signature did not verify under ``app_secret``; a direct-mode middleware with
+``record_inbound`` refuses to be built without it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
-from ._webhook import SIGNATURE_HEADER, OnError, check_on_error, decide
+from ._webhook import SIGNATURE_HEADER, OnError, check_on_error, check_recording, decide
 from .client import BlocklistClient
 
 __all__ = ["WebhookBlocklistMiddleware"]
@@ -40,11 +42,12 @@ class WebhookBlocklistMiddleware:
         app: the bot's ASGI application.
         blocklist: the blocklist to check against (start it in the app's lifespan, or before serving).
         path: the webhook path(s) to guard, exactly as in ``scope["path"]``.
-        app_secret: the Meta app secret, to re-sign bodies that changed (bots that verify signatures need it).
+        app_secret: the Meta app secret: bodies are recorded from only when their signature verifies under it, and
+            bodies that changed are re-signed with it (bots that verify signatures need it).
         on_error: when the blocklist cannot answer, ``deny`` answers 503 (Meta retries later), ``allow``
             forwards the body unchecked.
-        record_inbound: record message senders as having written now (direct mode; enables blocking under
-            Meta's 24-hour rule for a bot that runs without the proxy).
+        record_inbound: record message senders as having written now (direct mode, needs ``app_secret``; enables
+            blocking under Meta's 24-hour rule for a bot that runs without the proxy).
         max_body_bytes: larger bodies are answered 413 (Meta's payloads are far smaller).
     """
 
@@ -64,6 +67,7 @@ class WebhookBlocklistMiddleware:
         self.paths = frozenset([path] if isinstance(path, str) else path)
         self.app_secret = app_secret
         self.on_error = check_on_error(on_error)
+        check_recording(blocklist, record_inbound, app_secret)
         self.record_inbound = record_inbound
         self.max_body_bytes = max_body_bytes
 

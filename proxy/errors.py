@@ -96,7 +96,7 @@ class BodyTooLarge(BadRequest):
     code = "body_too_large"
 
 
-class UnknownWebhookConnector(BlocklistError):
+class UnknownWebhookConnector(UnknownConnector):
     """The payload names a phone number ID or WABA that no connector has (``webhooks.unknown_connectors: refuse``).
 
     503, never 4xx: the payload is valid, Meta retries it until the connector is configured."""

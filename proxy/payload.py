@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -166,6 +166,12 @@ def parse(body: bytes) -> dict[str, Any]:
         payload = json.loads(body, parse_constant=_no_constant)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: absurd nesting
         raise PayloadError("invalid_json", "the webhook body is not valid JSON") from None
+    check(payload)
+    return payload  # type: ignore[no-any-return]
+
+
+def check(payload: Any) -> None:
+    """Shape-check an already parsed webhook body (see :func:`parse`); raises :class:`PayloadError`."""
     if not isinstance(payload, dict):
         raise PayloadError("invalid_payload", "the webhook body must be a JSON object")
     if payload.get("object") != WABA_OBJECT:
@@ -185,7 +191,6 @@ def parse(body: bytes) -> dict[str, Any]:
             count += 1
     if not count:
         raise PayloadError("invalid_payload", "the webhook holds no changes")
-    return payload
 
 
 def _no_constant(name: str) -> Any:
@@ -311,6 +316,21 @@ def _complete(items: list[Item]) -> list[Item]:
         elif uid and not wa and uid in by_uid:
             i.person = Person(by_uid[uid], uid)
     return [i for i in items if i.person]
+
+
+def users(changes: Iterable[Change], policy: Policy = POLICY) -> list[tuple[Person, bool]]:
+    """The users some changes name, each once, with True when one of their items counts as writing (activity).
+
+    Users of items the policy neither removes nor counts (statuses, echoes, preferences) are left out unless the item
+    pairs a wa_id with a BSUID (a link worth learning), so a statuses-only webhook needs no blocklist look-up.
+    """
+    active: dict[Person, bool] = {}
+    for change in changes:
+        for item in change.items:
+            rule = policy[item.kind]
+            if rule.remove or rule.activity or (item.person.wa_id and item.person.bsuid):
+                active[item.person] = active.get(item.person, False) or rule.activity
+    return list(active.items())
 
 
 # --- filtering -----------------------------------------------------------------------------------------------

@@ -308,18 +308,8 @@ def _unknown_connectors(config: Config, unknown: list[wp.Change]) -> None:
 
 
 def users_of(changes: Iterable[wp.Change], policy: wp.Policy = wp.POLICY) -> list[InboundUser]:
-    """The users a connector's changes name, each once, active when one of their items counts as writing.
-
-    Users of items the policy neither removes nor counts (statuses, echoes, preferences) are left out unless the item
-    pairs a wa_id with a BSUID (a link to learn), so a statuses-only webhook costs no store round trip.
-    """
-    active: dict[wp.Person, bool] = {}
-    for change in changes:
-        for item in change.items:
-            rule = policy[item.kind]
-            if rule.remove or rule.activity or (item.person.wa_id and item.person.bsuid):
-                active[item.person] = active.get(item.person, False) or rule.activity
-    return [InboundUser(wa_id=p.wa_id, bsuid=p.bsuid, active=a) for p, a in active.items()]
+    """The users a connector's changes name, each once (see :func:`proxy.payload.users`)."""
+    return [InboundUser(p.wa_id, p.bsuid, active) for p, active in wp.users(list(changes), policy)]
 
 
 async def _check_share(service: BlocklistService, share: _Share, verified: bool) -> None:

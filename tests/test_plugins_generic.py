@@ -24,7 +24,7 @@ from plugins.aiohttp_client import GraphSendRefused, graph_client_middleware
 from plugins.aiohttp_webhook import webhook_middleware
 from plugins.asgi import WebhookBlocklistMiddleware
 from plugins.client import BlocklistClient
-from proxy.blocklist import BlocklistService
+from proxy.blocklist import BlocklistService, InboundUser
 from proxy.graph import RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE
 
 from conftest import APP_SECRET, PNID, free_port
@@ -220,3 +220,76 @@ async def test_outgoing_send_when_blocklist_is_down(fake_graph: FakeGraph) -> No
     assert err.value.status == 503 and err.value.graph_code == SERVICE_UNAVAILABLE
     assert err.value.graph_error["error"]["is_transient"] is True
     assert fake_graph.requests == []
+
+
+# --- nothing unverified changes state (issue 20) ----------------------------------------------------------------
+
+STRANGER = "573009990000"
+
+
+async def test_forged_webhook_records_nothing(
+    serve: Server, config: Any, clock: Any, service: BlocklistService
+) -> None:
+    await block(service, BLOCKED, bsuid=BLOCKED_BSUID)  # learns BLOCKED ↔ BLOCKED_BSUID
+    async with BlocklistClient.direct(config, clock=clock) as blocklist:
+        bot, post = await serve(blocklist, app_secret=APP_SECRET)
+        # A forgery pairing the blocked user's BSUID with a stranger's number, and a stranger "writing".
+        forged = dumps(messages_payload(PNID, (STRANGER, BLOCKED_BSUID, "re-link me")))
+        for headers in ({}, {"X-Hub-Signature-256": "sha256=" + "0" * 64}, signed(forged + b" ")):
+            await post(forged, headers)
+    assert await service.last_inbound_ms(PNID, STRANGER) is None  # not "recently active"
+    assert await service.store.linked(PNID, BLOCKED_BSUID) == BLOCKED  # the link is untouched
+    assert await service.store.linked(PNID, STRANGER) is None
+    assert await service.check(PNID, BLOCKED_BSUID) == BLOCKED
+    assert bot.seen == []  # the bot's own check refused every forgery
+
+
+async def test_genuine_webhook_repairs_a_poisoned_link(
+    serve: Server, config: Any, clock: Any, service: BlocklistService
+) -> None:
+    await block(service, BLOCKED, bsuid=BLOCKED_BSUID)
+    # The state an unverified POST left before this fix: the BSUID re-linked to a stranger's number.
+    await service.record_inbound(PNID, [InboundUser(STRANGER, BLOCKED_BSUID, active=False)])
+    assert await service.store.linked(PNID, BLOCKED_BSUID) == STRANGER
+    assert await service.store.linked(PNID, BLOCKED) is None  # the stale reverse entry went with it
+    async with BlocklistClient.direct(config, clock=clock) as blocklist:
+        bot, post = await serve(blocklist, app_secret=APP_SECRET)
+        genuine = dumps(messages_payload(PNID, (BLOCKED, BLOCKED_BSUID, "hola")))
+        assert await post(genuine, signed(genuine)) == 200
+    assert await service.store.linked(PNID, BLOCKED_BSUID) == BLOCKED
+    assert await service.store.linked(PNID, BLOCKED) == BLOCKED_BSUID
+    assert await service.store.linked(PNID, STRANGER) is None  # no stale reverse entry left behind
+    assert await service.check(PNID, BLOCKED_BSUID) == BLOCKED
+    assert bot.seen == []  # and the blocked user's message was removed
+
+
+async def test_direct_mode_recording_needs_the_app_secret(config: Any, clock: Any) -> None:
+    direct = BlocklistClient.direct(config, clock=clock)
+    with pytest.raises(ValueError, match="app_secret"):
+        webhook_middleware(direct)
+    with pytest.raises(ValueError, match="app_secret"):
+        WebhookBlocklistMiddleware(Starlette(), direct)
+    webhook_middleware(direct, record_inbound=False)  # checking without recording needs no secret
+    WebhookBlocklistMiddleware(Starlette(), direct, app_secret=APP_SECRET)
+
+
+async def test_aiohttp_handler_streaming_request_content_gets_the_filtered_body(
+    aiohttp_client: Any, blocklist: BlocklistClient, service: BlocklistService
+) -> None:
+    await block(service, BLOCKED)
+    streamed: list[bytes] = []
+
+    async def handler(req: web.Request) -> web.Response:
+        streamed.append(b"".join([chunk async for chunk in req.content.iter_any()]))
+        return web.Response(text="ok")
+
+    aio = web.Application(middlewares=[webhook_middleware(blocklist, app_secret=APP_SECRET)])
+    aio.router.add_post("/webhooks/whatsapp", handler)
+    client = await aiohttp_client(aio)
+    for senders in ([(ALLOWED, "", "hi")], [(ALLOWED, "", "hi"), (BLOCKED, "", "x")]):
+        body = dumps(messages_payload(PNID, *senders))
+        async with client.post("/webhooks/whatsapp", data=body, headers=signed(body)) as response:
+            assert response.status == 200
+    unchanged, filtered = streamed
+    assert unchanged == dumps(messages_payload(PNID, (ALLOWED, "", "hi")))
+    assert [m["from"] for m in json.loads(filtered)["entry"][0]["changes"][0]["value"]["messages"]] == [ALLOWED]
