@@ -1,11 +1,14 @@
 """Operations endpoints on the proxy's root: ``/healthz``, ``/readyz`` and ``/metrics``.
 
-None of them needs a token (they hold no blocklist data): restrict them at the network edge if the proxy's port is
-reachable from outside. They must be registered before the gateway's catch-all, or they would be sent to Meta.
+The probes need no token (they hold no data). ``/metrics`` needs ``Authorization: Bearer <admin.metrics_token>``
+when that key is set (metrics name connectors and counts); otherwise restrict it at the network edge.
+They must be registered before the gateway's catch-all, or they would be sent to Meta.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 from aiohttp import web
@@ -42,7 +45,18 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """``GET /metrics``: this process's metrics in the Prometheus text format."""
+    """``GET /metrics``: this process's metrics in the Prometheus text format (behind ``admin.metrics_token``)."""
+    expected = request.app[CONFIG].admin.metrics_token
+    if expected:
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            hashlib.sha256(presented.strip().encode()).digest(), hashlib.sha256(expected.encode()).digest()
+        ):
+            return web.json_response(
+                {"error": {"code": "unauthorized", "message": "send the metrics token as 'Authorization: Bearer …'"}},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="wa-blocklist-metrics"'},
+            )
     return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -430,3 +430,81 @@ async def test_an_opted_out_connector_cannot_carry_unsigned_items_for_one_that_r
     only_required = p.encode(p.envelope(p.messages_change(PNID_BR, [p.text("5511987650000")])))
     assert (await client.post("/webhooks/whatsapp", data=only_required)).status == 401
     assert contact_center.received == []
+
+
+# --- admin authentication: throttled per address, failures logged without the token -------------------------------
+
+
+async def test_wrong_tokens_close_the_address_with_exponential_back_off(
+    client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="proxy.admin.auth")
+    wrong = {"Authorization": "Bearer wrong-token-guess-0001"}
+    statuses = []
+    for _ in range(20):  # a burst of guesses, as fast as the client can send them
+        async with client.get("/admin/api/session", headers=wrong) as resp:
+            statuses.append(resp.status)
+            retry_after = resp.headers.get("Retry-After")
+    assert statuses[:5] == [401] * 5 and statuses[5] == 401  # five free failures; the sixth closes the address
+    assert set(statuses[6:]) == {429}  # every further guess is refused unchecked
+    assert retry_after == "1"
+    resp = await client.get("/admin/api/session", headers=auth())
+    assert resp.status == 429  # even the right token: a closed address learns nothing
+    body = await resp.json()
+    assert body["error"]["code"] == "too_many_attempts" and int(resp.headers["Retry-After"]) >= 1
+    failures = [r for r in caplog.records if r.name == "proxy.admin.auth"]
+    assert len(failures) == 6 and {r.levelno for r in failures} == {logging.WARNING}
+    assert all("127.0.0.1" in r.getMessage() for r in failures)
+    assert "closed for 1 s" in failures[-1].getMessage()
+    assert not [r for r in caplog.records if "wrong-token-guess" in r.getMessage() or ADMIN_TOKEN in r.getMessage()]
+
+
+def test_back_off_doubles_reopens_and_forgets() -> None:
+    from proxy.admin.auth import AuthThrottle, TooManyAttempts
+
+    now = [1000.0]
+    throttle = AuthThrottle(free=2, base_seconds=1, max_seconds=8, forget_seconds=60, max_addresses=3,
+                            clock=lambda: now[0])  # fmt: skip
+    assert [throttle.failed("10.0.0.1") for _ in range(2)] == [0, 0]
+    closings = []
+    for _ in range(5):
+        closings.append(throttle.failed("10.0.0.1"))
+        with pytest.raises(TooManyAttempts) as refused:
+            throttle.check("10.0.0.1")
+        assert refused.value.retry_after == max(1, int(closings[-1]))
+        now[0] += closings[-1]  # wait exactly as long as told
+        throttle.check("10.0.0.1")  # open again
+    assert closings == [1, 2, 4, 8, 8]  # doubling, capped
+    throttle.check("10.0.0.2")  # other addresses are not affected
+    throttle.succeeded("10.0.0.1")
+    assert throttle.failed("10.0.0.1") == 0  # a success starts the count afresh
+    for address in ("a", "b", "c", "d"):
+        throttle.failed(address)
+    assert "10.0.0.1" not in throttle._failures and len(throttle._failures) == 3  # bounded memory
+    throttle.failed("d")
+    throttle.failed("d")
+    now[0] += 61
+    throttle.check("d")  # forgotten after an hour without failures
+
+
+async def test_forwarded_for_is_ignored_from_an_untrusted_peer(client: TestClient[Any, Any]) -> None:
+    for i in range(6):  # a client cannot dodge the count by claiming another address on each guess
+        headers = {"Authorization": "Bearer wrong-token-guess-0001", "X-Forwarded-For": f"10.1.1.{i}"}
+        assert (await client.get("/admin/api/session", headers=headers)).status == 401
+    assert (await client.get("/admin/api/session", headers=auth())).status == 429
+
+
+async def test_metrics_can_be_put_behind_a_token(aiohttp_client: Any, make_config: ConfigFactory) -> None:
+    def with_token(data: dict[str, Any]) -> None:
+        data["admin"]["metrics_token"] = "metrics-scrape-token-01"
+
+    open_metrics = await aiohttp_client(create_app(make_config()))
+    assert (await open_metrics.get("/metrics")).status == 200
+    guarded = await aiohttp_client(create_app(make_config(with_token)))
+    for headers in ({}, {"Authorization": "Bearer nope"}, auth()):
+        resp = await guarded.get("/metrics", headers=headers)
+        assert resp.status == 401 and "WWW-Authenticate" in resp.headers
+        assert "wabl_" not in await resp.text()
+    resp = await guarded.get("/metrics", headers={"Authorization": "Bearer metrics-scrape-token-01"})
+    assert resp.status == 200 and "wabl_requests_total" in await resp.text()
+    assert (await guarded.get("/healthz")).status == 200  # probes stay open

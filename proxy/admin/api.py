@@ -1,4 +1,4 @@
-"""The admin JSON API (``/admin/api/``): connectors, block entries, bearer-token auth with roles.
+"""The admin JSON API (``/admin/api/``): connectors, block entries, auth with roles (see :mod:`.auth`).
 
 Errors are always ``{"error": {"code": "<slug>", "message": "<sentence>"}}`` with a fitting status; bad input
 is a 4xx, never a 500.
@@ -6,8 +6,6 @@ is a 4xx, never a 500.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import re
@@ -18,15 +16,17 @@ from aiohttp.typedefs import Handler
 
 from ..blocklist import Actor, parse_expiry
 from ..bodies import read_body
-from ..config import AdminToken
 from ..errors import BadRequest, BlocklistError, Forbidden, Unauthorized
 from ..keys import CONFIG, SERVICE
+from .auth import AuthThrottle, Principal, TooManyAttempts, authenticate
 from .openapi import OPENAPI
 from .page import setup_page
 
 log = logging.getLogger(__name__)
 
-TOKEN = web.RequestKey("admin_token", AdminToken)
+PRINCIPAL = web.RequestKey("admin_principal", Principal)
+"""Who makes the request (a token's name or a person's e-mail address) and their role."""
+THROTTLE = web.AppKey("admin_auth_throttle", AuthThrottle)
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _BODY_FIELDS = frozenset({"number", "reason", "duration", "expires_at"})
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
@@ -55,6 +55,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except Unauthorized as exc:
         return json_error(exc.status, exc.code, exc.message, {"WWW-Authenticate": 'Bearer realm="wa-blocklist"'})
+    except TooManyAttempts as exc:
+        return json_error(exc.status, exc.code, exc.message, {"Retry-After": str(exc.retry_after)})
     except BlocklistError as exc:
         return json_error(exc.status, exc.code, exc.message)
     except web.HTTPException as exc:
@@ -69,38 +71,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(500, "internal_error", "an internal error occurred; it has been logged")
 
 
-def authenticate(tokens: tuple[AdminToken, ...], header: str) -> AdminToken:
-    """Find the token presented in an ``Authorization: Bearer`` header, comparing in constant time.
-
-    Raises:
-        Unauthorized: header missing, malformed or matching no token.
-    """
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
-        raise Unauthorized("send an admin token as 'Authorization: Bearer <token>'")
-    digest = hashlib.sha256(presented.strip().encode()).digest()
-    found: AdminToken | None = None
-    for token in tokens:  # no early exit: every token is compared, so timing says nothing about which matched
-        if hmac.compare_digest(digest, hashlib.sha256(token.token.encode()).digest()):
-            found = token
-    if found is None:
-        raise Unauthorized("the admin token is not valid")
-    return found
-
-
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bearer-token auth for every API route; only the ``admin`` role may change anything."""
+    """Auth for every API route (a token or a person signed in by a trusted reverse proxy); only the ``admin`` role
+    may change anything."""
     if request.path.startswith("/admin/api/") and request.path != "/admin/api/openapi.json":
-        token = authenticate(request.config_dict[CONFIG].admin.tokens, request.headers.get("Authorization", ""))
-        if request.method not in _READ_METHODS and token.role != "admin":
-            raise Forbidden(f"the token {token.name!r} has the {token.role} role and cannot change blocks")
-        request[TOKEN] = token
+        who = authenticate(request, request.config_dict[CONFIG].admin, request.app[THROTTLE])
+        if request.method not in _READ_METHODS and who.role != "admin":
+            what = "the token" if who.kind == "token" else ""
+            raise Forbidden(f"{what} {who.name!r} has the {who.role} role and cannot change blocks".strip())
+        request[PRINCIPAL] = who
     return await handler(request)
 
 
-def _actor(request: web.Request) -> Actor:
-    return Actor(name=request[TOKEN].name, source="admin_api")
+def actor(request: web.Request, source: str = "admin_api") -> Actor:
+    """The audit trail's "who" for a change made through this request."""
+    return Actor(name=request[PRINCIPAL].name, source=source)
 
 
 def _number(kind: type[int] | type[float]) -> Any:
@@ -184,9 +170,9 @@ def _int_param(request: web.Request, name: str, default: int) -> int:
 
 @routes.get("/api/session")
 async def session(request: web.Request) -> web.Response:
-    """Who the token belongs to and what it may do (the admin page uses it to show or hide controls)."""
-    token = request[TOKEN]
-    return web.json_response({"name": token.name, "role": token.role})
+    """Who is signed in and what they may do (the admin page uses it to show or hide controls)."""
+    who = request[PRINCIPAL]
+    return web.json_response({"name": who.name, "role": who.role})
 
 
 @routes.get("/api/connectors")
@@ -228,7 +214,7 @@ async def add_block(request: web.Request) -> web.Response:
     entry, created = await service.block(
         pnid,
         number,
-        actor=_actor(request),
+        actor=actor(request),
         reason=body.get("reason") or "",
         expires_at_ms=expires_at_ms,
         duration_seconds=duration_seconds,
@@ -248,7 +234,7 @@ async def remove_block(request: web.Request) -> web.Response:
     await request.config_dict[SERVICE].unblock(
         request.match_info["pnid"],
         request.match_info["number"],
-        actor=_actor(request),
+        actor=actor(request),
         reason=request.query.get("reason", ""),
     )
     return web.Response(status=204)
@@ -280,9 +266,12 @@ async def openapi_document(request: web.Request) -> web.Response:
 def create_admin_app() -> web.Application:
     """The admin sub-application, mounted at ``/admin/``."""
     app = web.Application(middlewares=[error_middleware, auth_middleware])
+    app[THROTTLE] = AuthThrottle()
     from .bulk import routes as bulk_routes  # imported here: it uses this module's helpers
+    from .changes import routes as change_routes  # PATCH a block, restore an export
 
     app.add_routes(bulk_routes)
+    app.add_routes(change_routes)
     app.add_routes(routes)
     setup_page(app)
     app.on_response_prepare.append(_no_sniffing)

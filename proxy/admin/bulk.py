@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..blocklist import Actor
 from ..bodies import read_body
 from ..bulk import MAX_BYTES, export_csv, import_csv
 from ..errors import BadRequest
 from ..keys import CONFIG, SERVICE
-from .api import TOKEN
+from .api import actor
 
 routes = web.RouteTableDef()
 
@@ -50,7 +49,7 @@ async def import_blocks(request: web.Request) -> web.Response:
         service,
         pnid,
         body,
-        actor=Actor(request[TOKEN].name, "admin_api_import"),
+        actor=actor(request, "admin_api_import"),
         dry_run=flag in ("true", "1"),
     )
     return web.json_response(report.to_json())
