@@ -12,13 +12,13 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from . import identity as ids
 from .cache import CheckCache
 from .config import Config, ConnectorConfig
-from .errors import BadRequest, InvalidNumber, NotBlocked, NotRecentlyActive, UnknownConnector
+from .errors import BadRequest, InvalidNumber, NotBlocked, NotRecentlyActive, StoreUnavailable, UnknownConnector
 from .identity import Identity
 from .store import DAY_MS, BlockEntry, BlocklistStore
 
@@ -192,6 +192,116 @@ class BlocklistService:
         log.info("unblocked %s on %s by %s via %s", _mask(removed.number), pnid, actor.name, actor.source)
         await self._notify("unblock", pnid, removed)
         return removed
+
+    async def restore(
+        self,
+        pnid: str,
+        number: str,
+        *,
+        actor: Actor,
+        reason: str = "",
+        blocked_at_ms: int | None = None,
+        blocked_by: str = "",
+        source: str = "",
+        expires_at_ms: int | None = None,
+    ) -> tuple[BlockEntry, bool]:
+        """Put an exported block back as it was: its reason, expiry, who blocked and when are kept.
+
+        WhatsApp's 24-hour rule is not applied (the block was made under it, or elsewhere); the change is audited as a
+        block by ``actor`` through its own source (``restore``, ``cli_restore``), not as the original blocker.
+
+        Returns:
+            The entry and True if it was restored, or the existing entry and False when the number is blocked already.
+
+        Raises:
+            UnknownConnector, InvalidNumber: bad input.
+            BadRequest: the block has expired already, its expiry is more than a year away, or its date is in the
+                future.
+            StoreUnavailable: Redis is down.
+        """
+        self.connector(pnid)
+        who = self._lookup_identity(pnid, number)
+        now = self.now_ms()
+        if expires_at_ms is not None and expires_at_ms <= now:
+            raise BadRequest("the block has expired already; restoring it would block nobody")
+        check_expiry(expires_at_ms, now)
+        if blocked_at_ms is not None and blocked_at_ms > now:
+            raise BadRequest("blocked_at is in the future")
+        entry = BlockEntry(
+            number=who.value,
+            kind=who.kind,
+            key=who.key,
+            blocked_at_ms=now if blocked_at_ms is None else blocked_at_ms,
+            reason=clean_reason(reason),
+            blocked_by=blocked_by.strip()[:200] or actor.name,
+            source=source.strip()[:64] or actor.source,
+            expires_at_ms=expires_at_ms,
+        )
+        status, stored = await self.store.block(
+            pnid, entry, cutoff_ms=0, force=True, now_ms=now, audit=(actor.name, actor.source, now)
+        )
+        if self.cache is not None:
+            self.cache.invalidate(pnid)
+        assert stored is not None
+        created = status == "created"
+        if created:
+            log.info("restored the block of %s on %s by %s via %s", _mask(stored.number), pnid, actor.name,
+                     actor.source)  # fmt: skip
+            await self._notify("block", pnid, stored)
+        return stored, created
+
+    async def update(
+        self,
+        pnid: str,
+        number: str,
+        *,
+        actor: Actor,
+        reason: str | None = None,
+        expires_at_ms: int | None = None,
+        duration_seconds: int | None = None,
+        permanent: bool = False,
+    ) -> BlockEntry:
+        """Change the reason and/or the expiry of an existing block (an explicit action, audited as ``update``).
+
+        Args:
+            reason: the new reason; None keeps it.
+            expires_at_ms, duration_seconds: a new expiry (from now for a duration); ``permanent`` removes it.
+                None of the three keeps the expiry.
+
+        Raises:
+            NotBlocked: the number has no block on this connector.
+            BadRequest: nothing to change, conflicting expiry options, or an expiry out of range.
+        """
+        self.connector(pnid)
+        who = self._lookup_identity(pnid, number)
+        if sum((expires_at_ms is not None, duration_seconds is not None, permanent)) > 1:
+            raise BadRequest("give at most one of duration, expires_at or a permanent block")
+        keep_expiry = expires_at_ms is None and duration_seconds is None and not permanent
+        if reason is None and keep_expiry:
+            raise BadRequest("nothing to change: give a reason, a duration or expires_at")
+        new_reason = None if reason is None else clean_reason(reason)
+        for _ in range(5):  # a concurrent change makes the store refuse; read again and re-apply
+            now = self.now_ms()
+            current = await self.store.get(pnid, who.key, now)
+            if current is None:
+                raise NotBlocked(f"{who.value} is not blocked on this connector")
+            expiry = current.expires_at_ms
+            if not keep_expiry:
+                expiry = None if permanent else (expires_at_ms or now + (duration_seconds or 0) * 1000)
+                check_expiry(expiry, now)
+            changed = replace(
+                current, reason=current.reason if new_reason is None else new_reason, expires_at_ms=expiry
+            )
+            status = await self.store.update(pnid, current, changed, by=actor.name, source=actor.source, at_ms=now)
+            if self.cache is not None:
+                self.cache.invalidate(pnid)
+            if status == "updated":
+                log.info("updated the block of %s on %s by %s via %s", _mask(changed.number), pnid, actor.name,
+                         actor.source)  # fmt: skip
+                return changed
+            if status == "missing":
+                raise NotBlocked(f"{who.value} is not blocked on this connector")
+        raise StoreUnavailable("the block kept changing while it was updated; try again")
 
     async def get(self, pnid: str, number: str) -> BlockEntry:
         """The block entry for a number in any of its forms.

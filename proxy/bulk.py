@@ -8,7 +8,8 @@ Import format: UTF-8 (a BOM is allowed), a header row, then one number per row::
 
 Columns: ``number`` (required), ``reason``, and at most one of ``duration`` (``30m``, ``12h``, ``1d``, ``7d`` or
 seconds) and ``expires_at`` (ISO 8601) for a temporary block. The columns an export adds (``type``,
-``blocked_at``, ``blocked_by``, ``source``) are accepted and ignored, so an export imports back as it is.
+``blocked_at``, ``blocked_by``, ``source``) are accepted and ignored by an import. :func:`restore_csv` reads them
+too: it puts an export back as it was, without the 24-hour rule (a backup, or a migration from another proxy).
 
 The whole file is read and checked before anything is written: a file that is not UTF-8, not CSV, has no usable
 header, an unknown column, a row with more fields than the header, or more than :data:`MAX_ROWS` rows is refused
@@ -27,7 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .blocklist import Actor, BlocklistService, check_expiry, clean_reason, parse_expiry
+from .blocklist import Actor, BlocklistService, check_expiry, clean_reason, parse_expires_at, parse_expiry
 from .errors import BadRequest, BlocklistError, InvalidCsv, NotRecentlyActive, TooManyRows
 
 MAX_ROWS = 64_000
@@ -59,6 +60,9 @@ class RowResult:
     block_reason: str = field(default="", repr=False)
     expires_at_ms: int | None = field(default=None, repr=False)
     duration_seconds: int | None = field(default=None, repr=False)
+    blocked_at_ms: int | None = field(default=None, repr=False)
+    blocked_by: str = field(default="", repr=False)
+    source: str = field(default="", repr=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"row": self.row, "number": self.number, "outcome": self.outcome}
@@ -236,6 +240,98 @@ async def _check(service: BlocklistService, pnid: str, result: RowResult) -> Non
 
 
 _STALE = "24-hour rule: the user has not messaged this connector in the last 24 hours"
+
+
+async def restore_csv(
+    service: BlocklistService,
+    pnid: str,
+    data: bytes,
+    *,
+    actor: Actor,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Restore an export as it was: each row keeps its reason, expiry, ``blocked_by`` and ``blocked_at``.
+
+    The 24-hour rule is not applied (see :meth:`BlocklistService.restore`); every other row check of an import is.
+    Rows whose block has expired already are refused. ``actor`` is recorded in the audit trail with its own source.
+
+    Raises:
+        InvalidCsv, TooManyRows: the file was refused whole; nothing was written.
+        UnknownConnector: no such connector.
+        StoreUnavailable: the store went away; re-running the restore is harmless.
+    """
+    service.connector(pnid)
+    rows = read_rows(data)
+    results = plan(service, pnid, rows)
+    for result, (_, values) in zip(results, rows, strict=True):
+        if result.outcome:
+            continue
+        result.block_reason = clean_reason(_unguard(values.get("reason", "")))
+        result.blocked_by = _unguard(values.get("blocked_by", ""))
+        result.source = values.get("source", "")
+        try:
+            if values.get("blocked_at"):
+                result.blocked_at_ms = _moment("blocked_at", values["blocked_at"])
+                if result.blocked_at_ms > service.now_ms():
+                    raise BadRequest("blocked_at is in the future")
+        except BlocklistError as exc:
+            result.outcome, result.reason = "refused", exc.message
+    todo = [r for r in results if not r.outcome]
+    done = len(results) - len(todo)
+    if progress is not None:
+        progress(done, len(results))
+    semaphore = asyncio.Semaphore(_CONCURRENCY)
+
+    async def apply(result: RowResult) -> None:
+        nonlocal done
+        async with semaphore:
+            if dry_run:
+                exists = await service.store.get(pnid, result.key, service.now_ms()) is not None
+                result.outcome = "already_blocked" if exists else "blocked"
+            else:
+                await _restore(service, pnid, result, actor)
+        done += 1
+        if progress is not None:
+            progress(done, len(results))
+
+    await asyncio.gather(*(apply(r) for r in todo))
+    return ImportReport(dry_run=dry_run, rows=results)
+
+
+async def _restore(service: BlocklistService, pnid: str, result: RowResult, actor: Actor) -> None:
+    expires_at_ms = result.expires_at_ms
+    if result.duration_seconds is not None:
+        expires_at_ms = service.now_ms() + result.duration_seconds * 1000
+    try:
+        _, created = await service.restore(
+            pnid,
+            result.number,
+            actor=actor,
+            reason=result.block_reason,
+            blocked_at_ms=result.blocked_at_ms,
+            blocked_by=result.blocked_by,
+            source=result.source,
+            expires_at_ms=expires_at_ms,
+        )
+    except BadRequest as exc:
+        result.outcome, result.reason = "refused", exc.message
+        return
+    result.outcome = "blocked" if created else "already_blocked"
+
+
+def _moment(column: str, text: str) -> int:
+    try:
+        return parse_expires_at(text)
+    except BadRequest:
+        raise BadRequest(
+            f"{column} must be an ISO 8601 date-time with a time zone, e.g. 2026-12-01T00:00:00Z"
+        ) from None
+
+
+def _unguard(text: str) -> str:
+    # The export disarms spreadsheet formulas with a leading quote (_safe); a restore takes the text back.
+    return text[1:] if text[:1] == "'" and text[1:2] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 async def export_csv(service: BlocklistService, pnid: str) -> AsyncIterator[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .blocklist import Actor, BlocklistService, parse_duration
-from .bulk import export_csv, import_csv
+from .bulk import export_csv, import_csv, restore_csv
 from .config import Config, load_config
 from .errors import BlocklistError, ConfigError
 from .meta import MetaSync
@@ -245,10 +245,10 @@ async def _import(service: BlocklistService, pnid: str, args: argparse.Namespace
     except OSError as exc:
         raise BlocklistError(f"cannot read {args.file}: {exc.strerror}") from None
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
-    report = await import_csv(
-        service, pnid, data, actor=Actor(args.by, "cli_import"), dry_run=args.dry_run,
-        progress=bar.update if bar else None,
-    )  # fmt: skip
+    apply, source = (restore_csv, "cli_restore") if args.restore else (import_csv, "cli_import")
+    report = await apply(
+        service, pnid, data, actor=Actor(args.by, source), dry_run=args.dry_run, progress=bar.update if bar else None
+    )
     if bar is not None:
         bar.close()
     if args.json:
@@ -258,7 +258,8 @@ async def _import(service: BlocklistService, pnid: str, args: argparse.Namespace
             if row.outcome == "refused":
                 print(f"row {row.row}: {row.number or '(empty)'}: refused: {row.reason}")
         counts = report.counts()
-        verb = "would be blocked" if args.dry_run else "blocked"
+        verb = "restored" if args.restore else "blocked"
+        verb = f"would be {verb}" if args.dry_run else verb
         print(
             f"{counts['blocked']} {verb}, {counts['already_blocked']} already blocked, {counts['refused']} refused"
             + (" (dry run: nothing changed)" if args.dry_run else "")

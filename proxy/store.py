@@ -140,6 +140,32 @@ return existing
 """
 )
 
+# KEYS: blocks audit expiry order. ARGV: key old_fingerprint new_entry_json expires_at_ms ('' when permanent)
+#       audit_maxlen invalidation_channel pnid, then the audit record: number type by source reason at, then now_ms
+# Compare-and-set: the entry is replaced only if it is still the one the caller read (a concurrent change wins).
+_UPDATE = (
+    _EXPIRY_FUNCTIONS
+    + """
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if not existing then return 'missing' end
+if not live(KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[14])) then
+  expire(KEYS[1], KEYS[4], KEYS[3], KEYS[2], ARGV[1], ARGV[5], ARGV[13])
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
+  return 'missing'
+end
+local e = cjson.decode(existing)
+local exp = e['expires_at_ms']
+if exp == nil or exp == cjson.null then exp = '' else exp = string.format('%d', exp) end
+if string.format('%d', e['blocked_at_ms']) .. '|' .. exp .. '|' .. e['reason'] ~= ARGV[2] then return 'changed' end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+if ARGV[4] == '' then redis.call('ZREM', KEYS[3], ARGV[1]) else redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1]) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'action', 'update', 'number', ARGV[8], 'type', ARGV[9],
+  'by', ARGV[10], 'source', ARGV[11], 'reason', ARGV[12], 'at', ARGV[13])
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return 'updated'
+"""
+)
+
 # KEYS: blocks links expiry. ARGV: now_ms, then identity keys.
 # Returns {first blocked key (directly or through a link), its expiry in ms or ''}, or nil.
 _BLOCKED_KEY = """
@@ -341,6 +367,12 @@ class BlockEntry:
         return cls(**json.loads(raw))
 
 
+def _fingerprint(entry: BlockEntry) -> str:
+    """What the update script compares to tell that an entry is still the one read (see ``_UPDATE``)."""
+    expires = "" if entry.expires_at_ms is None else str(entry.expires_at_ms)
+    return f"{entry.blocked_at_ms}|{expires}|{entry.reason}"
+
+
 def iso_ms(ms: int) -> str:
     """Unix milliseconds → ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
@@ -374,6 +406,7 @@ class BlocklistStore:
         """Most time one operation may take, retries and reconnection included (None: no overall bound)."""
         self._block = client.register_script(_BLOCK)
         self._unblock = client.register_script(_UNBLOCK)
+        self._update = client.register_script(_UPDATE)
         self._blocked_key = client.register_script(_BLOCKED_KEY)
         self._inbound = client.register_script(_INBOUND)
         self._page = client.register_script(_PAGE)
@@ -408,12 +441,19 @@ class BlocklistStore:
         return bool(await self._call(self.redis.ping()))
 
     async def block(
-        self, pnid: str, entry: BlockEntry, cutoff_ms: int, force: bool, now_ms: int | None = None
+        self,
+        pnid: str,
+        entry: BlockEntry,
+        cutoff_ms: int,
+        force: bool,
+        now_ms: int | None = None,
+        audit: tuple[str, str, int] | None = None,
     ) -> tuple[str, BlockEntry | None]:
         """Add ``entry`` unless present; refuse if the user has no inbound at or after ``cutoff_ms``.
 
         An expired entry for the same key counts as absent (it is removed with an ``expire`` audit record).
-        ``now_ms`` defaults to ``entry.blocked_at_ms``.
+        ``now_ms`` defaults to ``entry.blocked_at_ms``. ``audit`` = ``(by, source, at_ms)`` records who made the change
+        when that is not the entry's own ``blocked_by``/``source``/``blocked_at`` (a restore keeps those).
 
         Returns:
             ``("created", entry)``, ``("exists", existing_entry)`` or ``("stale", None)``.
@@ -433,10 +473,10 @@ class BlocklistStore:
                     pnid,
                     entry.number,
                     entry.kind,
-                    entry.blocked_by,
-                    entry.source,
+                    entry.blocked_by if audit is None else audit[0],
+                    entry.source if audit is None else audit[1],
                     entry.reason,
-                    entry.blocked_at,
+                    entry.blocked_at if audit is None else iso_ms(audit[2]),
                     entry.blocked_at_ms if now_ms is None else now_ms,
                     "" if entry.expires_at_ms is None else entry.expires_at_ms,
                 ],
@@ -459,6 +499,26 @@ class BlocklistStore:
             )
         )
         return BlockEntry.loads(raw) if raw else None
+
+    async def update(self, pnid: str, old: BlockEntry, new: BlockEntry, *, by: str, source: str, at_ms: int) -> str:
+        """Replace ``old`` with ``new`` (same key; reason or expiry changed), audited as an ``update``.
+
+        Returns:
+            ``updated``; ``missing`` when no live entry is there any more; ``changed`` when the entry is no longer
+            ``old`` (someone changed it meanwhile: read it again).
+        """
+        k = _keys(pnid)
+        status = await self._call(
+            self._update(
+                keys=[k["blocks"], k["audit"], k["expiry"], k["order"]],
+                args=[
+                    old.key, _fingerprint(old), new.dumps(), "" if new.expires_at_ms is None else new.expires_at_ms,
+                    AUDIT_MAXLEN, INVALIDATION_CHANNEL, pnid,
+                    new.number, new.kind, by, source, new.reason, iso_ms(at_ms), at_ms,
+                ],
+            )
+        )  # fmt: skip
+        return status.decode() if isinstance(status, bytes) else str(status)
 
     async def get(self, pnid: str, key: str, now_ms: int | None = None) -> BlockEntry | None:
         """The entry for ``key``; with ``now_ms``, None as well when it has expired by then."""

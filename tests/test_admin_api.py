@@ -236,6 +236,7 @@ async def test_openapi_document_is_public_and_lists_every_route(client: TestClie
         "/connectors/{pnid}/check/{number}",
         "/connectors/{pnid}/blocks.csv",
         "/connectors/{pnid}/blocks/import",
+        "/connectors/{pnid}/blocks/restore",
     }
     routes = {
         (route.method, route.resource.canonical.removeprefix("/admin/api"))

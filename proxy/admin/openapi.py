@@ -50,7 +50,7 @@ _AUDIT = {
     "required": ["id", "action", "number", "type", "by", "source", "reason", "at"],
     "properties": {
         "id": {"type": "string"},
-        "action": {"type": "string", "enum": ["block", "unblock", "expire"]},
+        "action": {"type": "string", "enum": ["block", "unblock", "expire", "update"]},
         "number": {"type": "string"},
         "type": {"type": "string"},
         "by": {"type": "string"},
@@ -256,6 +256,33 @@ OPENAPI: dict[str, Any] = {
                 ],
                 "responses": {"204": {"description": "Unblocked"}, **_errors(400, 401, 403, 404, 503)},
             },
+            "patch": {
+                "summary": "Change a block's reason and/or expiry (audited as update)",
+                "description": "Blocking an already-blocked number with POST keeps its entry as it is; this is the "
+                "explicit way to change it. expires_at null makes the block permanent.",
+                "parameters": [_PNID, _NUMBER],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "minProperties": 1,
+                                "additionalProperties": False,
+                                "properties": {
+                                    "reason": {"type": "string", "maxLength": 500},
+                                    "duration": {"type": "string", "example": "7d", "description": "from now"},
+                                    "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Entry"}, "The updated entry"),
+                    **_errors(400, 401, 403, 404, 413, 503),
+                },
+            },
         },
         "/connectors/{pnid}/blocks.csv": {
             "get": {
@@ -281,6 +308,34 @@ OPENAPI: dict[str, Any] = {
                     "required": True,
                     "content": {
                         "text/csv": {"schema": {"type": "string", "example": "number,reason\n+57 300 123 4567,spam\n"}}
+                    },
+                },
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/ImportReport"}, "The per-row report"),
+                    **_errors(400, 401, 403, 404, 413, 503),
+                },
+            }
+        },
+        "/connectors/{pnid}/blocks/restore": {
+            "post": {
+                "summary": "Restore an exported CSV as it was (admin only; no 24-hour rule)",
+                "description": "Each row keeps its reason, expires_at, blocked_by and blocked_at; rows whose block "
+                "has expired are refused, numbers already blocked are left as they are. Audited with the source "
+                "admin_api_restore.",
+                "parameters": [
+                    _PNID,
+                    {"name": "dry_run", "in": "query", "schema": {"type": "boolean"}, "description": "write nothing"},
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "text/csv": {
+                            "schema": {
+                                "type": "string",
+                                "example": "number,reason,expires_at,type,blocked_at,blocked_by,source\n"
+                                "573001234567,spam,,phone,2026-11-25T03:31:24.031Z,supervisor,admin_api\n",
+                            }
+                        }
                     },
                 },
                 "responses": {

@@ -1,0 +1,79 @@
+"""Admin API routes that change existing blocks: update a block's reason or expiry, restore an export.
+
+- ``PATCH /api/connectors/{pnid}/blocks/{number}`` with ``reason`` and/or ``duration`` / ``expires_at`` (``null``
+  makes the block permanent): an explicit action, audited as ``update``. Blocking an already-blocked number with
+  ``POST`` leaves its reason as it is; this is how a supervisor changes it.
+- ``POST /api/connectors/{pnid}/blocks/restore`` (CSV body, admin only): an export put back as it was, without the
+  24-hour rule, audited with the source ``admin_api_restore`` (see :func:`proxy.bulk.restore_csv`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..blocklist import parse_duration, parse_expires_at
+from ..bodies import read_body
+from ..bulk import MAX_BYTES, restore_csv
+from ..errors import BadRequest
+from ..keys import CONFIG, SERVICE
+from .api import MAX_BODY, actor, parse_json
+
+routes = web.RouteTableDef()
+
+_PATCH_FIELDS = frozenset({"reason", "duration", "expires_at"})
+
+
+@routes.patch("/api/connectors/{pnid}/blocks/{number}")
+async def update_block(request: web.Request) -> web.Response:
+    """Change a block's reason and/or expiry; 200 with the updated entry."""
+    service = request.config_dict[SERVICE]
+    pnid = request.match_info["pnid"]
+    service.connector(pnid)
+    body = await _patch_body(request)
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise BadRequest('"reason" must be a string')
+    duration = body.get("duration")
+    expires_at = body.get("expires_at", ...)
+    if duration is not None and expires_at not in (..., None):
+        raise BadRequest("give either duration or expires_at, not both")
+    options: dict[str, Any] = {}
+    if duration is not None:
+        options["duration_seconds"] = parse_duration(duration)
+    elif expires_at is None:
+        options["permanent"] = True
+    elif expires_at is not ...:
+        options["expires_at_ms"] = parse_expires_at(expires_at)
+    entry = await service.update(pnid, request.match_info["number"], actor=actor(request), reason=reason, **options)
+    return web.json_response(entry.to_json())
+
+
+async def _patch_body(request: web.Request) -> dict[str, Any]:
+    raw = await read_body(request, MAX_BODY, within=request.config_dict[CONFIG].server.body_timeout_seconds)
+    body = parse_json(raw)
+    if not isinstance(body, dict):
+        raise BadRequest('the request body must be a JSON object such as {"reason": "spam", "duration": "7d"}')
+    unknown = sorted(set(body) - _PATCH_FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)[:200]} (allowed: {', '.join(sorted(_PATCH_FIELDS))})")
+    if not body:
+        raise BadRequest("nothing to change: give a reason, a duration or expires_at (null: permanent)")
+    return body
+
+
+@routes.post("/api/connectors/{pnid}/blocks/restore")
+async def restore_blocks(request: web.Request) -> web.Response:
+    """Restore an exported CSV as it was; ``?dry_run=true`` reports without writing."""
+    service = request.config_dict[SERVICE]
+    pnid = request.match_info["pnid"]
+    service.connector(pnid)
+    flag = request.query.get("dry_run", "false").strip().lower()
+    if flag not in ("true", "false", "1", "0", ""):
+        raise BadRequest("dry_run must be true or false")
+    body = await read_body(request, MAX_BYTES, within=request.config_dict[CONFIG].server.body_timeout_seconds)
+    report = await restore_csv(
+        service, pnid, body, actor=actor(request, "admin_api_restore"), dry_run=flag in ("true", "1")
+    )
+    return web.json_response(report.to_json())
