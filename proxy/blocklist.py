@@ -18,6 +18,7 @@ from typing import Any, Literal
 from . import identity as ids
 from .cache import CheckCache
 from .config import Config, ConnectorConfig
+from .csvsafe import strip_bidi
 from .errors import BadRequest, InvalidNumber, NotBlocked, NotRecentlyActive, StoreUnavailable, UnknownConnector
 from .identity import Identity
 from .store import DAY_MS, BlockEntry, BlocklistStore
@@ -542,12 +543,13 @@ class BlocklistService:
 
 
 def clean_reason(reason: Any) -> str:
-    """Validate the free-text reason: a string of at most 500 characters, whitespace folded to single spaces."""
+    """Validate the free-text reason: a string of at most 500 characters, whitespace folded to single spaces,
+    bidirectional control characters removed (a right-to-left override would make it display as something else)."""
     if reason is None:
         return ""
     if not isinstance(reason, str):
         raise BadRequest("reason must be a string")
-    text = " ".join(reason.split())
+    text = " ".join(strip_bidi(reason).split())
     if len(text) > MAX_REASON:
         raise BadRequest(f"reason is too long ({len(text)} characters, at most {MAX_REASON})")
     return text

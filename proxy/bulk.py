@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import csvsafe
 from .blocklist import Actor, BlocklistService, check_expiry, clean_reason, parse_expires_at, parse_expiry
 from .errors import BadRequest, BlocklistError, InvalidCsv, NotRecentlyActive, TooManyRows
 
@@ -330,8 +331,8 @@ def _moment(column: str, text: str) -> int:
 
 
 def _unguard(text: str) -> str:
-    # The export disarms spreadsheet formulas with a leading quote (_safe); a restore takes the text back.
-    return text[1:] if text[:1] == "'" and text[1:2] in ("=", "+", "-", "@", "\t", "\r") else text
+    # The export disarms spreadsheet formulas with quotes (_safe); a restore takes the text back.
+    return csvsafe.unguard(text)
 
 
 async def export_csv(service: BlocklistService, pnid: str) -> AsyncIterator[str]:
@@ -344,9 +345,8 @@ async def export_csv(service: BlocklistService, pnid: str) -> AsyncIterator[str]
     while True:
         entries, cursor = await service.list(pnid, limit=500, cursor=cursor)
         for e in entries:
-            writer.writerow(
-                [e.number, _safe(e.reason), e.expires_at or "", e.kind, e.blocked_at, _safe(e.blocked_by), e.source]
-            )
+            cells = (e.number, e.reason, e.expires_at or "", e.kind, e.blocked_at, e.blocked_by, e.source)
+            writer.writerow([_safe(cell) for cell in cells])  # every cell: none may start a formula
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
@@ -355,5 +355,5 @@ async def export_csv(service: BlocklistService, pnid: str) -> AsyncIterator[str]
 
 
 def _safe(text: str) -> str:
-    # A cell starting with = + - @ is run as a formula by spreadsheets (CSV injection); a leading quote disarms it.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    # Spreadsheets run a cell starting with = + - @ (CSV injection), after any separator they split on: see csvsafe.
+    return csvsafe.guard(text)

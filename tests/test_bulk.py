@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 from test_processes import record
 
 from proxy.blocklist import Actor, BlocklistService
@@ -264,3 +267,46 @@ def run_on_a_terminal(config: Path, *args: str) -> tuple[subprocess.CompletedPro
         os.close(leader)
     stdout, _ = process.communicate(timeout=60)
     return subprocess.CompletedProcess(command, process.returncode, stdout, ""), screen.decode()
+
+
+FORMULA_REASONS = ["x;=1+1;", "ok,=cmd|' /C calc'!A0", "a; -2+3", "a, @SUM(1)", "tab\t+1", "x;＝1+1", "x; '=y"]
+RLO = "\u202e"
+
+
+async def test_export_is_safe_whatever_separator_a_spreadsheet_splits_on(
+    client: TestClient[Any, Any], service: BlocklistService, clock: FakeClock
+) -> None:
+    numbers = [f"57300555{i:04d}" for i in range(len(FORMULA_REASONS) + 1)]
+    await wrote_recently(service, PNID, *numbers)
+    for number, reason in zip(numbers, FORMULA_REASONS, strict=False):
+        await service.block(PNID, number, actor=SUPERVISOR, reason=reason)
+        clock.advance(1)
+    resp = await client.post(
+        f"/admin/api/connectors/{PNID}/blocks", json={"number": numbers[-1], "reason": f"paid{RLO}gnp.exe"},
+        headers=auth(),
+    )  # fmt: skip
+    assert (await resp.json())["reason"] == "paidgnp.exe"  # bidi controls never stored, so never shown by the API
+    text = await (await client.get(EXPORT, headers=auth())).text()
+    assert RLO not in text
+    for separator in (",", ";", "\t"):  # as Excel opens a .csv in en-US, in es-CO / pt-BR, and a tab-separated one
+        for row in csv.reader(io.StringIO(text), delimiter=separator):
+            for cell in row:
+                assert cell.strip(' "')[:1] not in ("=", "+", "-", "@", "＝", "＋", "－", "＠"), (separator, cell)
+    # A restore takes the text back exactly.
+    from proxy.csvsafe import unguard
+
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert sorted(unguard(r["reason"]) for r in rows) == sorted(
+        [" ".join(r.split()) for r in FORMULA_REASONS] + ["paidgnp.exe"]
+    )
+
+
+@given(st.text(alphabet=st.sampled_from("ab =+-@＝,;\t\r\n'\u202e\u2066 ")))
+def test_guarded_cells_never_start_a_formula_and_unguard_is_exact(text: str) -> None:
+    from proxy.csvsafe import guard, strip_bidi, unguard
+
+    guarded = guard(text)
+    assert unguard(guarded) == strip_bidi(text)
+    assert RLO not in guarded and "\u2066" not in guarded
+    for segment in re.split(r"[,;\t\r\n]", guarded):
+        assert segment.lstrip(" ")[:1] not in ("=", "+", "-", "@", "＝", "＋", "－", "＠")

@@ -34,6 +34,7 @@ from typing import Literal
 from aiohttp import web
 
 from ..config import AdminConfig, AdminToken, ProxyAuthConfig
+from ..csvsafe import strip_bidi
 from ..errors import BlocklistError, Forbidden, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def person_for(config: ProxyAuthConfig, email: str, groups_header: str) -> Princ
     Raises:
         Forbidden: no ``roles`` entry matches the person's e-mail address or groups.
     """
-    email = email.strip().lower()
+    email = strip_bidi(email).strip().lower()
     groups = {g.strip() for g in groups_header.split(",") if g.strip()}
     roles = {r.role for r in config.roles if (r.email and r.email == email) or (r.group and r.group in groups)}
     if not roles:
