@@ -571,14 +571,30 @@ def _too_large(limit: int) -> GraphRefusal:
 
 
 def _readings(values: Iterable[tuple[str, str]], region: str, *, strict: bool) -> list[Identity]:
-    """Every user each ``(field, value)`` may reach; an unreadable value is refused when ``strict``, else skipped."""
+    """Every user each ``(field, value)`` may reach; an unreadable value is refused.
+
+    ``strict`` False is for a second reading of the body (:attr:`proxy.classify.Params.also`), whose values carry
+    whatever followed them in the other reading (``573001234567"}}``): their digits alone are read too, and a value
+    without digits is no recipient at all.
+    """
     found: list[Identity] = []
     for name, value in values:
-        try:
-            found.extend(ids.recipient_readings(value, region))
-        except InvalidNumber as exc:
-            if strict:
-                raise bad_request(f"{name}: {exc.message}") from None
+        forms = [value] if strict else [value, re.sub(r"[^0-9]", "", value)]
+        readable = False
+        for form in forms:
+            if not form:
+                continue
+            try:
+                found.extend(ids.recipient_readings(form, region))
+                readable = True
+            except InvalidNumber as exc:
+                if strict:
+                    raise bad_request(f"{name}: {exc.message}") from None
+        if not readable and not strict and forms[1]:
+            raise bad_request(
+                f"the body, read as a form as its Content-Type says, has a {name} that cannot be read; "
+                "send JSON with Content-Type: application/json"
+            )
     return found
 
 

@@ -25,6 +25,8 @@ class Recorded:
     query: str
     headers: dict[str, str]
     body: bytes
+    raw_path: str = ""
+    """The request target exactly as received (path and query, still percent-encoded)."""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -52,7 +54,9 @@ class FakeGraph:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.requests.append(Recorded(request.method, request.path, request.query_string, dict(request.headers), body))
+        self.requests.append(
+            Recorded(request.method, request.path, request.query_string, dict(request.headers), body, request.raw_path)
+        )
         self.arrived.set()
         if self.delay:
             await asyncio.sleep(self.delay)  # a deliberately slow upstream, not synchronisation
@@ -62,7 +66,8 @@ class FakeGraph:
         return web.json_response({"messaging_product": "whatsapp", "contacts": [], "messages": [{"id": "wamid.FAKE"}]})
 
     async def start(self) -> str:
-        app = web.Application(client_max_size=1024**3)
+        # auto_decompress off: the body is recorded as it arrived (a gzip body must arrive gzip-compressed).
+        app = web.Application(client_max_size=1024**3, handler_args={"auto_decompress": False})
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self.server = TestServer(app)
         await self.server.start_server()
