@@ -425,49 +425,59 @@ class BlocklistService:
             return None
         return _owner_identity(await self.store.join_request_owner(pnid, join_request_id))
 
-    async def follow_number_change(self, pnid: str, old: InboundUser, new_wa_id: str) -> BlockEntry | None:
-        """A blocked user changed number (``system`` message ``user_changed_number``): block the new wa_id too.
+    async def follow_number_change(
+        self, pnid: str, old: InboundUser, new_wa_id: str = "", new_bsuid: str = ""
+    ) -> builtins.list[BlockEntry]:
+        """A blocked user changed number or BSUID (``system`` messages ``user_changed_number`` /
+        ``user_changed_user_id``, ``user_id_update``): block the new identities too.
 
-        The new entry copies the reason and expiry of the old one, is made by ``whatsapp`` through
-        ``number_change`` (the audit record says which number it follows), and the old entry stays, so the list shows
-        both. Returns the new entry, or None when the old identity is not blocked, the new wa_id is unreadable, or it
-        was blocked already.
+        Each new entry copies the reason and expiry of the old one, is made by ``whatsapp`` through ``number_change``
+        (its reason and audit record say which entry it follows), and the old entry stays, so the list shows both.
+        Call it only for verified webhooks.
+
+        Returns:
+            The entries created: none when the old identity is not blocked, the new ones are unreadable or already
+            blocked.
         """
-        try:
-            new = ids.from_wa_id(new_wa_id)
-        except InvalidNumber:
-            log.warning("a blocked user changed number on %s, but the new wa_id is unreadable", pnid)
-            return None
+        new: builtins.list[Identity] = []
+        if new_wa_id:
+            try:
+                new.append(ids.from_wa_id(new_wa_id))
+            except InvalidNumber:
+                log.warning("a blocked user changed number on %s, but the new wa_id is unreadable", pnid)
+        if new_bsuid and (found_new := ids.bsuid(new_bsuid)) is not None:
+            new.append(found_new)
         known: builtins.list[Identity] = []
         if old.wa_id:
             with contextlib.suppress(InvalidNumber):
                 known.append(ids.from_wa_id(old.wa_id))
         if old.bsuid and (found := ids.bsuid(old.bsuid)) is not None:
             known.append(found)
-        key = await self.first_blocked(pnid, known) if known else None
+        key = await self.first_blocked(pnid, known) if known and new else None
         entry = await self.store.get(pnid, key, self.now_ms()) if key else None
         if entry is None:
-            return None
-        now = self.now_ms()
-        reason = f"number change: follows the block of {entry.number}. {entry.reason}".strip()[:MAX_REASON]
-        follow = BlockEntry(
-            number=new.value,
-            kind=new.kind,
-            key=new.key,
-            blocked_at_ms=now,
-            reason=reason,
-            blocked_by="whatsapp",
-            source="number_change",
-            expires_at_ms=entry.expires_at_ms,
-        )
-        status, stored = await self.store.block(pnid, follow, cutoff_ms=now - DAY_MS, force=True)
-        if self.cache is not None:
-            self.cache.invalidate(pnid)
-        if status != "created" or stored is None:
-            return None
-        log.info("block of %s on %s follows the user to %s", _mask(entry.number), pnid, _mask(stored.number))
-        await self._notify("block", pnid, stored)
-        return stored
+            return []
+        created: builtins.list[BlockEntry] = []
+        for who in new:
+            now = self.now_ms()
+            follow = BlockEntry(
+                number=who.value,
+                kind=who.kind,
+                key=who.key,
+                blocked_at_ms=now,
+                reason=f"number change: follows the block of {entry.number}. {entry.reason}".strip()[:MAX_REASON],
+                blocked_by="whatsapp",
+                source="number_change",
+                expires_at_ms=entry.expires_at_ms,
+            )
+            status, stored = await self.store.block(pnid, follow, cutoff_ms=now - DAY_MS, force=True)
+            if self.cache is not None:
+                self.cache.invalidate(pnid)
+            if status == "created" and stored is not None:
+                log.info("block of %s on %s follows the user to %s", _mask(entry.number), pnid, _mask(stored.number))
+                await self._notify("block", pnid, stored)
+                created.append(stored)
+        return created
 
     async def last_inbound_ms(self, pnid: str, number: str) -> int | None:
         """When the user last messaged the connector (Unix ms), or None if not in the last 24 hours."""

@@ -22,10 +22,16 @@ kind                   removed      activity  where
 ``group_participant``  yes          no        ``groups[].added_participants[]`` / ``removed_participants[]``
                                               of an event a user started (joined by link, left)
 ``user_preference``    no           no        ``user_preferences[]`` (compliance signals)
+``user_id_update``     no           no        ``user_id_update[]`` (a user's BSUID changed)
 ``echo``               no           no        ``message_echoes[]`` (what the business sent from the app)
 =====================  ===========  ========  ===============================================================
 
 (1) a ``contacts[]`` entry stays when an item of the same user stays in the same value (a status with contacts).
+
+A history chunk keeps its ``metadata`` (sync progress) with an empty ``threads`` list when its every thread goes; a
+group event goes as a whole when its every listed participant goes. A ``system`` message telling a blocked user's new
+wa_id or BSUID (``user_changed_number``, ``user_changed_user_id``) and a ``user_id_update`` of a blocked user name
+the identity the block must follow to (:attr:`Item.new_wa_id`, :attr:`Item.new_bsuid`).
 Everything else (``errors[]``, ``state_sync[]``, account-level fields, group lifecycle/settings/status updates,
 events the business started) is kept untouched. A value left with nothing but envelope keys is dropped, and an entry
 left with no change is dropped.
@@ -61,6 +67,7 @@ class Kind(StrEnum):
     GROUP_EVENT = "group_event"
     GROUP_PARTICIPANT = "group_participant"
     USER_PREFERENCE = "user_preference"
+    USER_ID_UPDATE = "user_id_update"
     ECHO = "echo"
 
 
@@ -89,12 +96,14 @@ POLICY: Policy = {
     Kind.GROUP_EVENT: Rule(remove=True, activity=False),
     Kind.GROUP_PARTICIPANT: Rule(remove=True, activity=False),
     Kind.USER_PREFERENCE: Rule(remove=False, activity=False),
+    Kind.USER_ID_UPDATE: Rule(remove=False, activity=False),
     Kind.ECHO: Rule(remove=False, activity=False),
 }
 """The webhook policy table (docs/webhooks.md): what happens to each kind of item when its user is blocked."""
 
 JOIN_REQUEST_TYPES = frozenset({"group_join_request_created", "group_join_request_revoked"})
-CHANGED_NUMBER_TYPES = frozenset({"user_changed_number", "customer_changed_number"})
+CHANGED_NUMBER_TYPES = frozenset({"user_changed_number", "customer_changed_number", "user_changed_user_id"})
+"""``system`` message types that tell a user's new wa_id (``wa_id``/``new_wa_id``) or new BSUID (``user_id``)."""
 
 
 class PayloadError(ValueError):
@@ -128,6 +137,7 @@ class Item:
         message_id: an inbound message's ID (``messages[]`` only), to learn who sent it.
         join_request_id: a group join request's ID, to learn who asked.
         new_wa_id: the user's new wa_id (``system`` message ``user_changed_number``).
+        new_bsuid: the user's new BSUID (``system`` message ``user_changed_user_id``, ``user_id_update``).
         call_id: a user-initiated ``connect`` call's ID (rejected at Meta when the caller is blocked).
     """
 
@@ -137,6 +147,7 @@ class Item:
     message_id: str = ""
     join_request_id: str = ""
     new_wa_id: str = ""
+    new_bsuid: str = ""
     call_id: str = ""
 
 
@@ -244,18 +255,22 @@ def _items(value: dict[str, Any]) -> Iterator[Item]:
         if not isinstance(message, dict):
             continue
         system = message.get("system")
-        new_wa_id = ""
+        new_wa_id = new_bsuid = ""
         if isinstance(system, dict) and system.get("type") in CHANGED_NUMBER_TYPES:
             new_wa_id = _text(system.get("new_wa_id")) or _text(system.get("wa_id"))
+            new_bsuid = _text(system.get("user_id"))
         yield Item(
             Kind.MESSAGE,
             ("messages", i),
             _person(message, "from", "from_user_id"),
             message_id=_id(message.get("id")),
             new_wa_id=new_wa_id,
+            new_bsuid=new_bsuid,
         )
     for i, status in enumerate(_list(value, "statuses")):
-        yield Item(Kind.STATUS, ("statuses", i), _person(status, "recipient_id", "recipient_user_id"))
+        # A status of a group message names the group in recipient_id and the member in recipient_participant_*.
+        person = _person(status, "recipient_participant_id", "recipient_participant_user_id")
+        yield Item(Kind.STATUS, ("statuses", i), person or _person(status, "recipient_id", "recipient_user_id"))
     for i, call in enumerate(_list(value, "calls")):
         if not isinstance(call, dict):
             continue
@@ -274,6 +289,12 @@ def _items(value: dict[str, Any]) -> Iterator[Item]:
         yield from _group_items(g, group)
     for i, pref in enumerate(_list(value, "user_preferences")):
         yield Item(Kind.USER_PREFERENCE, ("user_preferences", i), _person(pref, "wa_id", "user_id"))
+    for i, update in enumerate(_list(value, "user_id_update")):
+        change = _person(update, "wa_id", "")
+        bsuids = update.get("user_id") if isinstance(update, dict) else None
+        previous = _person(bsuids, "", "previous").bsuid
+        current = _person(bsuids, "", "current").bsuid
+        yield Item(Kind.USER_ID_UPDATE, ("user_id_update", i), Person(change.wa_id, previous), new_bsuid=current)
     for i, echo in enumerate(_list(value, "message_echoes")):
         yield Item(Kind.ECHO, ("message_echoes", i), _person(echo, "to", "to_user_id"))
 
@@ -378,12 +399,8 @@ def filter_value(
 
 
 def _promoted(value: dict[str, Any], paths: set[tuple[str | int, ...]]) -> set[tuple[str | int, ...]]:
-    """A history chunk all of whose threads go, or a group event all of whose participants go, goes as a whole."""
+    """A group event all of whose participants go goes as a whole."""
     out = set(paths)
-    for h, chunk in enumerate(_list(value, "history")):
-        threads = _list(chunk, "threads")
-        if threads and all(("history", h, "threads", t) in paths for t in range(len(threads))):
-            out.add(("history", h))
     for g, group in enumerate(_list(value, "groups")):
         members = [(n, p) for n in ("added_participants", "removed_participants") for p in range(len(_list(group, n)))]
         if members and all(("groups", g, n, p) in paths for n, p in members):
@@ -404,6 +421,8 @@ def _without(node: Any, paths: set[tuple[str | int, ...]], prefix: tuple[str | i
             new = _without(child, paths, here)
             if new is not _EMPTIED:
                 out[key] = new
+            elif key in _KEEP_EMPTY:
+                out[key] = []
         return out if out or not node else _EMPTIED
     if isinstance(node, list):
         kept: list[Any] = []
@@ -421,6 +440,9 @@ def _without(node: Any, paths: set[tuple[str | int, ...]], prefix: tuple[str | i
         return kept if kept else _EMPTIED
     return node
 
+
+_KEEP_EMPTY = frozenset({"threads"})
+"""Lists kept (empty) when their every element goes: a history chunk keeps its progress ``metadata`` and ``threads``."""
 
 _EMPTIED: Any = object()
 """Marks a container whose every element was removed, so its parent drops it."""

@@ -258,7 +258,7 @@ for i = 1, users do
 end
 local first = 7 + 3 * users
 for k = 5, #KEYS do
-  local u = tonumber(ARGV[first + k - 5])
+  local u = tonumber(ARGV[first + k - 5]) + 1  -- indexes are 0-based
   redis.call('SET', KEYS[k], ARGV[4 + 3 * u] .. '\t' .. ARGV[5 + 3 * u], 'PX', ARGV[5])
 end
 if changed then redis.call('PUBLISH', ARGV[3], ARGV[4]) end

@@ -141,6 +141,7 @@ class _Share:
     changes: list[wp.Change] = field(default_factory=list)
     kept: dict[tuple[int, int], dict[str, Any] | None] = field(default_factory=dict)
     removed: list[wp.Item] = field(default_factory=list)
+    follows: list[wp.Item] = field(default_factory=list)  # blocked users' items naming their new wa_id / BSUID
 
 
 @dataclass(frozen=True)
@@ -206,8 +207,8 @@ async def _process(request: web.Request) -> web.Response:
             calls = [i.call_id for i in share.removed if i.call_id]
             if calls:
                 _reject_calls_later(request.app, share.connector, calls)
-            if verified:
-                await _follow_number_changes(service, share)
+        if share.follows and verified:
+            await _follow_number_changes(service, share)
 
     destinations = _destinations(config, shares, account, secret)
     whole = wp.count_changes(payload)
@@ -335,6 +336,7 @@ async def _check_share(service: BlocklistService, share: _Share, verified: bool)
         if not blocked:
             share.kept[change.where] = change.value
             continue
+        share.follows += [i for i in change.items if (i.new_wa_id or i.new_bsuid) and is_blocked(i.person)]
         result = wp.filter_value(change, is_blocked)
         share.kept[change.where] = result.value
         share.removed += result.removed
@@ -358,13 +360,15 @@ async def _blocked_unrecorded(service: BlocklistService, pnid: str, user: Inboun
 
 
 async def _follow_number_changes(service: BlocklistService, share: _Share) -> None:
-    for item in share.removed:
-        if item.new_wa_id:
-            moved = await service.follow_number_change(
-                share.connector.phone_number_id, InboundUser(item.person.wa_id, item.person.bsuid), item.new_wa_id
-            )
-            if moved is not None:
-                log.info("a blocked user of %s changed number: the block follows them", share.connector.name)
+    for item in share.follows:
+        moved = await service.follow_number_change(
+            share.connector.phone_number_id,
+            InboundUser(item.person.wa_id, item.person.bsuid),
+            item.new_wa_id,
+            item.new_bsuid,
+        )
+        if moved:
+            log.info("a blocked user of %s changed number or BSUID: the block follows them", share.connector.name)
 
 
 # --- forwarding -----------------------------------------------------------------------------------------------

@@ -176,7 +176,8 @@ def test_history_threads_of_a_blocked_user_removed():
     assert result.value is not None
     assert [t["id"] for t in result.value["history"][0]["threads"]] == [OTHER]
     alone = wp.filter_value(only(p.envelope(value)), blocked(USER, OTHER))
-    assert alone.value is None  # the chunk goes with its last thread, the value with its last chunk
+    assert alone.value is not None  # the chunk keeps its sync progress, with no threads
+    assert alone.value["history"] == [{"metadata": {"phase": 0, "chunk_order": 1, "progress": 100}, "threads": []}]
     assert not any(wp.POLICY[i.kind].activity for i in only(p.envelope(value)).items)
 
 

@@ -640,3 +640,146 @@ async def test_shutdown_waits_for_pending_call_rejections(calls_client, contact_
     await calls_client.close()
     assert pending[0].done() and not pending[0].cancelled()
     assert [r.path for r in fake_graph.requests] == [f"/v21.0/{PNID}/calls"]
+
+
+# --- account-level events, Meta's form, what is learned (issue 14) ------------------------------------------------
+
+
+def account_change(field: str = "message_template_status_update") -> dict[str, Any]:
+    return {
+        "field": field,
+        "value": {"event": "APPROVED", "message_template_id": 594425479261596, "message_template_name": "pedido/listo"},
+    }
+
+
+@pytest.fixture
+async def waba_client(make_config, clock, aiohttp_client, contact_center):
+    """Both connectors in WABA p.WABA_ID and one Meta app; Brasil's contact center is another URL."""
+
+    def one_waba(data):
+        for connector in data["connectors"]:
+            connector["waba_id"] = p.WABA_ID
+            connector["app_secret"] = APP_SECRET
+        data["connectors"][1]["forward_webhooks_to"] += "?center=br"
+
+    return await aiohttp_client(create_app(make_config(one_waba), clock=clock))
+
+
+async def test_account_level_event_goes_to_each_contact_center_of_its_waba_once(waba_client, contact_center):
+    body = p.encode(p.envelope(account_change()))
+    resp = await post(waba_client, body)
+    assert resp.status == 200
+    assert sorted(r.query for r in contact_center.received) == ["", "center=br"]
+    for got in contact_center.received:  # the whole POST to each: Meta's bytes and signature
+        assert got.body == body and got.headers["X-Hub-Signature-256"] == sign(APP_SECRET, body)
+
+
+async def test_account_level_event_and_message_in_one_post_are_both_delivered(
+    make_config, clock, aiohttp_client, contact_center
+):
+    def waba(data):
+        data["connectors"][0]["waba_id"] = p.WABA_ID
+
+    client = await aiohttp_client(create_app(make_config(waba), clock=clock))
+    body = p.encode(p.envelope(account_change(), p.messages_change(PNID, [p.text(ALLOWED, "Ol\u00e1 \U0001f600 a/b")])))
+    resp = await post(client, body)
+    assert resp.status == 200
+    [got] = contact_center.received
+    assert got.body == body  # one contact center gets the whole POST: forwarded byte for byte
+
+
+async def test_account_level_event_to_the_configured_url(make_config, clock, aiohttp_client, contact_center):
+    def elsewhere(data):
+        data["webhooks"] = {"account_events_to": data["connectors"][0]["forward_webhooks_to"] + "?center=account"}
+
+    client = await aiohttp_client(create_app(make_config(elsewhere), clock=clock))
+    body = p.encode(p.envelope(account_change("account_update"), p.messages_change(PNID, [p.text(ALLOWED)])))
+    resp = await post(client, body)
+    assert resp.status == 200
+    by_query = {r.query: r for r in contact_center.received}
+    assert [c["field"] for c in by_query["center=account"].json()["entry"][0]["changes"]] == ["account_update"]
+    assert message_senders(by_query[""].json()) == [ALLOWED]
+    for got in contact_center.received:
+        assert got.body == meta_dumps(got.json()) and got.headers["X-Hub-Signature-256"] == sign(APP_SECRET, got.body)
+
+
+@pytest.mark.parametrize(("policy", "status"), [("refuse", 503), ("drop", 200)])
+async def test_account_level_event_of_an_unknown_waba_never_4xx(
+    make_config, clock, aiohttp_client, contact_center, policy, status
+):
+    def unknown(data):
+        data["webhooks"] = {"unknown_connectors": policy}
+
+    client = await aiohttp_client(create_app(make_config(unknown), clock=clock))
+    resp = await post(client, p.envelope(account_change(), p.messages_change(PNID, [p.text(ALLOWED)])))
+    assert resp.status == status
+    [got] = contact_center.received  # the message is not held back by the event nobody takes
+    assert message_senders(got.json()) == [ALLOWED]
+    resp = await post(client, p.envelope(account_change()), secret="not-the-app-secret")
+    assert resp.status == 403  # a POST naming no connector is still checked against the app secrets
+
+
+async def test_rebuilt_body_is_in_metas_form_with_non_ascii_emoji_and_lone_surrogates(client, contact_center, service):
+    await block(service, PNID, BLOCKED)
+    raw = (
+        b'{"object":"whatsapp_business_account","entry":[{"id":"' + p.WABA_ID.encode() + b'","changes":[{"value":'
+        b'{"messaging_product":"whatsapp","metadata":{"display_phone_number":"576015550100","phone_number_id":"'
+        + PNID.encode()
+        + b'"},"messages":[{"from":"' + ALLOWED.encode() + b'","id":"wamid.A","timestamp":"1","type":"text",'
+        b'"text":{"body":"caf\\u00e9 \\ud83d\\ude00 \\ud83d solo http:\\/\\/x.co\\/a"}},{"from":"'
+        + BLOCKED.encode()
+        + b'","id":"wamid.B","timestamp":"1","type":"text","text":{"body":"x"}}]},"field":"messages"}]}]}'
+    )
+    resp = await post(client, raw)
+    assert resp.status == 200
+    [got] = contact_center.received
+    assert got.body == raw.replace(
+        b',{"from":"' + BLOCKED.encode() + b'","id":"wamid.B","timestamp":"1","type":"text","text":{"body":"x"}}', b""
+    )  # exactly Meta's bytes minus the blocked user's message
+    assert got.headers["X-Hub-Signature-256"] == sign(APP_SECRET, got.body)
+
+
+async def test_statuses_with_contacts_are_never_activity(client, contact_center, service):
+    change = p.statuses_change(PNID, p.status(ALLOWED, "read", recipient_user_id=BSUID_ALLOWED))
+    change["value"]["contacts"] = [p.contact(ALLOWED, BSUID_ALLOWED)]
+    assert (await post(client, p.envelope(change))).status == 200
+    assert await service.last_inbound_ms(PNID, ALLOWED) is None  # a status never lets a supervisor block
+    assert await service.store.linked(PNID, BSUID_ALLOWED) == ALLOWED  # but Meta's pairing is learned
+
+
+async def test_message_and_join_request_owners_learned_from_verified_webhooks_only(
+    make_config, clock, aiohttp_client, contact_center
+):
+    def opt_out(data):
+        data["connectors"][0]["require_signature"] = False
+
+    client = await aiohttp_client(create_app(make_config(opt_out), clock=clock))
+    service = client.app[SERVICE]
+    message = p.text(ALLOWED)
+    join = {"timestamp": "1", "group_id": "G1", "type": "group_join_request_created", "join_request_id": "JR-1",
+            "wa_id": BLOCKED}  # fmt: skip
+    payload = p.envelope(p.messages_change(PNID, [message]), p.change(PNID, "group_participants_update", groups=[join]))
+    assert (await post(client, payload, secret=None)).status == 200  # accepted unsigned, but learned from? no
+    assert await service.message_sender(PNID, message["id"]) is None
+    assert await service.join_request_user(PNID, "JR-1") is None
+    assert await service.last_inbound_ms(PNID, ALLOWED) is None
+    assert (await post(client, payload)).status == 200  # signed: verified
+    sender = await service.message_sender(PNID, message["id"])
+    asker = await service.join_request_user(PNID, "JR-1")
+    assert sender is not None and sender.value == ALLOWED
+    assert asker is not None and asker.value == BLOCKED
+    assert await service.message_sender(PNID, "wamid.unknown") is None
+
+
+async def test_blocked_users_number_change_carries_the_block(client, contact_center, service):
+    await block(service, PNID, BLOCKED)
+    resp = await post(client, p.envelope(p.messages_change(PNID, [p.system(BLOCKED, new_wa_id="573009998877")])))
+    assert resp.status == 200
+    assert contact_center.received == []
+    assert await service.check(PNID, "573009998877") == "573009998877"
+    entries, _ = await service.list(PNID)
+    assert {e.number for e in entries} == {BLOCKED, "573009998877"}  # the admin list shows both
+    [moved] = [e for e in entries if e.number == "573009998877"]
+    assert moved.source == "number_change" and BLOCKED in moved.reason
+    records, _ = await service.audit(PNID)
+    assert records[0]["action"] == "block" and records[0]["source"] == "number_change"
