@@ -145,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("error: --workers must be at least 1", file=sys.stderr)
             return 2
         if args.workers > 1:
-            return _serve_workers(args, config)
+            from .supervisor import serve_workers
+
+            return serve_workers(args, config)
         return _serve(config, args.host, args.port, reuse_port=args.reuse_port, config_path=args.config)
     try:
         pnid = _connector(config, args.connector)
@@ -381,6 +383,10 @@ def _serve(
             lock = claim_embedded_store(config)
             check_port_free(host, port)
         app = create_app(config)
+        if reuse_port:  # a worker of serve --workers
+            from .supervisor import exit_with_supervisor
+
+            exit_with_supervisor(app)
         if config_path is not None:
             app.cleanup_ctx.append(reload_on_sighup(Path(config_path)))
         announce(app, config, host, port)
@@ -417,89 +423,6 @@ def _event_loop() -> asyncio.AbstractEventLoop | None:
         return None
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     return loop
-
-
-def _serve_workers(args: argparse.Namespace, config: Config) -> int:
-    """Run ``--workers`` copies of the server on one port (SO_REUSEPORT) and keep them running.
-
-    The supervisor owns the embedded Redis (if any), so every worker shares it; a worker that dies is restarted;
-    SIGTERM or SIGINT stops the workers gracefully (each finishes its in-flight requests) and then the supervisor.
-    """
-    import signal
-    import subprocess
-    import time
-    from pathlib import Path
-
-    from .logs import setup_logging
-    from .store import EmbeddedRedis
-
-    setup_logging()
-    log = logging.getLogger("proxy.supervisor")
-    port = args.port if args.port is not None else config.server.port
-    if port == 0:
-        print("error: --workers needs a fixed port", file=sys.stderr)
-        return 2
-    from .startup import StartupError, claim_embedded_store
-
-    try:
-        lock = claim_embedded_store(config)  # held by the supervisor: its workers share its store by design
-    except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    embedded = EmbeddedRedis(Path(config.store.data_dir), config.store.appendfsync) if config.store.embedded else None
-    if embedded is not None:
-        embedded.start()
-    command = [sys.executable, "-m", "proxy.cli", "serve", "--config", args.config, "--port", str(port), "--reuse-port"]
-    if args.host:
-        command += ["--host", args.host]
-    stopping = False
-
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    workers: list[subprocess.Popen[bytes]] = []
-
-    def reload(signum: int, _frame: object) -> None:
-        for worker in workers:  # each worker validates and applies the file itself
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGHUP)
-
-    signal.signal(signal.SIGHUP, reload)
-    workers += [subprocess.Popen(command) for _ in range(args.workers)]
-    log.info("serving on port %s with %d workers: %s", port, len(workers), [w.pid for w in workers])
-    restarts: list[float] = []
-    try:
-        while not stopping:
-            for i, worker in enumerate(workers):
-                code = worker.poll()
-                if code is None or stopping:
-                    continue
-                restarts = [t for t in restarts if time.monotonic() - t < 60] + [time.monotonic()]
-                if len(restarts) > 10 * args.workers:
-                    log.error("workers keep dying (exit %s); giving up", code)
-                    stopping = True
-                    break
-                log.warning("worker %s exited with %s; starting a new one", worker.pid, code)
-                workers[i] = subprocess.Popen(command)
-            time.sleep(0.2)  # supervision interval; signals interrupt it
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(40)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-        if embedded is not None:
-            embedded.stop()
-        if lock is not None:
-            lock.close()
-    return 0
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -223,3 +225,48 @@ def test_workers_share_the_port_and_are_restarted(embedded_config: Path) -> None
         if supervisor.poll() is None:
             supervisor.kill()
             supervisor.wait()
+
+
+def test_workers_die_with_a_killed_supervisor(embedded_config: Path, record_property: Any) -> None:
+    port = free_port()
+    proxy = Proxy(embedded_config, port)
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(embedded_config), "--port", str(port),
+         "--workers", "2"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    data_dir = embedded_config.parent / "data"
+    try:
+        redis_pid = wait_until(lambda: redis_alive(data_dir), timeout=30, what="the embedded redis")
+        workers = wait_until(
+            lambda: len(w := [p for p in children(supervisor.pid) if p != redis_pid]) == 2 and w,
+            timeout=30, what="two workers",
+        )  # fmt: skip
+        proxy.process = supervisor
+        wait_until(proxy.ready, timeout=30, what="the workers to serve")
+
+        supervisor.kill()  # kill -9: no chance to stop its workers itself
+        killed = time.monotonic()
+        supervisor.wait()
+        wait_until(
+            lambda: not any(Path(f"/proc/{pid}").exists() and alive(pid) for pid in workers),
+            timeout=15, what="the orphaned workers to exit",
+        )  # fmt: skip
+        seconds = time.monotonic() - killed
+        wait_until(lambda: not Path(f"/proc/{redis_pid}").exists(), timeout=15, what="the embedded redis to exit")
+        with pytest.raises(OSError):  # nothing serves on the port any more
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
+    record_property("workers_exit_after_supervisor_kill_s", round(seconds, 3))
+    print(f"\nworkers exited {seconds * 1000:.0f} ms after kill -9 of the supervisor")
+
+
+def alive(pid: int) -> bool:
+    """False for a process that is gone or a zombie (exited, waiting to be reaped by init)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
