@@ -2,8 +2,9 @@
 
 Two modes, one interface:
 
-* **direct** — :meth:`BlocklistClient.direct` opens the store named in the proxy's config (Redis, or the embedded
-  Redis in ``store.data_dir``) and calls :class:`proxy.blocklist.BlocklistService`, exactly as the proxy does.
+* **direct** — :meth:`BlocklistClient.direct` connects to the store named in the proxy's config (``store.redis_url``,
+  or the embedded Redis that a running proxy serves in ``store.data_dir``; a bot never starts that one) and calls
+  :class:`proxy.blocklist.BlocklistService`, exactly as the proxy does.
   Checks follow wa_id ↔ BSUID links, and inbound users can be recorded so the 24-hour rule also works for a bot
   that runs without the proxy.
 * **HTTP** — :meth:`BlocklistClient.http` calls the proxy's admin API with a bearer token; errors come back as
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from yarl import URL
@@ -95,7 +96,8 @@ class BlocklistClient(ABC):
         source: str = "plugin",
         clock: Clock = time.time,
     ) -> DirectBlocklistClient:
-        """A client that opens the configured store itself.
+        """A client that connects to the proxy's store itself (the proxy must be running when it uses the embedded
+        store; :meth:`start` fails with a clear :class:`~proxy.errors.StoreUnavailable` otherwise).
 
         Args:
             config: a validated :class:`~proxy.config.Config` or the path of the proxy's ``config.yaml``.
@@ -228,11 +230,28 @@ class DirectBlocklistClient(BlocklistClient):
         return self._service
 
     async def start(self) -> None:
+        """Connect to the proxy's store: the Redis of ``store.redis_url``, or the embedded Redis that a running
+        proxy serves in ``store.data_dir``.
+
+        A bot never starts the embedded Redis itself: the proxy owns it, and a bot stopping must never take it
+        down. Nothing here blocks the event loop (the config is read in a thread, Redis is reached with asyncio).
+
+        Raises:
+            StoreUnavailable: the store cannot be reached, with how to point the client at it.
+            ConfigError: the config file is invalid.
+        """
         if self._service is not None:
             return
-        config = self._config if isinstance(self._config, Config) else load_config(self._config)  # type: ignore[arg-type]
+        source = self._config
+        assert source is not None  # checked in __init__: a config or a service
+        config = source if isinstance(source, Config) else await asyncio.to_thread(load_config, source)
         stack = contextlib.AsyncExitStack()
-        store = await stack.enter_async_context(open_store(config.store))
+        try:
+            store = await stack.enter_async_context(open_store(config.store, start_embedded=False))
+            await store.ping()
+        except StoreUnavailable:
+            await stack.aclose()
+            raise StoreUnavailable(_unreachable(config)) from None
         self._stack = stack
         self._service = BlocklistService(store, config, self._clock)
 
@@ -242,17 +261,9 @@ class DirectBlocklistClient(BlocklistClient):
             self._service = None
             await stack.aclose()
 
-    def _identity(self, pnid: str, text: str) -> identity.Identity:
-        # What the service accepts from a supervisor first (typed and local numbers), then a wa_id or BSUID
-        # as WhatsApp sends them, even in ranges the phone number library does not know yet.
-        try:
-            return self.service.parse_number(pnid, text)
-        except InvalidNumber:
-            return identity.recipient(text)
-
     async def is_blocked(self, pnid: str, number_or_bsuid: str) -> bool:
-        self.service.connector(pnid)
-        return await self.service.is_blocked(pnid, self._identity(pnid, number_or_bsuid))
+        # Every reading Meta may take of the text, as the proxy's gateway and its check endpoint do.
+        return await self.service.first_blocked(pnid, self.service.readings(pnid, number_or_bsuid)) is not None
 
     async def blocked_users(
         self, pnid: str, users: Sequence[InboundUser], *, record_inbound: bool = False
@@ -283,6 +294,23 @@ class DirectBlocklistClient(BlocklistClient):
     ) -> tuple[list[Block], str | None]:
         entries, next_cursor = await self.service.list(pnid, limit=limit, cursor=cursor, q=q)
         return [Block.from_entry(e) for e in entries], next_cursor
+
+
+def _unreachable(config: Config) -> str:
+    """Why a direct client cannot start, and what to do about it (the Redis URL's password is never shown)."""
+    if config.store.embedded:
+        return (
+            f"no running proxy serves the embedded store in {config.store.data_dir} (its Redis socket "
+            f"{config.store.data_dir}/redis.sock does not answer): start the proxy first (wa-blocklist serve --config "
+            f"{config.source}), or set store.redis_url in the config to the Redis the proxy uses, or use "
+            "BlocklistClient.http(proxy_url, token). A bot never starts the proxy's embedded Redis itself."
+        )
+    parts = urlsplit(config.store.redis_url)
+    where = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"  # without user and password
+    return (
+        f"the Redis at store.redis_url ({where}) cannot be reached: check that it is running and that the bot's "
+        "host can reach it, or use BlocklistClient.http(proxy_url, token)"
+    )
 
 
 def _error_classes() -> dict[str, type[BlocklistError]]:

@@ -9,7 +9,8 @@ blocklist cannot answer under ``on_error="deny"``), so Graph clients raise their
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Generator
+from typing import Any, NoReturn, cast
 
 import httpx
 
@@ -20,7 +21,7 @@ from ._graph import check_send, send_route
 from ._webhook import OnError, check_on_error
 from .client import BlocklistClient
 
-__all__ = ["BlocklistTransport", "ProxyRoutingTransport", "blocklist_session"]
+__all__ = ["BlocklistSession", "BlocklistTransport", "ProxyRoutingTransport", "blocklist_session"]
 
 
 def _refusal(request: httpx.Request, refusal: GraphRefusal) -> httpx.Response:
@@ -108,6 +109,57 @@ class ProxyRoutingTransport(httpx.BaseTransport):
         self._transport.close()
 
 
+SYNC_CLIENT_ERROR = (
+    "blocklist_session() is an httpx.AsyncClient, for pywa_async.WhatsApp; the synchronous pywa.WhatsApp cannot await "
+    "it. Use `from pywa_async import WhatsApp`, or give the synchronous client "
+    "httpx.Client(transport=ProxyRoutingTransport('http://127.0.0.1:8080')) so that the proxy enforces the blocklist"
+)
+
+
+class _AsyncOnly:
+    """What :class:`BlocklistSession` calls return: awaitable as usual, a clear TypeError when used synchronously."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self, pending: Any) -> None:
+        self._pending = pending
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return cast(Generator[Any, None, Any], self._pending.__await__())
+
+    async def __aenter__(self) -> Any:
+        return await self._pending.__aenter__()
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await self._pending.__aexit__(*exc_info)
+
+    def __enter__(self) -> NoReturn:
+        self._fail()
+
+    def __getattr__(self, name: str) -> NoReturn:
+        self._fail()
+
+    def _fail(self) -> NoReturn:
+        close = getattr(self._pending, "close", None)
+        if close is not None:
+            close()  # the coroutine is never awaited: close it rather than leave a "never awaited" warning
+        raise TypeError(SYNC_CLIENT_ERROR)
+
+
+class BlocklistSession(httpx.AsyncClient):
+    """The ``httpx.AsyncClient`` :func:`blocklist_session` returns.
+
+    Its ``request`` and ``stream`` work as usual when awaited; a synchronous caller (``pywa.WhatsApp`` given it by
+    mistake) gets a TypeError saying what to use instead, not an AttributeError on a coroutine.
+    """
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        return _AsyncOnly(super().request(*args, **kwargs))
+
+    def stream(self, *args: Any, **kwargs: Any) -> Any:
+        return _AsyncOnly(super().stream(*args, **kwargs))
+
+
 def blocklist_session(
     blocklist: BlocklistClient | None = None,
     *,
@@ -118,7 +170,9 @@ def blocklist_session(
     """An ``httpx.AsyncClient`` for ``pywa_async.WhatsApp(session=...)`` using :class:`BlocklistTransport`.
 
     ``client_options`` go to ``httpx.AsyncClient`` (e.g. ``timeout``); ``transport=`` sets the inner transport.
+    The synchronous ``pywa.WhatsApp`` given this session raises a TypeError on its first Graph call, saying to use
+    ``pywa_async`` or :class:`ProxyRoutingTransport`.
     """
     inner = client_options.pop("transport", None)
     transport = BlocklistTransport(blocklist, upstream=upstream, transport=inner, on_error=on_error)
-    return httpx.AsyncClient(transport=transport, **client_options)
+    return BlocklistSession(transport=transport, **client_options)

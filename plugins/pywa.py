@@ -20,7 +20,9 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from contextvars import ContextVar
 from typing import Any
 
 from pywa.filters import Filter
@@ -29,6 +31,7 @@ from pywa_async.client import WhatsApp
 
 from proxy.blocklist import InboundUser
 from proxy.errors import BlocklistError, UnknownConnector
+from proxy.signature import verify
 
 from ._webhook import OnError, check_on_error, filter_body
 from .client import BlocklistClient
@@ -38,15 +41,26 @@ log = logging.getLogger(__name__)
 
 __all__ = ["BlocklistTransport", "ProxyRoutingTransport", "blocklist_session", "guard_webhooks", "not_blocked"]
 
+_VERIFIED: ContextVar[bytes | None] = ContextVar("wa_blocklist_pywa_verified", default=None)
+"""SHA-256 of the update body whose signature the wrapped validator just verified in this task."""
+
 
 def guard_webhooks(
-    wa: WhatsApp, blocklist: BlocklistClient, *, on_error: OnError = "deny", record_inbound: bool = True
+    wa: WhatsApp,
+    blocklist: BlocklistClient,
+    *,
+    on_error: OnError = "deny",
+    record_inbound: bool = True,
+    app_secret: str | None = None,
 ) -> None:
     """Make ``wa`` drop every webhook item of a blocked user before any handler or listener sees it.
 
-    Wraps ``wa.webhook_update_handler``: pywa's own server and custom servers both call it after the signature
-    check, with the raw body. Blocked users' messages, statuses and calls are removed from the update (other
-    users' items in the same update still reach the handlers); an update left empty is acknowledged unhandled.
+    Wraps ``wa.webhook_update_handler``: pywa's own server and custom servers both call it, with the raw body,
+    after ``wa.webhook_update_validator`` (pywa's signature check). Blocked users' messages, statuses and calls are
+    removed from the update (other users' items in the same update still reach the handlers); an update left empty
+    is acknowledged unhandled. Senders, activity and wa_id ↔ BSUID links are recorded only from an update whose
+    ``X-Hub-Signature-256`` verified under the app secret in ``wa.webhook_update_validator`` (also wrapped): a
+    forged POST to the bot's webhook URL changes nothing in the blocklist.
 
     Args:
         wa: a ``pywa_async.WhatsApp`` client.
@@ -55,7 +69,8 @@ def guard_webhooks(
             server that passes pywa's answer on makes Meta retry; pywa's own server has already answered 200, so
             there the update is dropped and logged as an error) and ``allow`` handles it unchecked.
         record_inbound: record senders as having written now (direct mode; enables blocking under Meta's
-            24-hour rule when the bot runs without the proxy).
+            24-hour rule when the bot runs without the proxy). Only verified updates are recorded from.
+        app_secret: the Meta app secret that signs the updates; default: the one ``wa`` was given.
 
     Raises:
         TypeError: ``wa`` is the synchronous ``pywa.WhatsApp`` (route its webhooks through the proxy instead).
@@ -63,16 +78,27 @@ def guard_webhooks(
     if not isinstance(wa, WhatsApp):
         raise TypeError("guard_webhooks needs a pywa_async.WhatsApp client")
     check_on_error(on_error)
+    secret = app_secret if app_secret is not None else getattr(wa, "_app_secret", None)
     handle = wa.webhook_update_handler
+    validate = wa.webhook_update_validator
 
-    async def guarded(update: bytes, hmac_header: None = None) -> tuple[str, int]:
+    async def validated(update: bytes, hmac_header: str | None) -> tuple[str, int] | None:
+        failure = await validate(update, hmac_header)
+        if failure is None and secret and verify(secret, update, hmac_header):
+            # pywa's server awaits the validator, then the handler, in one task: the handler sees this mark.
+            _VERIFIED.set(hashlib.sha256(update).digest())
+        return failure
+
+    async def guarded(update: bytes, hmac_header: str | None = None) -> tuple[str, int]:
         if hmac_header is not None:  # pywa's deprecated inline validation: it must see the body Meta signed
-            failure = await wa.webhook_update_validator(update, hmac_header)
+            failure = await validated(update, hmac_header)
             if failure:
                 return failure
+        verified = _VERIFIED.get() == hashlib.sha256(update).digest()
+        _VERIFIED.set(None)
         try:
             result = await filter_body(
-                update, blocklist, app_secret=None, signature=None, record_inbound=record_inbound
+                update, blocklist, app_secret=None, signature=None, record_inbound=record_inbound, verified=verified
             )
         except BlocklistError as exc:
             if on_error == "allow":
@@ -85,6 +111,7 @@ def guard_webhooks(
         return await handle(result.body)
 
     wa.webhook_update_handler = guarded  # type: ignore[method-assign]
+    wa.webhook_update_validator = validated  # type: ignore[method-assign]
 
 
 def not_blocked(blocklist: BlocklistClient, *, on_error: OnError = "deny") -> Filter[Any]:

@@ -743,11 +743,21 @@ def make_client(cfg: StoreConfig) -> tuple[Any, list[Any]]:
 
 
 @contextlib.asynccontextmanager
-async def open_store(cfg: StoreConfig) -> AsyncIterator[BlocklistStore]:
-    """Open the configured store (a Redis URL, or the embedded Redis in ``data_dir``) and close it after use."""
+async def open_store(cfg: StoreConfig, *, start_embedded: bool = True) -> AsyncIterator[BlocklistStore]:
+    """Open the configured store (a Redis URL, or the embedded Redis in ``data_dir``) and close it after use.
+
+    Args:
+        cfg: the store settings.
+        start_embedded: with the embedded store, start its redis-server when none serves ``data_dir`` yet (the
+            proxy, the CLI). False (bot plugins) only connects to the socket of a running one, so a bot never owns
+            the proxy's store; nothing is started, and the connection is made on first use.
+    """
     embedded: EmbeddedRedis | None = None
     helpers: list[Any] = []
-    if cfg.embedded:
+    if cfg.embedded and not start_embedded:
+        socket_path = EmbeddedRedis(Path(cfg.data_dir)).socket_path
+        client = aioredis.Redis(unix_socket_path=str(socket_path), **client_options(cfg))
+    elif cfg.embedded:
         embedded = EmbeddedRedis(Path(cfg.data_dir), appendfsync=cfg.appendfsync)
         embedded.start()
         client = aioredis.Redis(unix_socket_path=str(embedded.socket_path), **client_options(cfg))

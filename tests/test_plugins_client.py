@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient
+from test_processes import Proxy, redis_alive
 
 from plugins.client import BlocklistClient, DirectBlocklistClient, InboundUser
 from proxy.blocklist import BlocklistService
@@ -20,7 +25,7 @@ from proxy.errors import (
     UnknownConnector,
 )
 
-from conftest import ADMIN_TOKEN, PNID, PNID_BR, VIEWER_TOKEN, free_port, wrote_recently
+from conftest import ADMIN_TOKEN, PNID, PNID_BR, VIEWER_TOKEN, base_config_data, free_port, wrote_recently
 from plugin_support import (
     ALLOWED,
     ALLOWED_BSUID,
@@ -164,3 +169,60 @@ async def test_direct_mode_over_a_running_service(service: BlocklistService) -> 
     async with DirectBlocklistClient.from_service(service) as blocklist:
         assert await blocklist.is_blocked(PNID, BLOCKED)
     assert await blocklist.is_blocked(PNID, BLOCKED)  # closing it left the proxy's store open
+
+
+# --- a bot never owns the proxy's store -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def embedded_config_file(tmp_path: Path) -> Path:
+    """A config on the embedded store (``store.data_dir`` next to the file), as the shipped config.yaml has it."""
+    data = base_config_data("")
+    data["store"] = {"redis_url": "", "data_dir": "./data"}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.slow
+async def test_a_bot_never_owns_the_proxys_embedded_store(embedded_config_file: Path) -> None:
+    data_dir = embedded_config_file.parent / "data"
+    # No proxy yet: the bot's client says how to fix it, and starts no redis-server of its own.
+    early = BlocklistClient.direct(embedded_config_file, actor="bot")
+    with pytest.raises(StoreUnavailable, match=r"no running proxy serves the embedded store") as caught:
+        await early.start()
+    assert "wa-blocklist serve" in caught.value.message and "store.redis_url" in caught.value.message
+    assert redis_alive(data_dir) is None
+
+    proxy = Proxy(embedded_config_file, free_port())
+    try:
+        proxy.start()
+        redis_pid = redis_alive(data_dir)
+        assert redis_pid is not None
+        for _ in range(2):  # a bot starting and stopping, twice
+            async with BlocklistClient.direct(embedded_config_file, actor="bot") as bot:
+                await bot.blocked_users(PNID, [InboundUser(wa_id=BLOCKED)], record_inbound=True)
+                await bot.block(PNID, BLOCKED, reason="from the bot")
+                assert await bot.is_blocked(PNID, "+57 300 123 4567")
+        # The bot is gone; the proxy's store is not.
+        assert redis_alive(data_dir) == redis_pid
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{proxy.port}/readyz") as ready:
+            assert ready.status == 200 and (await ready.json())["status"] == "ready"
+        status, entry = proxy.call("GET", f"/admin/api/connectors/{PNID}/blocks/{BLOCKED}")
+        assert status == 200 and entry["blocked_by"] == "bot" and entry["reason"] == "from the bot"
+        status, _ = proxy.call("DELETE", f"/admin/api/connectors/{PNID}/blocks/{BLOCKED}")
+        assert status == 204
+    finally:
+        proxy.stop()
+
+
+async def test_a_direct_client_on_an_unreachable_redis_says_where_without_the_password(config: Config) -> None:
+    port = free_port()  # nothing listens there
+    url = f"redis://bot:s3cret-pass@127.0.0.1:{port}/0"
+    store = dataclasses.replace(config.store, redis_url=url, timeout_seconds=1)
+    client = BlocklistClient.direct(dataclasses.replace(config, store=store))
+    with pytest.raises(StoreUnavailable) as caught:
+        await client.start()
+    assert f"redis://127.0.0.1:{port}/0" in caught.value.message
+    assert "s3cret-pass" not in caught.value.message
+    await client.close()

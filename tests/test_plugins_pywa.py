@@ -172,7 +172,9 @@ async def test_blocked_users_updates_never_reach_handlers(
         assert forged.status_code == 403  # pywa's own signature check still runs first
 
     assert seen == [f"{ALLOWED}:hello"]
-    assert statuses == [ALLOWED]
+    # statuses report the business's own messages: kept, as the proxy keeps them (docs/webhooks.md policy table);
+    # pywa builds its status update from the first status of a change
+    assert statuses == [BLOCKED]
     assert len(raw) == 2  # the all-blocked updates never reached pywa at all
 
 
@@ -222,3 +224,32 @@ async def test_transport_arguments_are_checked() -> None:
         BlocklistTransport()
     with pytest.raises(ValueError, match="http"):
         ProxyRoutingTransport("ftp://proxy")
+
+
+async def test_only_updates_verified_by_the_validator_are_recorded(service: BlocklistService, closing: Closer) -> None:
+    async with BlocklistClient.direct(service.config, actor="test-bot") as blocklist:
+        app = Starlette()
+        wa = WhatsApp(
+            phone_id=PNID, token="bot-token", server=app, verify_token=VERIFY_TOKEN, app_secret=APP_SECRET,
+            webhook_endpoint="/webhooks/whatsapp", session=closing(httpx.AsyncClient()),
+        )  # fmt: skip
+        guard_webhooks(wa, blocklist)
+        body = dumps(messages_payload(PNID, (ALLOWED, ALLOWED_BSUID, "hello")))
+        # A custom server that hands a body to the handler without pywa's validator: handled, never recorded.
+        assert await wa.webhook_update_handler(body) == ("ok", 200)
+        assert await service.last_inbound_ms(PNID, ALLOWED) is None
+        assert await service.store.linked(PNID, ALLOWED_BSUID) is None
+        # Through pywa's own route, which validates the signature first: recorded, link learned.
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bot") as http:
+            assert (await http.post("/webhooks/whatsapp", **signed_post(body))).status_code == 200
+        assert await service.last_inbound_ms(PNID, ALLOWED) is not None
+        assert await service.store.linked(PNID, ALLOWED_BSUID) == ALLOWED
+
+
+def test_the_sync_client_given_the_async_session_gets_a_clear_error() -> None:
+    import pywa
+
+    session = blocklist_session(upstream="http://127.0.0.1:9")
+    wa = pywa.WhatsApp(phone_id=PNID, token="bot-token", session=session)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"pywa_async\.WhatsApp.*ProxyRoutingTransport"):
+        wa.send_message(to=ALLOWED, text="hi")
