@@ -370,9 +370,7 @@ class Filtered:
     removed: list[Item]
 
 
-def filter_value(
-    change: Change, is_blocked: Callable[[Person], bool], policy: Policy = POLICY
-) -> Filtered:
+def filter_value(change: Change, is_blocked: Callable[[Person], bool], policy: Policy = POLICY) -> Filtered:
     """Remove from one change value the items ``policy`` removes whose user ``is_blocked``."""
     kept_people: set[str] = set()
     doomed: list[Item] = []
@@ -453,9 +451,7 @@ def rebuild(payload: dict[str, Any], kept: Mapping[tuple[int, int], dict[str, An
     entries left without changes are dropped."""
     entries = []
     for e, entry in enumerate(payload["entry"]):
-        changes_out = [
-            {**change, "value": kept[(e, c)]} for c, change in enumerate(entry["changes"]) if (e, c) in kept
-        ]
+        changes_out = [{**change, "value": kept[(e, c)]} for c, change in enumerate(entry["changes"]) if (e, c) in kept]
         if changes_out:
             entries.append({**entry, "changes": changes_out})
     return {**payload, "entry": entries}

@@ -388,9 +388,7 @@ def _destinations(
             url = config.webhooks.account_events_to
             return out.setdefault(url, _Destination(url, secret, ACCOUNT_LABEL, "webhooks.account_events_to"))
         url = connector.forward_webhooks_to
-        return out.setdefault(
-            url, _Destination(url, connector.app_secret, connector.phone_number_id, connector.name)
-        )
+        return out.setdefault(url, _Destination(url, connector.app_secret, connector.phone_number_id, connector.name))
 
     for share in shares.values():
         for change in share.changes:

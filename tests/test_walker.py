@@ -41,7 +41,7 @@ def test_meta_form_reproduces_a_raw_meta_body_byte_for_byte():
         b'"106540352242922"},"messages":[{"from":"16505551234","id":"wamid.HBgLMTY1MDU1NTEyMzQVAgASGCA=",'
         b'"timestamp":"1764037200","type":"image","image":{"caption":"Hola quiero un caf\\u00e9 \\ud83d\\ude00",'
         b'"mime_type":"image\\/jpeg","url":"https:\\/\\/lookaside.fbsbx.com\\/whatsapp_business\\/attachments\\/?mid=1"'
-        b"}}]},\"field\":\"messages\"}]}]}"
+        b'}}]},"field":"messages"}]}]}'
     )
     assert meta_dumps(json.loads(raw)) == raw
 
