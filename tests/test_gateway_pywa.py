@@ -87,3 +87,29 @@ async def test_pywa_block_users_goes_through_our_blocklist(wa, service, fake_gra
     with pytest.raises(BulkBlockingFailed):  # ALLOWED never wrote: our 24-hour rule, in Meta's shape
         await wa.block_users(users=[ALLOWED])
     assert len(fake_graph.requests) == 1
+
+
+async def test_pywa_mark_as_read_and_typing_pass_for_allowed_users_and_are_refused_for_blocked_ones(
+    wa, service, fake_graph
+):
+    from proxy.blocklist import InboundUser
+
+    await service.record_inbound(
+        PNID,
+        [InboundUser(wa_id=BLOCKED), InboundUser(wa_id=ALLOWED)],
+        messages=[("wamid.FROM_BLOCKED", 0), ("wamid.FROM_ALLOWED", 1)],
+    )
+    await service.block(PNID, BLOCKED, actor=Actor("supervisor", "admin_api"))
+    fake_graph.respond("POST", "/messages$", 200, {"success": True})
+
+    assert (await wa.mark_message_as_read(message_id="wamid.FROM_ALLOWED")).success
+    assert (await wa.indicate_typing(message_id="wamid.FROM_ALLOWED")).success
+    read, typing = fake_graph.requests
+    assert read.json() == {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.FROM_ALLOWED"}
+    assert typing.json()["typing_indicator"] == {"type": "text"}
+
+    for call in (wa.mark_message_as_read, wa.indicate_typing):
+        with pytest.raises(WhatsAppError) as raised:
+            await call(message_id="wamid.FROM_BLOCKED")
+        assert raised.value.code == RECIPIENT_BLOCKED
+    assert len(fake_graph.requests) == 2
