@@ -33,7 +33,7 @@ from proxy.blocklist import InboundUser
 from proxy.errors import BlocklistError, UnknownConnector
 from proxy.signature import verify
 
-from ._webhook import OnError, check_on_error, filter_body
+from ._webhook import OnError, check_on_error, check_recording, filter_body
 from .client import BlocklistClient
 from .httpx_transport import BlocklistTransport, ProxyRoutingTransport, blocklist_session
 
@@ -74,11 +74,13 @@ def guard_webhooks(
 
     Raises:
         TypeError: ``wa`` is the synchronous ``pywa.WhatsApp`` (route its webhooks through the proxy instead).
+        ValueError: ``record_inbound`` with a direct blocklist and no app secret (nothing could be verified).
     """
     if not isinstance(wa, WhatsApp):
         raise TypeError("guard_webhooks needs a pywa_async.WhatsApp client")
     check_on_error(on_error)
     secret = app_secret if app_secret is not None else getattr(wa, "_app_secret", None)
+    check_recording(blocklist, record_inbound, secret)
     handle = wa.webhook_update_handler
     validate = wa.webhook_update_validator
 
