@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import phonenumbers
 import pytest
+from aiohttp.test_utils import TestClient
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from proxy import identity
-from proxy.config import ConnectorConfig, parse_config
+from proxy.blocklist import BlocklistService
+from proxy.config import Config, ConnectorConfig, parse_config
 from proxy.errors import ConfigError, InvalidNumber
+from proxy.graph import RECIPIENT_BLOCKED
+
+from conftest import ADMIN_TOKEN, PNID, PNID_BR, ConfigFactory, wrote_recently
+from fakes import FakeGraph
 
 
 @pytest.mark.parametrize(
@@ -305,3 +312,70 @@ def test_a_typed_number_that_is_national_and_international_at_once_is_refused() 
     assert identity.parse("+32 12 34 56 78", "US").value == "3212345678"
     # a send written that way is checked against both
     assert {"3212345678", "13212345678"} <= {r.key for r in identity.recipient_readings("321 234 5678", "US")}
+
+
+# --- through the running proxy: the key a supervisor's block is stored under is the one every send is checked by ---
+
+NO_REGION = "333333333333333"
+
+
+@pytest.fixture
+def config(make_config: ConfigFactory) -> Config:
+    """The test connectors with their region from display_number (no default_country), and one with no region."""
+
+    def regions_from_display_numbers(data: dict[str, Any]) -> None:
+        for connector in data["connectors"]:
+            connector.pop("default_country", None)
+        bare = {**data["connectors"][0], "phone_number_id": NO_REGION, "name": "Sin región"}
+        bare.pop("display_number")
+        data["connectors"].append(bare)
+
+    return make_config(regions_from_display_numbers)
+
+
+async def _send(client: TestClient[Any, Any], pnid: str, to: str) -> tuple[int, Any]:
+    message = {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": "hola"}}
+    response = await client.post(f"/v21.0/{pnid}/messages", json=message, headers={"Authorization": "Bearer bot"})
+    return response.status, await response.json()
+
+
+@pytest.mark.parametrize(
+    ("pnid", "wa_id", "typed", "sends"),
+    [
+        (PNID_BR, "5511912345678", "+55 0 11 91234-5678",
+         ["5511912345678", "+55 11 91234-5678", "551112345678", "011 91234-5678", "(11) 91234-5678",
+          "+55 (0)11 91234 5678"]),
+        (PNID, "5491112345678", "+54 11 15 1234-5678",
+         ["5491112345678", "541112345678", "+54 9 11 1234 5678", "+54 11 15 1234 5678", "0054 9 11 1234 5678"]),
+        (PNID, "447911123456", "+44 (0)7911 123456", ["447911123456", "+44 7911 123456", "+44 (0)7911 123456"]),
+        (PNID, "573001234567", "300 123 4567", ["3001234567", "+57 300 123 4567", "(300) 123-4567", "573001234567"]),
+    ],
+)  # fmt: skip
+async def test_a_block_typed_in_any_form_holds_against_every_form_of_a_send(
+    client: TestClient[Any, Any], service: BlocklistService, fake_graph: FakeGraph,
+    pnid: str, wa_id: str, typed: str, sends: list[str],
+) -> None:  # fmt: skip
+    assert service.connector(pnid).region == {PNID: "CO", PNID_BR: "BR"}[pnid]  # from display_number
+    await wrote_recently(service, pnid, wa_id)
+    blocked = await client.post(
+        f"/admin/api/connectors/{pnid}/blocks",
+        json={"number": typed},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert blocked.status == 201, await blocked.text()  # the user wrote: no 409, the typed form found them
+    assert (await blocked.json())["number"] == wa_id
+    for to in sends:
+        status, body = await _send(client, pnid, to)
+        assert (status, body["error"]["code"]) == (400, RECIPIENT_BLOCKED), (to, body)
+    assert fake_graph.requests == []
+    assert (await _send(client, pnid, "+57 300 987 6543"))[0] == 200  # someone else still gets through
+
+
+async def test_a_national_number_on_a_connector_without_region_is_refused(
+    client: TestClient[Any, Any], fake_graph: FakeGraph
+) -> None:
+    status, body = await _send(client, NO_REGION, "3001234567")
+    assert status == 400 and "international form" in str(body), body
+    assert fake_graph.requests == []
+    assert (await _send(client, NO_REGION, "+57 300 123 4567"))[0] == 200
+    assert (await _send(client, NO_REGION, "573001234567"))[0] == 200  # a wa_id is an international number
