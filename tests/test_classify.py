@@ -364,3 +364,14 @@ def test_node_ids_and_versions() -> None:
         with pytest.raises(Refused):
             classify_target("POST", path, "", [])
     assert re.match(r"^v", classify_target("GET", "/v21.0/me", "", []).version)
+
+
+def test_the_docs_table_lists_every_surface_of_the_allow_list() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "gateway.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| ") and "` | " in line]
+    for surface in builtin_surfaces():
+        row = f"| {', '.join(sorted(surface.methods))} | `/{surface.path}` | {surface.name} |"
+        assert any(r.startswith(row) for r in rows), f"docs/gateway.md lacks the row {row}"
+        assert any(surface.why in r for r in rows if r.startswith(row))
