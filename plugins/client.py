@@ -421,7 +421,9 @@ class HttpBlocklistClient(BlocklistClient):
         # The admin API has no inbound-recording endpoint (the proxy's webhook receiver records); each identity the
         # webhook shows is checked, and the check follows the wa_id↔BSUID links the proxy has learned.
         async def one(user: InboundUser) -> bool:
-            for text in (user.wa_id, user.bsuid):
+            # A wa_id is always international: with "+" it is read so even on a connector without region.
+            wa_id = "+" + user.wa_id.removeprefix("+") if user.wa_id else ""
+            for text in (wa_id, user.bsuid):
                 if text:
                     try:
                         if await self.is_blocked(pnid, text):

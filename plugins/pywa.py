@@ -11,10 +11,17 @@ Both directions, with or without the proxy in front of Meta:
   pywa's built-in server and of custom servers), so handlers, listeners and raw-update handlers never see a
   blocked user's message, status or call. :func:`not_blocked` is the same check as a pywa filter for one handler.
 
-Example::
+Example (docs/plugins.md has the whole program)::
 
     blocklist = BlocklistClient.direct("config.yaml")
-    wa = WhatsApp(phone_id=..., token=..., session=blocklist_session(blocklist), server=app, ...)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        async with blocklist:  # start the client with the server, before the first update or send
+            yield
+
+    app = Starlette(lifespan=lifespan)
+    wa = WhatsApp(phone_id=..., token=..., session=blocklist_session(blocklist), server=app, app_secret=..., ...)
     guard_webhooks(wa, blocklist)
 """
 
