@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -226,3 +227,31 @@ async def test_a_direct_client_on_an_unreachable_redis_says_where_without_the_pa
     assert f"redis://127.0.0.1:{port}/0" in caught.value.message
     assert "s3cret-pass" not in caught.value.message
     await client.close()
+
+
+async def test_starting_a_direct_client_never_blocks_the_event_loop(config: Config) -> None:
+    # A "Redis" that accepts connections and never answers: start() waits for its PING reply. The accept callback
+    # runs on this loop, so it can only run while start() is still pending if start() yields to the loop.
+    accepted = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        accepted.set()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = dataclasses.replace(config.store, redis_url=f"redis://127.0.0.1:{port}/0", timeout_seconds=2)
+    client = BlocklistClient.direct(dataclasses.replace(config, store=store))
+    starting = asyncio.create_task(client.start())
+    try:
+        await asyncio.wait_for(accepted.wait(), timeout=10)
+        assert not starting.done()  # the loop served the accept while start() was waiting for Redis
+        with pytest.raises(StoreUnavailable, match="cannot be reached"):
+            await starting
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+        await client.close()
