@@ -10,7 +10,8 @@ from plugins.client import BlocklistClient
 
 def blocklist_from_env(actor: str) -> BlocklistClient:
     """HTTP mode when ``WA_BLOCKLIST_URL`` is set (with ``WA_BLOCKLIST_TOKEN``), else direct mode on the proxy's
-    config file ``WA_BLOCKLIST_CONFIG`` (default ``config.yaml``)."""
+    config file ``WA_BLOCKLIST_CONFIG`` (default ``config.yaml``): the proxy's store, which a running proxy serves
+    (a bot never starts the embedded Redis itself)."""
     url = os.environ.get("WA_BLOCKLIST_URL", "")
     if url:
         return BlocklistClient.http(url, os.environ["WA_BLOCKLIST_TOKEN"])
