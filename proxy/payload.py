@@ -26,7 +26,8 @@ kind                   removed      activity  where
 ``echo``               no           no        ``message_echoes[]`` (what the business sent from the app)
 =====================  ===========  ========  ===============================================================
 
-(1) a ``contacts[]`` entry stays when an item of the same user stays in the same value (a status with contacts).
+(1) a ``contacts[]`` entry stays only when the same value keeps items of that user and removes none (a status with
+contacts); otherwise it goes with the user's items.
 
 A history chunk keeps its ``metadata`` (sync progress) with an empty ``threads`` list when its every thread goes; a
 group event goes as a whole when its every listed participant goes. A ``system`` message telling a blocked user's new
@@ -375,17 +376,21 @@ def filter_value(change: Change, is_blocked: Callable[[Person], bool], policy: P
     kept_people: set[str] = set()
     doomed: list[Item] = []
     for item in change.items:
-        rule = policy[item.kind]
-        if item.kind is not Kind.CONTACT and rule.remove and is_blocked(item.person):
+        if item.kind is Kind.CONTACT:
+            continue
+        if policy[item.kind].remove and is_blocked(item.person):
             doomed.append(item)
-        elif item.kind is not Kind.CONTACT:
+        else:
             kept_people.update(i for i in (item.person.wa_id, item.person.bsuid) if i)
+    gone_people = {i for item in doomed for i in (item.person.wa_id, item.person.bsuid) if i}
     for item in change.items:
+        ids = {i for i in (item.person.wa_id, item.person.bsuid) if i}
+        # A contact goes with its user's removed items; it stays only beside kept items of that user alone (a status).
         if (
             item.kind is Kind.CONTACT
             and policy[item.kind].remove
             and is_blocked(item.person)
-            and not any(i and i in kept_people for i in (item.person.wa_id, item.person.bsuid))
+            and (ids & gone_people or not ids & kept_people)
         ):
             doomed.append(item)
     if not doomed:

@@ -132,9 +132,16 @@ def test_blocked_users_message_and_contact_removed_statuses_kept():
     result = wp.filter_value(only(p.envelope(value)), blocked(USER))
     assert result.value is not None
     assert [m["from"] for m in result.value["messages"]] == [OTHER]
-    assert [c["wa_id"] for c in result.value["contacts"]] == [USER, OTHER]  # the kept status is USER's: contact kept
+    assert [c["wa_id"] for c in result.value["contacts"]] == [OTHER]  # USER's contact goes with USER's message
     assert len(result.value["statuses"]) == 1
-    assert [i.kind for i in result.removed] == [wp.Kind.MESSAGE]
+    assert [i.kind for i in result.removed] == [wp.Kind.MESSAGE, wp.Kind.CONTACT]
+
+
+def test_a_status_keeps_its_contact_of_a_blocked_user():
+    value = p.statuses_change(PNID, p.status(USER))
+    value["value"]["contacts"] = [p.contact(USER, BSUID)]
+    change = only(p.envelope(value))
+    assert wp.filter_value(change, blocked(USER)).value is change.value
 
 
 def test_value_left_with_envelope_keys_only_is_dropped():

@@ -9,6 +9,8 @@ import logging
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from proxy.app import create_app
 from proxy.blocklist import Actor
@@ -725,7 +727,9 @@ async def test_rebuilt_body_is_in_metas_form_with_non_ascii_emoji_and_lone_surro
         b'{"object":"whatsapp_business_account","entry":[{"id":"' + p.WABA_ID.encode() + b'","changes":[{"value":'
         b'{"messaging_product":"whatsapp","metadata":{"display_phone_number":"576015550100","phone_number_id":"'
         + PNID.encode()
-        + b'"},"messages":[{"from":"' + ALLOWED.encode() + b'","id":"wamid.A","timestamp":"1","type":"text",'
+        + b'"},"messages":[{"from":"'
+        + ALLOWED.encode()
+        + b'","id":"wamid.A","timestamp":"1","type":"text",'
         b'"text":{"body":"caf\\u00e9 \\ud83d\\ude00 \\ud83d solo http:\\/\\/x.co\\/a"}},{"from":"'
         + BLOCKED.encode()
         + b'","id":"wamid.B","timestamp":"1","type":"text","text":{"body":"x"}}]},"field":"messages"}]}]}'
@@ -783,3 +787,20 @@ async def test_blocked_users_number_change_carries_the_block(client, contact_cen
     assert moved.source == "number_change" and BLOCKED in moved.reason
     records, _ = await service.audit(PNID)
     assert records[0]["action"] == "block" and records[0]["source"] == "number_change"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.lists(st.characters() | st.integers(0xD800, 0xDFFF).map(chr), max_size=40).map("".join))
+async def test_any_text_from_another_user_is_forwarded_in_metas_form_without_a_5xx(
+    client, contact_center, service, text
+):
+    await block(service, PNID, BLOCKED)
+    contact_center.received.clear()
+    payload = p.envelope(p.messages_change(PNID, [p.text(ALLOWED, text), p.text(BLOCKED, "x")]))
+    body = meta_dumps(payload)  # lone surrogates included: Meta writes them as \udXXX escapes
+    resp = await post(client, body)
+    assert resp.status == 200, await resp.text()
+    [got] = contact_center.received
+    assert got.body == meta_dumps(got.json()) and got.headers["X-Hub-Signature-256"] == sign(APP_SECRET, got.body)
+    forwarded_text = got.json()["entry"][0]["changes"][0]["value"]["messages"][0]["text"]["body"]
+    assert meta_dumps(forwarded_text) == meta_dumps(text)  # the same escapes (two halves written apart read as a pair)
