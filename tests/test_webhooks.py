@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.app import create_app
-from proxy.blocklist import Actor
+from proxy.blocklist import Actor, InboundUser
 from proxy.keys import SERVICE, WEBHOOK_TASKS
 from proxy.signature import meta_dumps
 
@@ -804,3 +804,23 @@ async def test_any_text_from_another_user_is_forwarded_in_metas_form_without_a_5
     assert got.body == meta_dumps(got.json()) and got.headers["X-Hub-Signature-256"] == sign(APP_SECRET, got.body)
     forwarded_text = got.json()["entry"][0]["changes"][0]["value"]["messages"][0]["text"]["body"]
     assert meta_dumps(forwarded_text) == meta_dumps(text)  # the same escapes (two halves written apart read as a pair)
+
+
+async def test_forged_webhook_changes_no_link_and_a_genuine_one_repairs_a_poisoned_link(
+    client, contact_center, service
+):
+    await block(service, PNID, BLOCKED, bsuid=BSUID_BLOCKED)
+    assert await service.store.linked(PNID, BSUID_BLOCKED) == BLOCKED
+    forged = p.envelope(p.messages_change(PNID, [p.text(ALLOWED, user_id=BSUID_BLOCKED)]))
+    assert (await post(client, forged, secret="not-the-app-secret")).status == 403
+    assert await service.store.linked(PNID, BSUID_BLOCKED) == BLOCKED  # nothing learned from a forgery
+    # The state an unverified POST could leave before: the BSUID re-linked to another number.
+    await service.record_inbound(PNID, [InboundUser(ALLOWED, BSUID_BLOCKED, active=False)])
+    assert await service.check(PNID, BSUID_BLOCKED) is None  # poisoned: the blocked user's BSUID looks free
+    genuine = p.envelope(p.messages_change(PNID, [p.text(BLOCKED, user_id=BSUID_BLOCKED)]))
+    assert (await post(client, genuine)).status == 200
+    assert await service.store.linked(PNID, BSUID_BLOCKED) == BLOCKED
+    assert await service.store.linked(PNID, BLOCKED) == BSUID_BLOCKED
+    assert await service.store.linked(PNID, ALLOWED) is None  # the stale reverse entry is gone
+    assert await service.check(PNID, BSUID_BLOCKED) == BLOCKED
+    assert contact_center.received == []  # and the blocked user's message was removed
