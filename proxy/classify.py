@@ -87,6 +87,10 @@ _NODE_ID = re.compile(r"^[1-9][0-9]{0,31}$")
 _CODE = re.compile(r"^[A-Za-z0-9]{1,64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _PHONE_LIKE = re.compile(r"^[\s+()0-9./-]+$")
+_BOUNDARY = re.compile(r"(?i)(?:^|;)\s*boundary\s*=\s*(\"[^\"]*\"|[^;\s]+)")
+_NAME_PARAM = re.compile(r"(?i)(?:^|;)\s*name\*?\s*=")
+_PARAMETER_TYPES = frozenset({"application/x-www-form-urlencoded", "application/json", "multipart/mixed"})
+"""Content-Types whose bodies carry parameters (``multipart/form-data`` is streamed with its part names watched)."""
 _PLACEHOLDER = re.compile(r"^\{(id|group_id|code|upload)\}$")
 _LITERAL = re.compile(r"^[a-z0-9_]{1,64}$")
 
@@ -236,8 +240,19 @@ class Target:
 
     @property
     def stream(self) -> bool:
-        """The body is forwarded unread (uploads)."""
+        """The surface takes uploads, which are forwarded unread (see :meth:`streams`)."""
         return self.surface is not None and self.surface.stream
+
+    def streams(self, content_type: str) -> bool:
+        """Whether a body of this Content-Type is forwarded unread: a multipart upload (its part names are watched by
+        :class:`PartNameScanner`) or a file's raw bytes (``application/octet-stream``, ``image/jpeg``...). A body
+        that could carry parameters (no Content-Type, a form, JSON, text) is read and checked like every other."""
+        if not self.stream:
+            return False
+        mime = content_type.split(";", 1)[0].strip().lower()
+        if mime == "multipart/form-data":
+            return True
+        return bool(mime) and not mime.startswith("text/") and mime not in _PARAMETER_TYPES
 
 
 def classify_target(
@@ -598,6 +613,13 @@ def _multipart_pairs(body: bytes, content_type: str) -> list[tuple[str, Any]]:
     from email.parser import BytesParser
     from email.policy import HTTP
 
+    boundaries = _BOUNDARY.findall(content_type)
+    if len(boundaries) != 1:
+        raise invalid("the multipart Content-Type must have exactly one boundary")
+    boundary = boundaries[0].strip('"').encode("latin-1", errors="replace")
+    # No preamble or epilogue: parsers differ on what they do with text outside the parts.
+    if not body.startswith(b"--" + boundary) or body.rstrip(b"\r\n")[-len(boundary) - 4 :] != b"--" + boundary + b"--":
+        raise invalid("the multipart body has text before its first part or after its last one")
     try:
         message = BytesParser(policy=HTTP).parsebytes(
             b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
@@ -608,12 +630,15 @@ def _multipart_pairs(body: bytes, content_type: str) -> list[tuple[str, Any]]:
         raise invalid("the multipart body cannot be read")
     out: list[tuple[str, Any]] = []
     for part in message.iter_parts():
-        disposition = part.get("Content-Disposition", "")
+        raw_dispositions = [str(v) for k, v in part.raw_items() if k.lower() == "content-disposition"]
+        disposition = raw_dispositions[0] if len(raw_dispositions) == 1 else ""  # as sent, not as email reads it
         name = part.get_param("name", header="content-disposition")
-        if not str(disposition).lower().startswith("form-data") or not isinstance(name, str) or "name*" in str(
-            disposition
-        ).lower():
-            raise invalid("a multipart part has no plain form-data name")
+        if (
+            not disposition.lower().startswith("form-data")
+            or not isinstance(name, str)
+            or len(_NAME_PARAM.findall(disposition)) != 1
+        ):
+            raise invalid("a multipart part has no single plain form-data name")
         if part.get_filename() is not None:
             raise invalid(
                 f"the multipart field {name[:40]!r} is sent as a file; this endpoint takes only text fields"

@@ -287,7 +287,7 @@ class Gateway:
         return body, params
 
     async def _pass(self, request: web.Request, url: URL, target: Target) -> web.StreamResponse:
-        if target.stream:
+        if target.streams(request.headers.get("Content-Type", "")):
             encoding = request.headers.get("Content-Encoding", "").strip().lower()
             if encoding not in ("", "identity"):
                 raise bad_request("uploads are forwarded as they arrive and cannot be compressed (Content-Encoding)")
