@@ -97,6 +97,14 @@ def probes() -> list[Probe]:
         Probe("batch at /{pnid} (JSON)", "POST", f"/v21.0/{PNID}", json.dumps({"batch": BATCH_ITEM}).encode(), JSON),
         Probe("batch in the query of /{pnid}", "POST", f"/v21.0/{PNID}?{BATCH_FORM.decode()}"),
         Probe("batch part in a media upload", "POST", f"/v21.0/{PNID}/media", batch_part, batch_part_headers),
+        Probe("batch in a form body on the media edge", "POST", f"/v21.0/{PNID}/media", BATCH_FORM, FORM),
+        Probe(
+            "batch in a template creation body",
+            "POST",
+            "/v21.0/102290129340398/message_templates",
+            json.dumps({"name": "x", "batch": BATCH_ITEM}).encode(),
+            JSON,
+        ),
         # methods and overrides
         Probe("GET with ?method=post", "GET", f"{M}?method=post&to={BLOCKED}&type=text"),
         Probe("duplicated ?method (get, then post)", "POST", f"{M}?method=get&method=post", send(BLOCKED), JSON),
