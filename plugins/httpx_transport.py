@@ -23,6 +23,14 @@ from .client import BlocklistClient
 
 __all__ = ["BlocklistSession", "BlocklistTransport", "ProxyRoutingTransport", "blocklist_session"]
 
+_SYNC_ADVICE = (
+    "the synchronous pywa.WhatsApp and httpx.Client cannot await it. Use `from pywa_async import WhatsApp`, or give "
+    "the synchronous client httpx.Client(transport=ProxyRoutingTransport('http://127.0.0.1:8080')) so that the proxy "
+    "enforces the blocklist"
+)
+SYNC_CLIENT_ERROR = "blocklist_session() is an httpx.AsyncClient, for pywa_async.WhatsApp: " + _SYNC_ADVICE
+SYNC_TRANSPORT_ERROR = "BlocklistTransport is an async httpx transport, for httpx.AsyncClient: " + _SYNC_ADVICE
+
 
 def _refusal(request: httpx.Request, refusal: GraphRefusal) -> httpx.Response:
     envelope = error_envelope(refusal.code, refusal.title, refusal.details, transient=refusal.transient)
@@ -86,6 +94,19 @@ class BlocklistTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         await self._transport.aclose()
 
+    # What a synchronous httpx.Client calls: this transport is async, so it says what to use instead.
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        raise TypeError(SYNC_TRANSPORT_ERROR)
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError(SYNC_TRANSPORT_ERROR)
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def close(self) -> None:
+        return None  # a synchronous client never used the inner (async) transport
+
 
 class ProxyRoutingTransport(httpx.BaseTransport):
     """For the synchronous ``pywa.WhatsApp``: routes every Graph call through the proxy, which enforces.
@@ -107,13 +128,6 @@ class ProxyRoutingTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self._transport.close()
-
-
-SYNC_CLIENT_ERROR = (
-    "blocklist_session() is an httpx.AsyncClient, for pywa_async.WhatsApp; the synchronous pywa.WhatsApp cannot await "
-    "it. Use `from pywa_async import WhatsApp`, or give the synchronous client "
-    "httpx.Client(transport=ProxyRoutingTransport('http://127.0.0.1:8080')) so that the proxy enforces the blocklist"
-)
 
 
 class _AsyncOnly:

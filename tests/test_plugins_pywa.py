@@ -253,3 +253,13 @@ def test_the_sync_client_given_the_async_session_gets_a_clear_error() -> None:
     wa = pywa.WhatsApp(phone_id=PNID, token="bot-token", session=session)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"pywa_async\.WhatsApp.*ProxyRoutingTransport"):
         wa.send_message(to=ALLOWED, text="hi")
+
+
+def test_the_sync_client_given_the_async_transport_gets_a_clear_error() -> None:
+    import pywa
+
+    session = httpx.Client(transport=BlocklistTransport(upstream="http://127.0.0.1:9"))  # type: ignore[arg-type]  # the mistake
+    wa = pywa.WhatsApp(phone_id=PNID, token="bot-token", session=session)
+    with pytest.raises(TypeError, match=r"async httpx transport.*ProxyRoutingTransport"):
+        wa.send_message(to=ALLOWED, text="hi")
+    session.close()
