@@ -249,10 +249,16 @@ class Target:
         that could carry parameters (no Content-Type, a form, JSON, text) is read and checked like every other."""
         if not self.stream:
             return False
-        mime = content_type.split(";", 1)[0].strip().lower()
-        if mime == "multipart/form-data":
-            return True
-        return bool(mime) and not mime.startswith("text/") and mime not in _PARAMETER_TYPES
+        return content_type.split(";", 1)[0].strip().lower() == "multipart/form-data" or not carries_parameters(
+            content_type
+        )
+
+
+def carries_parameters(content_type: str) -> bool:
+    """Whether a body of this Content-Type may carry Graph parameters (no type, a form, JSON, multipart, any text);
+    a file's bytes (``application/octet-stream``, ``image/jpeg``...) do not."""
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return not mime or mime.startswith(("text/", "multipart/")) or mime in _PARAMETER_TYPES
 
 
 def classify_target(

@@ -51,6 +51,7 @@ from .classify import (
     Reach,
     Refused,
     Target,
+    carries_parameters,
     classify_target,
     reach,
     read_params,
@@ -268,7 +269,8 @@ class Gateway:
                     "messages_encrypted is refused on this connector: the proxy cannot see the recipient of an "
                     "encrypted message (set allow_encrypted_messages on the connector to allow it)"
                 )
-            return await self.forward(request, url)
+            if not carries_parameters(request.headers.get("Content-Type", "")):
+                return await self.forward(request, url)  # opaque bytes: the connector's policy lets them through
         body, params = await self.read_params(request, target)
         found = reach(target, params)
         identities = _readings(found.recipients, connector.region, strict=True)

@@ -299,6 +299,17 @@ async def test_encrypted_messages_are_refused_unless_allowed(aiohttp_client, mak
     resp = await client.post(f"/v21.0/{PNID}/messages_encrypted", data=b"\x00opaque", headers=TOKEN)
     assert resp.status == 200
     assert fake_graph.requests[0].body == b"\x00opaque"
+    # A body that can carry parameters is still read: no batch or override, and a readable to is checked.
+    await block(app_service(client), PNID, BLOCKED)
+    resp = await client.post(f"/v21.0/{PNID}/messages_encrypted", json={"batch": "[]"}, headers=TOKEN)
+    assert resp.status == 400
+    resp = await client.post(f"/v21.0/{PNID}/messages_encrypted", json={"to": BLOCKED, "payload": "x"}, headers=TOKEN)
+    assert_blocked(await resp.json())
+    assert len(fake_graph.requests) == 1
+
+
+def app_service(client: TestClient[Any, Any]) -> BlocklistService:
+    return client.app[SERVICE]
 
 
 async def test_unknown_connectors_are_refused_unless_passed(aiohttp_client, make_config, clock, fake_graph):
