@@ -464,7 +464,7 @@ def read_params(
     """
     decoded = decode_body(body, content_encoding)
     mime, charset = _content_type(content_type)
-    pairs: list[tuple[str, Any]] = list(query)
+    pairs: list[tuple[str, Any]] = [(name, _structured(name, value)) for name, value in query]
     also: dict[str, list[str]] = {}
     if decoded.strip():
         if decoded.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):

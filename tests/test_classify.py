@@ -11,6 +11,7 @@ import gzip
 import json
 import re
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -387,3 +388,12 @@ def test_the_docs_table_lists_every_surface_of_the_allow_list() -> None:
         row = f"| {', '.join(sorted(surface.methods))} | `/{surface.path}` | {surface.name} |"
         assert any(r.startswith(row) for r in rows), f"docs/gateway.md lacks the row {row}"
         assert any(surface.why in r for r in rows if r.startswith(row))
+
+
+async def test_structured_parameters_in_the_query_are_read_too(client, service, fake_graph):
+    await wrote_recently(service, PNID, BLOCKED)
+    await service.block(PNID, BLOCKED, actor=Actor("supervisor", "admin_api"))
+    participants = quote(json.dumps([{"user": BLOCKED}]))
+    status, got = await raw(client, "POST", f"/v21.0/{GROUP}/participants?participants={participants}", {}, b"")
+    assert (status, got["error"]["code"]) == (400, 139900)
+    assert fake_graph.requests == []
