@@ -22,8 +22,8 @@ from .bulk import export_csv, import_csv, restore_csv
 from .config import Config, load_config
 from .errors import BlocklistError, ConfigError
 from .meta import MetaSync
+from .phone_format import international
 from .store import BlockEntry, open_store
-from .trial import international
 
 DEFAULT_CONFIG = os.environ.get("WA_BLOCKLIST_CONFIG", "config.yaml")
 # Commands that only use the store: a secret the environment left empty does not stop them.

@@ -52,6 +52,7 @@ from redis.backoff import ExponentialBackoff
 
 from .config import StoreConfig
 from .errors import BadRequest, StoreUnavailable
+from .phone_format import international
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +351,7 @@ class BlockEntry:
         """The entry as the admin API shows it."""
         return {
             "number": self.number,
+            "display_number": international(self.number) if self.kind == "phone" else self.number,
             "type": self.kind,
             "blocked_at": self.blocked_at,
             "reason": self.reason,

@@ -20,29 +20,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import phonenumbers
 from aiohttp import web
 
 from .config import Config, ConnectorConfig
 from .errors import BlocklistError
 from .identity import parse
+from .phone_format import international
 from .webhooks import sign
 
 WEBHOOK_PATH = "/webhooks/whatsapp"
 WABA_ID = "0"
 """``entry[].id`` of a simulated webhook: Meta puts the WhatsApp Business Account ID there, which the proxy does not
 need (it routes by ``metadata.phone_number_id``) and the config does not hold."""
-
-
-def international(digits: str) -> str:
-    """``573005550001`` → ``+57 300 5550001`` (libphonenumber's international format); other text unchanged."""
-    try:
-        number = phonenumbers.parse("+" + digits)
-    except phonenumbers.NumberParseException:
-        return digits
-    if not phonenumbers.is_possible_number(number):
-        return digits
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
 def require_secret(connector: ConnectorConfig) -> str:

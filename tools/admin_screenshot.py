@@ -7,6 +7,10 @@ Debian's Chromium with Playwright: sign in, open a connector, add one more numbe
 Usage::
 
     .venv/bin/python tools/admin_screenshot.py [--output docs/admin-block-numbers.png] [--lang en|es]
+        [--width 1360 --height 840]
+
+The docs use three: ``docs/admin-block-numbers.png`` (default), ``docs/admin-block-numbers-es.png`` (``--lang es``)
+and ``docs/admin-block-numbers-phone.png`` (``--width 390 --height 844``).
 """
 
 from __future__ import annotations
@@ -97,7 +101,7 @@ async def seed(app: web.Application, clock: ManualClock) -> None:
     await service.record_inbound(PNID, [InboundUser(wa_id="".join(c for c in ADDED_BY_FORM[0] if c.isdigit()))])
 
 
-async def main(output: Path, lang: str) -> None:
+async def main(output: Path, lang: str, width: int = 1360, height: int = 840) -> None:
     clock = ManualClock()
     with tempfile.TemporaryDirectory(prefix="wa-blocklist-shot-") as data_dir:
         app = create_app(build_config(data_dir), clock=clock)
@@ -111,7 +115,7 @@ async def main(output: Path, lang: str) -> None:
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 context = await browser.new_context(
-                    viewport={"width": 1360, "height": 840},
+                    viewport={"width": width, "height": height},
                     device_scale_factor=1,
                     locale="es-CO" if lang == "es" else "en-US",
                     timezone_id="America/Bogota",
@@ -139,5 +143,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--output", type=Path, default=Path("docs/admin-block-numbers.png"))
     parser.add_argument("--lang", choices=("en", "es"), default="en")
+    parser.add_argument("--width", type=int, default=1360, help="viewport width in CSS pixels (390: a phone)")
+    parser.add_argument("--height", type=int, default=840)
     args = parser.parse_args()
-    asyncio.run(main(args.output, args.lang))
+    asyncio.run(main(args.output, args.lang, args.width, args.height))

@@ -19,9 +19,13 @@ _ERROR = {
 }
 _ENTRY = {
     "type": "object",
-    "required": ["number", "type", "blocked_at", "reason", "blocked_by", "source"],
+    "required": ["number", "display_number", "type", "blocked_at", "reason", "blocked_by", "source"],
     "properties": {
         "number": {"type": "string", "description": "canonical digits (E.164 without +) or a BSUID"},
+        "display_number": {
+            "type": "string",
+            "description": "the number in international format (+57 300 5550001), or the BSUID, for showing",
+        },
         "type": {"type": "string", "enum": ["phone", "bsuid"]},
         "blocked_at": {"type": "string", "format": "date-time"},
         "reason": {"type": "string"},

@@ -8,6 +8,8 @@ const TOKEN_KEY = "wa-blocklist.admin-token";
 const LANG_KEY = "wa-blocklist.lang";
 const PAGE_SIZE = 25;
 const SEARCH_DELAY_MS = 250;
+const CONNECTOR_PAGE = 20; // connectors shown at a time
+const CONNECTOR_FILTER_FROM = 10; // more connectors than this (about a screenful) get a search field
 
 const MESSAGES = {
   en: {
@@ -37,7 +39,14 @@ const MESSAGES = {
     colActions: "Actions",
     blockButton: "Block numbers",
     blockButtonFor: "Block numbers of {name}",
+    viewButton: "View blocked numbers",
+    viewButtonFor: "Blocked numbers of {name}",
     blockNumbersTitle: "Block Numbers",
+    connectorFilterLabel: "Find a connector",
+    connectorFilterPlaceholder: "Name, number or ID",
+    connectorsShowing: "Showing {n} of {total}",
+    showMoreConnectors: "Show more",
+    noConnectorMatches: "No connector matches “{q}”.",
     close: "Close",
     numberLabel: "Number",
     numberPlaceholder: "+57 300 123 4567",
@@ -70,24 +79,40 @@ const MESSAGES = {
     loadMore: "Load more",
     blocked: "{number} is now blocked.",
     alreadyBlocked: "{number} was already blocked ({date}).",
+    alreadyBlockedReason: "{number} was already blocked ({date}) with the reason “{reason}”. Use the pencil to change it.",
     unblocked: "{number} is no longer blocked.",
+    editBlock: "Change the block of {number}",
+    editTitle: "Change block",
+    expiryLabel: "Expires",
+    keepExpiry: "Keep as it is",
+    save: "Save",
+    updated: "The block of {number} was changed.",
     alreadyUnblocked: "{number} was already unblocked.",
     confirmTitle: "Unblock this number?",
     confirmText: "{number} will be able to message {connector} again, and agents will be able to write to it.",
     cancel: "Cancel",
     unblock: "Unblock",
     none: "—",
-    error_unauthorized: "The token was not accepted.",
-    error_forbidden: "Not allowed.",
-    error_invalid_number: "That number is not valid.",
-    error_not_recently_active: "This number has not written in the last 24 hours.",
-    error_not_blocked: "That number is not blocked.",
-    error_unknown_connector: "Unknown connector.",
-    error_store_unavailable: "The blocklist store is unavailable. Try again in a moment.",
-    error_bad_request: "The request was not accepted.",
-    error_internal_error: "The proxy had an internal error.",
+    error_unauthorized: "The token was not accepted. Check it and sign in again.",
+    error_forbidden: "Your token is read-only: it can see blocked numbers but not change them.",
+    error_invalid_number: "That is not a valid phone number. Write it with its country code, e.g. +57 300 123 4567.",
+    error_invalid_number_n: "{number} is not a valid phone number. Write it with its country code, e.g. +57 300 123 4567.",
+    error_not_recently_active:
+      "This number has not written to this connector in the last 24 hours, and WhatsApp only allows blocking numbers that wrote recently.",
+    error_not_recently_active_n:
+      "{number} has not written to this connector in the last 24 hours, and WhatsApp only allows blocking numbers that wrote recently.",
+    error_not_blocked: "That number is not blocked on this connector.",
+    error_not_blocked_n: "{number} is not blocked on this connector.",
+    error_unknown_connector: "This connector is no longer configured in the proxy. Reload the page.",
+    error_not_found: "The proxy does not know this address. Reload the page.",
+    error_store_unavailable: "The blocklist store is unavailable, so nothing was changed. Try again in a moment.",
+    error_bad_request: "The proxy did not accept the request. Check the number, the reason (at most 500 characters) and the duration.",
+    error_body_too_large: "The request is too large for the proxy.",
+    error_body_timeout: "The request took too long to reach the proxy. Try again.",
+    error_too_many_attempts: "Too many wrong tokens were tried from this computer. Wait a few minutes and try again.",
+    error_internal_error: "The proxy had an internal error. It has been logged; try again or tell the administrator.",
     error_network: "The proxy cannot be reached. Check the connection and try again.",
-    error_generic: "The request failed.",
+    error_generic: "The request failed (HTTP {status}). Try again or tell the administrator.",
   },
   es: {
     pageTitle: "Bloquear números · Lista de bloqueo de WhatsApp",
@@ -116,7 +141,14 @@ const MESSAGES = {
     colActions: "Acciones",
     blockButton: "Bloquear números",
     blockButtonFor: "Bloquear números de {name}",
+    viewButton: "Ver números bloqueados",
+    viewButtonFor: "Números bloqueados de {name}",
     blockNumbersTitle: "Bloquear números",
+    connectorFilterLabel: "Buscar un conector",
+    connectorFilterPlaceholder: "Nombre, número o ID",
+    connectorsShowing: "Mostrando {n} de {total}",
+    showMoreConnectors: "Mostrar más",
+    noConnectorMatches: "Ningún conector coincide con «{q}».",
     close: "Cerrar",
     numberLabel: "Número",
     numberPlaceholder: "+57 300 123 4567",
@@ -149,24 +181,40 @@ const MESSAGES = {
     loadMore: "Cargar más",
     blocked: "{number} quedó bloqueado.",
     alreadyBlocked: "{number} ya estaba bloqueado ({date}).",
+    alreadyBlockedReason: "{number} ya estaba bloqueado ({date}) con el motivo «{reason}». Use el lápiz para cambiarlo.",
     unblocked: "{number} ya no está bloqueado.",
+    editBlock: "Cambiar el bloqueo de {number}",
+    editTitle: "Cambiar bloqueo",
+    expiryLabel: "Vence",
+    keepExpiry: "Dejar como está",
+    save: "Guardar",
+    updated: "Se cambió el bloqueo de {number}.",
     alreadyUnblocked: "{number} ya estaba desbloqueado.",
     confirmTitle: "¿Desbloquear este número?",
     confirmText: "{number} podrá volver a escribir a {connector} y los agentes podrán escribirle.",
     cancel: "Cancelar",
     unblock: "Desbloquear",
     none: "—",
-    error_unauthorized: "El token no fue aceptado.",
-    error_forbidden: "No permitido.",
-    error_invalid_number: "Ese número no es válido.",
-    error_not_recently_active: "Este número no ha escrito en las últimas 24 horas.",
-    error_not_blocked: "Ese número no está bloqueado.",
-    error_unknown_connector: "Conector desconocido.",
-    error_store_unavailable: "El almacén de bloqueos no está disponible. Inténtelo de nuevo en un momento.",
-    error_bad_request: "La solicitud no fue aceptada.",
-    error_internal_error: "El proxy tuvo un error interno.",
+    error_unauthorized: "El token no fue aceptado. Revíselo e inicie sesión de nuevo.",
+    error_forbidden: "Su token es de solo lectura: puede ver los números bloqueados, pero no cambiarlos.",
+    error_invalid_number: "Ese no es un número de teléfono válido. Escríbalo con su código de país, p. ej. +57 300 123 4567.",
+    error_invalid_number_n: "{number} no es un número de teléfono válido. Escríbalo con su código de país, p. ej. +57 300 123 4567.",
+    error_not_recently_active:
+      "Este número no ha escrito a este conector en las últimas 24 horas, y WhatsApp solo permite bloquear números que escribieron recientemente.",
+    error_not_recently_active_n:
+      "{number} no ha escrito a este conector en las últimas 24 horas, y WhatsApp solo permite bloquear números que escribieron recientemente.",
+    error_not_blocked: "Ese número no está bloqueado en este conector.",
+    error_not_blocked_n: "{number} no está bloqueado en este conector.",
+    error_unknown_connector: "Este conector ya no está configurado en el proxy. Recargue la página.",
+    error_not_found: "El proxy no conoce esta dirección. Recargue la página.",
+    error_store_unavailable: "El almacén de bloqueos no está disponible, así que no se cambió nada. Inténtelo de nuevo en un momento.",
+    error_bad_request: "El proxy no aceptó la solicitud. Revise el número, el motivo (máximo 500 caracteres) y la duración.",
+    error_body_too_large: "La solicitud es demasiado grande para el proxy.",
+    error_body_timeout: "La solicitud tardó demasiado en llegar al proxy. Inténtelo de nuevo.",
+    error_too_many_attempts: "Se probaron demasiados tokens incorrectos desde este equipo. Espere unos minutos e inténtelo de nuevo.",
+    error_internal_error: "El proxy tuvo un error interno. Quedó registrado; inténtelo de nuevo o avise al administrador.",
     error_network: "No se puede contactar con el proxy. Revise la conexión e inténtelo de nuevo.",
-    error_generic: "La solicitud falló.",
+    error_generic: "La solicitud falló (HTTP {status}). Inténtelo de nuevo o avise al administrador.",
   },
 };
 
@@ -197,7 +245,12 @@ const el = {
   connectorsEmpty: $("connectors-empty"),
   connectorsError: $("connectors-error"),
   connectorRow: $("connector-row"),
+  connectorTools: $("connector-tools"),
+  connectorFilter: $("connector-filter"),
+  connectorsCount: $("connectors-count"),
+  connectorsMore: $("connectors-more"),
   blocksDialog: $("blocks-dialog"),
+  blocksTitle: $("blocks-title"),
   blocksConnector: $("blocks-connector"),
   blocksClose: $("blocks-close"),
   addForm: $("add-form"),
@@ -220,6 +273,14 @@ const el = {
   confirmText: $("confirm-text"),
   confirmCancel: $("confirm-cancel"),
   confirmOk: $("confirm-ok"),
+  editDialog: $("edit-dialog"),
+  editForm: $("edit-form"),
+  editNumber: $("edit-number"),
+  editReason: $("edit-reason"),
+  editExpiry: $("edit-expiry"),
+  editError: $("edit-error"),
+  editCancel: $("edit-cancel"),
+  editSave: $("edit-save"),
 };
 
 const state = {
@@ -227,6 +288,8 @@ const state = {
   token: null,
   session: null,
   connectors: [],
+  connectorQuery: "",
+  connectorLimit: CONNECTOR_PAGE,
   current: null, // the connector whose Block Numbers dialog is open
   opener: null, // the button that opened it, focused again on close
   blocks: [],
@@ -236,6 +299,8 @@ const state = {
   loading: false,
   searchTimer: 0,
   pendingUnblock: null, // {entry, button} while the confirmation is open
+  editing: null, // {entry, button} while the change dialog is open
+  editError: null,
   dialogError: null, // ApiError shown in the dialog (kept to re-render on a language switch)
   dialogStatus: null, // {key, vars} shown in the dialog
   signinError: null,
@@ -313,6 +378,7 @@ function setLanguage(lang, remember) {
   renderConnectors();
   renderMessage(el.signinError, state.signinError);
   renderMessage(el.connectorsError, state.connectorsError);
+  renderMessage(el.editError, state.editError);
   if (state.current) {
     renderDialogHeading();
     renderBlocks();
@@ -366,30 +432,38 @@ async function api(method, path, { body, token = state.token, signal } = {}) {
 
 // ---------------------------------------------------------------- messages
 
-/** Show an ApiError (or a local {code, message}) as a summary in the page's language plus the API's own words. */
+/**
+ * The sentence for an error, in the page's language. The page owns a sentence for every error code the API
+ * answers (the API's own message is English, for logs and scripts, and is not shown); `error.number`, the number
+ * the action was about, is named in it when known.
+ */
+function errorText(error) {
+  if (error.summaryKey) return t(error.summaryKey);
+  const key = `error_${error.code}`;
+  if (error.number && `${key}_n` in MESSAGES.en) return t(`${key}_n`, { number: error.number });
+  if (key in MESSAGES.en) return t(key);
+  return t("error_generic", { status: error.status || "?" });
+}
+
+/** Show an ApiError (or a local {summaryKey}) in `node`, or hide it. */
 function renderMessage(node, error) {
   if (!error) {
     node.hidden = true;
     node.replaceChildren();
     return;
   }
-  const summaryKey = error.summaryKey || `error_${error.code}`;
-  const summary = document.createElement("strong");
-  summary.textContent = summaryKey in MESSAGES.en ? t(summaryKey) : t("error_generic");
-  const parts = [summary];
-  if (error.message && error.message !== summary.textContent) {
-    const detail = document.createElement("span");
-    detail.className = "message-detail";
-    detail.lang = "en"; // the API speaks English; screen readers should pronounce it so
-    detail.textContent = error.message;
-    parts.push(detail);
-  }
-  node.replaceChildren(...parts);
+  node.textContent = errorText(error);
   node.hidden = false;
 }
 
+/** The same error, saying which number it was about (the sentence then names it). */
+function about(error, number) {
+  if (error instanceof ApiError) error.number = number;
+  return error;
+}
+
 function localError(summaryKey) {
-  return { code: "local", summaryKey, message: "" };
+  return { code: "local", summaryKey };
 }
 
 function announce(text) {
@@ -480,6 +554,10 @@ function signOut(error) {
   state.token = null;
   state.session = null;
   state.connectors = [];
+  state.connectorQuery = "";
+  state.connectorLimit = CONNECTOR_PAGE;
+  el.connectorFilter.value = "";
+  if (el.editDialog.open) el.editDialog.close("cancel");
   if (el.confirmDialog.open) el.confirmDialog.close("cancel");
   if (el.blocksDialog.open) el.blocksDialog.close();
   renderConnectors();
@@ -506,17 +584,46 @@ function connectorLabel(connector) {
   return connector.display_number ? `${connector.name} · ${connector.display_number}` : connector.name;
 }
 
+/** Whether a connector matches the connectors' search: its name, or (for a query with no letters) the digits of
+ * its number or ID however they are typed. */
+function connectorMatches(connector, query) {
+  if (!query) return true;
+  if (String(connector.name).toLocaleLowerCase().includes(query.toLocaleLowerCase())) return true;
+  const digits = query.replace(/\D/g, "");
+  if (!digits || /\p{L}/u.test(query)) return false;
+  const display = String(connector.display_number || "").replace(/\D/g, "");
+  return display.includes(digits) || String(connector.phone_number_id).includes(digits);
+}
+
 function renderConnectors() {
-  const rows = state.connectors.map((connector) => {
+  const editable = canEdit();
+  const matching = state.connectors.filter((c) => connectorMatches(c, state.connectorQuery));
+  const shown = matching.slice(0, state.connectorLimit);
+  const rows = shown.map((connector) => {
     const row = el.connectorRow.content.firstElementChild.cloneNode(true);
     row.dataset.pnid = connector.phone_number_id;
     row.querySelector(".connector-name").textContent = connector.name;
-    row.querySelector(".connector-display").textContent = connector.display_number || t("none");
-    row.querySelector(".connector-pnid").textContent = connector.phone_number_id;
-    row.querySelector(".connector-count").textContent = formatCount(connector.blocked_count);
+    const cells = [
+      [".connector-display", "colDisplayNumber", connector.display_number || t("none")],
+      [".connector-pnid", "colPhoneNumberId", connector.phone_number_id],
+      [".connector-count", "colBlockedCount", formatCount(connector.blocked_count)],
+    ];
+    for (const [selector, label, text] of cells) {
+      const cell = row.querySelector(selector);
+      cell.textContent = text;
+      cell.dataset.label = t(label);
+    }
     const button = row.querySelector(".button-block");
-    button.querySelector(".button-label").textContent = t("blockButton");
-    button.setAttribute("aria-label", t("blockButtonFor", { name: connector.name }));
+    if (editable) {
+      button.querySelector(".button-label").textContent = t("blockButton");
+      button.setAttribute("aria-label", t("blockButtonFor", { name: connector.name }));
+    } else {
+      // Viewers cannot block: a neutral button that says what it does for them.
+      button.classList.replace("button-danger", "button-secondary");
+      button.querySelector("svg").remove();
+      button.querySelector(".button-label").textContent = t("viewButton");
+      button.setAttribute("aria-label", t("viewButtonFor", { name: connector.name }));
+    }
     button.addEventListener("click", () => openBlocks(connector.phone_number_id));
     return row;
   });
@@ -525,8 +632,37 @@ function renderConnectors() {
     ? document.activeElement.closest("tr").dataset.pnid
     : null;
   el.connectorsBody.replaceChildren(...rows);
-  el.connectorsEmpty.hidden = !(state.session && state.connectors.length === 0 && !state.connectorsError);
+  const many = state.connectors.length > CONNECTOR_FILTER_FROM;
+  el.connectorTools.hidden = !many;
+  el.connectorsCount.textContent = many
+    ? t("connectorsShowing", { n: formatCount(shown.length), total: formatCount(matching.length) })
+    : "";
+  el.connectorsMore.hidden = shown.length >= matching.length;
+  if (state.session && state.connectors.length === 0 && !state.connectorsError) {
+    el.connectorsEmpty.textContent = t("noConnectors");
+    el.connectorsEmpty.hidden = false;
+  } else if (state.connectors.length && matching.length === 0) {
+    el.connectorsEmpty.textContent = t("noConnectorMatches", { q: state.connectorQuery });
+    el.connectorsEmpty.hidden = false;
+  } else {
+    el.connectorsEmpty.hidden = true;
+  }
   if (focusedPnid) connectorButton(focusedPnid)?.focus();
+}
+
+function filterConnectors() {
+  state.connectorQuery = el.connectorFilter.value.trim();
+  state.connectorLimit = CONNECTOR_PAGE;
+  renderConnectors();
+}
+
+/** The next connectors; focus moves to the first new one. */
+function moreConnectors() {
+  const before = el.connectorsBody.rows.length;
+  state.connectorLimit += CONNECTOR_PAGE;
+  renderConnectors();
+  const first = el.connectorsBody.rows[before];
+  if (first) first.querySelector("button").focus();
 }
 
 function connectorButton(pnid) {
@@ -557,6 +693,9 @@ function openBlocks(pnid) {
   el.addForm.hidden = !editable;
   el.readonlyNote.hidden = editable;
   el.blocksTable.querySelector("th.edit-only").hidden = !editable;
+  // Viewers look at the list: the dialog is not called "Block Numbers" for them.
+  el.blocksTitle.dataset.i18n = editable ? "blockNumbersTitle" : "blockedNumbersTitle";
+  el.blocksTitle.textContent = t(el.blocksTitle.dataset.i18n);
   renderDialogHeading();
   renderBlocks();
   el.blocksDialog.showModal();
@@ -630,7 +769,9 @@ async function loadMore() {
   if (first) first.querySelector(".block-number").focus();
 }
 
+/** The number as people read it: the API's international format (+57 300 5550001), or the BSUID. */
 function displayNumber(entry) {
+  if (entry.display_number) return entry.display_number;
   return entry.type === "phone" ? `+${entry.number}` : entry.number;
 }
 
@@ -640,6 +781,13 @@ function renderBlocks() {
     const row = el.blockRow.content.firstElementChild.cloneNode(true);
     row.dataset.number = entry.number;
     row.querySelector(".block-number").textContent = displayNumber(entry);
+    const labels = {
+      ".block-date": "colBlockedAt",
+      ".block-reason": "colReason",
+      ".block-by": "colBlockedBy",
+      ".block-expires": "colExpires",
+    };
+    for (const [selector, label] of Object.entries(labels)) row.querySelector(selector).dataset.label = t(label);
     const time = row.querySelector("time");
     time.dateTime = entry.blocked_at;
     time.textContent = formatDate(entry.blocked_at);
@@ -661,7 +809,12 @@ function renderBlocks() {
     }
     const actions = row.querySelector(".actions");
     if (editable) {
-      const button = actions.querySelector("button");
+      const edit = actions.querySelector(".button-edit");
+      const editLabel = t("editBlock", { number: displayNumber(entry) });
+      edit.setAttribute("aria-label", editLabel);
+      edit.title = editLabel;
+      edit.addEventListener("click", () => openEdit(entry, edit));
+      const button = actions.querySelector(".button-unblock");
       const label = t("unblockNumber", { number: displayNumber(entry) });
       button.setAttribute("aria-label", label);
       button.title = label;
@@ -701,8 +854,12 @@ async function addBlock(event) {
     const { status, data } = await api("POST", `api/connectors/${encode(pnid)}/blocks`, { body });
     el.addForm.reset();
     el.addNumber.setAttribute("aria-invalid", "false");
-    if (status === 201) setDialogStatus("blocked", { number: displayNumber(data) });
-    else setDialogStatus("alreadyBlocked", { number: displayNumber(data), date: formatDate(data.blocked_at) });
+    const vars = { number: displayNumber(data), date: formatDate(data.blocked_at) };
+    if (status === 201) setDialogStatus("blocked", vars);
+    else if (reason && data.reason !== reason) {
+      // POST never overwrites a block: say what it is, and how to change it (PATCH, the pencil).
+      setDialogStatus("alreadyBlockedReason", { ...vars, reason: data.reason || t("none") });
+    } else setDialogStatus("alreadyBlocked", vars);
     // Show the new entry where it belongs: newest first, with no filter hiding it.
     state.query = "";
     el.searchInput.value = "";
@@ -711,7 +868,7 @@ async function addBlock(event) {
     if (err.code === "invalid_number" || err.code === "not_recently_active") {
       el.addNumber.setAttribute("aria-invalid", "true");
     }
-    setDialogError(err);
+    setDialogError(about(err, number));
   } finally {
     el.addButton.disabled = false;
     if (el.blocksDialog.open) el.addNumber.focus();
@@ -741,7 +898,7 @@ async function onConfirmClosed() {
     await api("DELETE", `api/connectors/${encode(pnid)}/blocks/${encode(entry.number)}`);
   } catch (err) {
     if (err.code !== "not_blocked") {
-      setDialogError(err);
+      setDialogError(about(err, displayNumber(entry)));
       if (pending.button.isConnected) pending.button.focus();
       return;
     }
@@ -754,6 +911,56 @@ async function onConfirmClosed() {
   const rows = el.blocksBody.rows;
   const next = rows.length ? rows[Math.min(Math.max(index, 0), rows.length - 1)].querySelector("button") : null;
   (next || el.searchInput).focus();
+}
+
+// ---------------------------------------------------------------- changing a block (PATCH)
+
+function openEdit(entry, button) {
+  state.editing = { entry, button };
+  state.editError = null;
+  renderMessage(el.editError, null);
+  el.editNumber.textContent = displayNumber(entry);
+  el.editReason.value = entry.reason;
+  el.editExpiry.value = "keep";
+  el.editDialog.returnValue = "";
+  el.editDialog.showModal();
+  el.editReason.focus();
+}
+
+async function saveEdit(event) {
+  event.preventDefault();
+  const editing = state.editing;
+  if (!editing || !state.current) return;
+  const { entry } = editing;
+  const body = { reason: el.editReason.value.trim() };
+  const expiry = el.editExpiry.value;
+  if (expiry === "permanent") body.expires_at = null;
+  else if (expiry !== "keep") body.duration = expiry;
+  const pnid = state.current.phone_number_id;
+  el.editSave.disabled = true;
+  try {
+    const { data } = await api("PATCH", `api/connectors/${encode(pnid)}/blocks/${encode(entry.number)}`, { body });
+    const index = state.blocks.findIndex((e) => e.number === entry.number);
+    if (index >= 0) state.blocks[index] = data;
+    state.editing = null;
+    el.editDialog.close("saved");
+    renderBlocks();
+    setDialogStatus("updated", { number: displayNumber(data) });
+    const row = el.blocksBody.querySelector(`tr[data-number="${CSS.escape(data.number)}"]`);
+    (row ? row.querySelector(".button-edit") : el.searchInput).focus();
+  } catch (err) {
+    state.editError = about(err, displayNumber(entry));
+    renderMessage(el.editError, state.editError);
+  } finally {
+    el.editSave.disabled = false;
+  }
+}
+
+function onEditClosed() {
+  const editing = state.editing;
+  state.editing = null;
+  state.editError = null;
+  if (editing && editing.button.isConnected) editing.button.focus(); // cancelled: back where the user was
 }
 
 // ---------------------------------------------------------------- wiring
@@ -799,6 +1006,11 @@ function wire() {
   el.confirmCancel.addEventListener("click", () => el.confirmDialog.close("cancel"));
   el.confirmOk.addEventListener("click", () => el.confirmDialog.close("confirm"));
   el.confirmDialog.addEventListener("close", onConfirmClosed);
+  el.editForm.addEventListener("submit", saveEdit);
+  el.editCancel.addEventListener("click", () => el.editDialog.close("cancel"));
+  el.editDialog.addEventListener("close", onEditClosed);
+  el.connectorFilter.addEventListener("input", filterConnectors);
+  el.connectorsMore.addEventListener("click", moreConnectors);
 }
 
 async function start() {
