@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from proxy.errors import BlocklistError
 from proxy.gateway import GraphRefusal, Route, parse_fields, parse_route, send_recipients
 from proxy.graph import RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE
 
@@ -61,7 +62,11 @@ async def check_send(
     A body the gateway could not read is refused with its 400 as well (Meta would refuse it too).
     """
     try:
-        identities = send_recipients(route.edge, parse_fields(body, content_type, query))
+        region = await blocklist.region(route.node)  # national numbers are read as the proxy reads them
+    except BlocklistError:
+        region = ""  # the checks below meet the same failure and apply on_error
+    try:
+        identities = send_recipients(route.edge, parse_fields(body, content_type, query), region)
     except GraphRefusal as refusal:
         return refusal
     for who in identities:

@@ -153,6 +153,15 @@ class BlocklistClient(ABC):
         """
 
     @abstractmethod
+    async def region(self, pnid: str) -> str:
+        """The connector's region for national numbers (:attr:`proxy.config.ConnectorConfig.region`); "" when it has
+        none or is not a configured connector.
+
+        Raises:
+            StoreUnavailable: HTTP mode, the admin API cannot be reached.
+        """
+
+    @abstractmethod
     async def blocked_users(
         self, pnid: str, users: Sequence[InboundUser], *, record_inbound: bool = False
     ) -> list[bool]:
@@ -261,6 +270,10 @@ class DirectBlocklistClient(BlocklistClient):
             self._service = None
             await stack.aclose()
 
+    async def region(self, pnid: str) -> str:
+        found = self.service.config.connector(pnid)
+        return found.region if found is not None else ""
+
     async def is_blocked(self, pnid: str, number_or_bsuid: str) -> bool:
         # Every reading Meta may take of the text, as the proxy's gateway and its check endpoint do.
         return await self.service.first_blocked(pnid, self.service.readings(pnid, number_or_bsuid)) is not None
@@ -311,6 +324,18 @@ def _unreachable(config: Config) -> str:
         f"the Redis at store.redis_url ({where}) cannot be reached: check that it is running and that the bot's "
         "host can reach it, or use BlocklistClient.http(proxy_url, token)"
     )
+
+
+def _listed_region(connector: dict[str, Any]) -> str:
+    """A connector's region as the admin API shows it: ``region`` if listed, else the region of its display number
+    (the API does not show ``default_country``; a connector whose ``default_country`` differs from its display
+    number's country is read with the latter here, and the proxy's gateway still reads it with the former)."""
+    if "region" in connector:
+        return str(connector["region"])
+    try:
+        return identity.region_of(str(connector.get("display_number") or "")) if connector.get("display_number") else ""
+    except InvalidNumber:
+        return ""
 
 
 def _error_classes() -> dict[str, type[BlocklistError]]:
@@ -369,6 +394,7 @@ class HttpBlocklistClient(BlocklistClient):
         self._session = session
         self._own_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._regions: dict[str, str] | None = None  # the connectors' regions, read once (they change on reload only)
 
     def __repr__(self) -> str:  # never show the token
         return f"HttpBlocklistClient({str(self._base)!r})"
@@ -410,6 +436,12 @@ class HttpBlocklistClient(BlocklistClient):
             raise StoreUnavailable(
                 f"the blocklist admin API at {self._base} cannot be reached ({type(exc).__name__})"
             ) from None
+
+    async def region(self, pnid: str) -> str:
+        if self._regions is None:
+            _, body = await self._call("GET", self._url(), ok=(200,))
+            self._regions = {str(c["phone_number_id"]): _listed_region(c) for c in body["connectors"]}
+        return self._regions.get(pnid, "")
 
     async def is_blocked(self, pnid: str, number_or_bsuid: str) -> bool:
         _, body = await self._call("GET", self._url(pnid, "check", number_or_bsuid), ok=(200,))

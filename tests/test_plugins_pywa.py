@@ -89,6 +89,21 @@ async def test_send_to_blocked_user_raises_pywa_error_and_never_leaves(
     assert fake_graph.requests[0].headers["Authorization"] == "Bearer bot-token"
 
 
+async def test_national_numbers_are_read_with_the_connectors_region(
+    blocklist: BlocklistClient, service: BlocklistService, fake_graph: FakeGraph, closing: Closer
+) -> None:
+    await block(service, BLOCKED)
+    assert await blocklist.region(PNID) == "CO"
+    session = closing(blocklist_session(blocklist, upstream=graph_url(fake_graph)))
+    wa = WhatsApp(phone_id=PNID, token="bot-token", session=session)
+    for national in ("300 123 4567", "(300) 123-4567"):  # +57 300 123 4567, as Meta reads it from a CO number
+        with pytest.raises(WhatsAppError) as err:
+            await wa.send_message(to=national, text="hello")
+        assert err.value.code == RECIPIENT_BLOCKED
+    await wa.send_message(to="300 765 4321", text="hello")  # someone else, written nationally, still goes
+    assert [r.json()["to"] for r in fake_graph.requests] == ["300 765 4321"]
+
+
 async def test_bsuid_recipient_and_other_calls_pass(
     blocklist: BlocklistClient, service: BlocklistService, fake_graph: FakeGraph, closing: Closer
 ) -> None:
