@@ -247,6 +247,7 @@ typed_text = st.text(alphabet=st.sampled_from("+0123456789 ()-./x\t0"), max_size
 @settings(max_examples=500, deadline=None, derandomize=True, database=None)
 @given(text=typed_text, region=st.sampled_from([*REGIONS, "", "ZZ", "xx", "co", "001"]))
 def test_the_reader_raises_nothing_but_invalid_number(text: str, region: str) -> None:
+    parsed: identity.Identity | None = None
     for read in (identity.parse, identity.recipient_readings):
         try:
             result = read(text, region)
@@ -254,6 +255,9 @@ def test_the_reader_raises_nothing_but_invalid_number(text: str, region: str) ->
             assert exc.message and exc.status == 400
         else:
             assert result
+            parsed = result if isinstance(result, identity.Identity) else parsed
+    if parsed is not None:  # what a supervisor's block is stored under is among what a send to it is checked by
+        assert parsed.key in {r.key for r in identity.recipient_readings(text, region)}
 
 
 @pytest.mark.parametrize(
