@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+
+from relay import Relay
 
 from proxy.blocklist import Actor, BlocklistService, InboundUser
-from proxy.cache import CheckCache
+from proxy.cache import MAX_STALENESS_SECONDS, CheckCache
 from proxy.config import Config, StoreConfig
 from proxy.identity import from_wa_id
 from proxy.store import open_store
@@ -67,8 +71,9 @@ async def test_the_replica_that_changes_sees_it_at_once(config: Config, clock: F
 
 async def test_a_read_that_raced_with_a_change_is_not_kept(config: Config, clock: FakeClock) -> None:
     async with open_store(config.store) as opened:
-        cache = CheckCache(opened.redis)
+        cache = CheckCache(opened.redis, clock=lambda: 100.0)
         cache.enabled = True
+        cache.current_as_of = 100.0  # as if a heartbeat had just come back
         token = cache.token(PNID)
         cache.invalidate(PNID)  # a change arrived while the answer was being read
         cache.put(PNID, [USER.key], None, token)
@@ -116,3 +121,53 @@ async def test_an_outage_drops_every_cached_answer(
             assert await a.is_blocked(PNID, USER)
     finally:
         server.stop()
+
+
+async def test_a_frozen_subscription_serves_no_cached_answer_older_than_the_bound(
+    config: Config, clock: FakeClock, redis_url: str, record_property: Any
+) -> None:
+    """The subscriber's connection stops delivering without closing (a frozen NAT flow): within the bound, the
+    replica stops trusting what it cached and asks Redis, so a block made elsewhere is enforced in time."""
+    async with (
+        Relay(redis_url) as relay,
+        open_store(config.store) as direct,
+        open_store(StoreConfig(redis_url=relay.url)) as relayed,
+    ):
+        cache = CheckCache(relayed.redis, liveness_seconds=60)  # no help from the liveness check: it is far off
+        a = BlocklistService(direct, config, clock, cache=cache)
+        b = BlocklistService(direct, config, clock)
+        task = asyncio.create_task(cache.run())
+        try:
+            await asyncio.wait_for(cache.subscribed.wait(), 10)
+            await wrote_recently(b, PNID, USER.value)
+            assert not await a.is_blocked(PNID, USER)
+            hits = cache.hits
+            assert not await a.is_blocked(PNID, USER)
+            assert cache.hits == hits + 1  # "not blocked" is now served from the cache
+
+            assert relay.freeze(lambda c: c.subscriber) == 1
+            await b.block(PNID, USER.value, actor=Actor("supervisor", "test"))
+            blocked_at = last_stale = time.monotonic()
+            stale_answers = 0
+            while not await a.is_blocked(PNID, USER):  # a cached answer is returned without yielding to the loop
+                last_stale = time.monotonic()
+                stale_answers += 1
+                assert last_stale - blocked_at < 5, "the frozen replica kept its stale answer"
+                await asyncio.sleep(0.005)  # measuring how long the stale answer lasts, not waiting for an event
+            staleness = last_stale - blocked_at
+            assert staleness <= MAX_STALENESS_SECONDS
+            assert cache.enabled and not cache.current and cache.stale_checks > 0  # subscribed, just not trusted
+            assert await a.is_blocked(PNID, USER)
+
+            relay.thaw()  # what was held back arrives in order; the heartbeats prove the channel current again
+            await asyncio.wait_for(cache.subscribed.wait(), 10)
+            hits = cache.hits
+            assert await a.is_blocked(PNID, USER) and await a.is_blocked(PNID, USER)
+            assert cache.hits >= hits  # a temporary block's "blocked" is never cached; a permanent one may be
+        finally:
+            cache.stop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    record_property("frozen_subscription_staleness_s", round(staleness, 3))
+    print(f"\nstale 'not blocked' served for {staleness * 1000:.0f} ms ({stale_answers} checks) under a frozen channel")
