@@ -37,10 +37,17 @@ class _CacheCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         hits = CounterMetricFamily("wabl_check_cache_hits", "Blocklist checks answered from the local cache")
         misses = CounterMetricFamily("wabl_check_cache_misses", "Blocklist checks that had to ask Redis")
+        stale = CounterMetricFamily(
+            "wabl_check_cache_stale",
+            "Checks sent to Redis although an answer was cached: the invalidation channel was not proven current "
+            "within the staleness bound (a stalled subscription)",
+        )
         hits.add_metric([], self.cache.hits if self.cache else 0)
         misses.add_metric([], self.cache.misses if self.cache else 0)
+        stale.add_metric([], self.cache.stale_checks if self.cache else 0)
         yield hits
         yield misses
+        yield stale
 
 
 class Metrics:
