@@ -72,7 +72,7 @@ async def test_cli_block_list_unblock(redis_config: Path) -> None:
     ]
     assert rows[1]["reason"] == "spam calls"
     table = cli(redis_config, "list", "--connector", PNID, "--q", "spam")
-    assert "573001234567" in table.stdout and "573007654321" not in table.stdout
+    assert "+57 300 1234567" in table.stdout and "+57 300 7654321" not in table.stdout  # international format
 
     assert cli(redis_config, "unblock", "573001234567", "--connector", PNID).returncode == 0
     missing = cli(redis_config, "unblock", "573001234567", "--connector", PNID)
