@@ -83,7 +83,7 @@ async def handle_block_users(gateway: Gateway, request: web.Request, target: URL
     connector = gateway.connector_for(route.node)
     if connector is None:  # gateway.unknown_connectors: pass
         return await gateway.forward(request, target)
-    body, params = await gateway.read_params(request, route)  # refuses batch, overrides, duplicates
+    body, params = await gateway.read_inspected(request, route)  # refuses batch, overrides, duplicates
     if route.method == "GET":
         return await _list(gateway, request, target, params.fields, connector)
     users = _requested_users(params.fields)

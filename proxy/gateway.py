@@ -256,7 +256,7 @@ class Gateway:
 
             return await handle_block_users(self, request, url, target)
         if target.kind in ("participants", "join_requests"):
-            body, params = await self.read_params(request, target)
+            body, params = await self.read_inspected(request, target)
             await self._check_group(target, reach(target, params))
             return await self.forward(request, url, body=body)
         connector = self.connector_for(target.node)
@@ -271,7 +271,7 @@ class Gateway:
                 )
             if not carries_parameters(request.headers.get("Content-Type", "")):
                 return await self.forward(request, url)  # opaque bytes: the connector's policy lets them through
-        body, params = await self.read_params(request, target)
+        body, params = await self.read_inspected(request, target)
         found = reach(target, params)
         identities = _readings(found.recipients, connector.region, strict=True)
         identities += _readings(found.maybe_recipients, connector.region, strict=False)
@@ -281,7 +281,7 @@ class Gateway:
             await self._check_receipt(connector, message_id)
         return await self.forward(request, url, body=body)
 
-    async def read_params(self, request: web.Request, target: Target) -> tuple[bytes, Params]:
+    async def read_inspected(self, request: web.Request, target: Target) -> tuple[bytes, Params]:
         """Read (capped) and parse an inspected request's body; the original bytes are returned for forwarding."""
         body = await read_capped(request) if request.body_exists else b""
         headers = request.headers
@@ -296,7 +296,7 @@ class Gateway:
             multipart = request.headers.get("Content-Type", "").lower().startswith("multipart/")
             return await self.forward(request, url, scanner=PartNameScanner() if multipart else None)
         if request.body_exists:
-            body, _ = await self.read_params(request, target)  # refuses batch, method and unreadable bodies
+            body, _ = await self.read_inspected(request, target)  # refuses batch, method and unreadable bodies
             return await self.forward(request, url, body=body)
         return await self.forward(request, url)
 

@@ -102,7 +102,7 @@ def requests(draw: st.DrawFn) -> Built:
         tricks = True
     # --- parameters
     params: list[tuple[str, Any]] = [("messaging_product", "whatsapp")]
-    kind = draw(st.sampled_from(["send"] * 5 + ["receipt", "participants", "join", "batch", "call"]))
+    kind = draw(st.sampled_from(["send"] * 5 + ["receipt", "participants", "join", "batch", "nested batch", "call"]))
     who = draw(st.sampled_from(["blocked", "allowed"]))
     if kind != "send":
         tricks = True
@@ -125,6 +125,10 @@ def requests(draw: st.DrawFn) -> Built:
         params.append(("join_requests", [JOINS[who]]))
     elif kind == "batch":
         params.append(("batch", _batch(draw(st.sampled_from(forms)))))
+    elif kind == "nested batch":
+        inner = _batch(draw(st.sampled_from(forms)))
+        outer = [{"method": "POST", "relative_url": "v21.0/me", "body": urlencode({"batch": inner})}]
+        params.append(("batch", json.dumps(outer)))
     elif kind == "call":
         params += [("to", draw(st.sampled_from(forms))), ("action", draw(st.sampled_from(["connect", ["connect"]])))]
     # duplicates: one parameter again with another user's value
@@ -147,9 +151,10 @@ def requests(draw: st.DrawFn) -> Built:
     elif override == "header":
         headers[draw(st.sampled_from(["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"]))] = "POST"
     # --- placement and encoding
-    encoding = draw(st.sampled_from(["json"] * 4 + ["form", "multipart", "query", "json as form"]))
+    encodings = ["json"] * 4 + ["form", "multipart", "query", "json as form", "json unlabelled", "json as text"]
+    encoding = draw(st.sampled_from(encodings))
     if encoding not in ("json",):
-        tricks = tricks or encoding in ("query", "json as form")  # form and multipart are ordinary Graph bodies
+        tricks = tricks or encoding not in ("form", "multipart")  # form and multipart are ordinary Graph bodies
     body_params = params
     if encoding == "query":
         query += [(n, v if isinstance(v, str) else json.dumps(v)) for n, v in params]
@@ -161,9 +166,12 @@ def requests(draw: st.DrawFn) -> Built:
         tricks = True
     body = b""
     if body_params:
-        if encoding in ("json", "json as form"):
+        if encoding.startswith("json"):
             body = _json_object(body_params).encode()
-            headers["Content-Type"] = "application/json" if encoding == "json" else "application/x-www-form-urlencoded"
+            labels = {"json": "application/json", "json as form": "application/x-www-form-urlencoded"}
+            labels["json as text"] = "text/plain; charset=utf-8"
+            if encoding in labels:
+                headers["Content-Type"] = labels[encoding]
         elif encoding == "form":
             body = urlencode([(n, v if isinstance(v, str) else json.dumps(v)) for n, v in body_params]).encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
