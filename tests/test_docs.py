@@ -14,10 +14,14 @@ from pathlib import Path
 
 from proxy.admin.openapi import OPENAPI
 from proxy.config import (
+    AdminConfig,
     AdminToken,
     ConnectorConfig,
     GatewayConfig,
     GraphConfig,
+    PersonRole,
+    ProxyAuthConfig,
+    ReloadConfig,
     ServerConfig,
     StoreConfig,
     WebhookConfig,
@@ -38,7 +42,11 @@ def test_every_config_key_is_in_the_configuration_page() -> None:
         "store": StoreConfig,
         "gateway": GatewayConfig,
         "webhooks": WebhookConfig,
+        "admin": AdminConfig,
         "admin.tokens[]": AdminToken,
+        "admin.proxy_auth": ProxyAuthConfig,
+        "admin.proxy_auth.roles[]": PersonRole,
+        "reload": ReloadConfig,
         "connectors[]": ConnectorConfig,
     }
     missing = []
