@@ -51,6 +51,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
 from .config import StoreConfig
+from .csvsafe import strip_bidi
 from .errors import BadRequest, StoreUnavailable
 from .phone_format import international
 
@@ -354,8 +355,8 @@ class BlockEntry:
             "display_number": international(self.number) if self.kind == "phone" else self.number,
             "type": self.kind,
             "blocked_at": self.blocked_at,
-            "reason": self.reason,
-            "blocked_by": self.blocked_by,
+            "reason": strip_bidi(self.reason),  # entries stored before reasons were cleaned of bidi controls
+            "blocked_by": strip_bidi(self.blocked_by),
             "source": self.source,
             "expires_at": self.expires_at,
         }

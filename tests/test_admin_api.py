@@ -293,3 +293,20 @@ async def test_list_cursors_are_validated_strictly(client: TestClient[Any, Any],
     cursor = base64.urlsafe_b64encode(f"{score}\n573001234567".encode()).decode().rstrip("=")
     resp = await client.get(BLOCKS, params={"cursor": cursor}, headers=auth())
     assert "cursor is not one this API returned" in await error_of(resp, 400, "bad_request")
+
+
+async def test_bidi_controls_of_an_entry_stored_before_cleaning_are_not_shown(
+    client: TestClient[Any, Any], service: BlocklistService
+) -> None:
+    from proxy.identity import from_wa_id
+    from proxy.store import BlockEntry
+
+    who = from_wa_id("573001234567")
+    legacy = BlockEntry(number=who.value, kind=who.kind, key=who.key, blocked_at_ms=service.now_ms(),
+                        reason="paid\u202egnp.exe", blocked_by="ana\u2067", source="admin_api")  # fmt: skip
+    await service.store.block(PNID, legacy, cutoff_ms=0, force=True)
+    resp = await client.get(f"{BLOCKS}/{who.value}", headers=auth())
+    entry = await resp.json()
+    assert (entry["reason"], entry["blocked_by"]) == ("paidgnp.exe", "ana")
+    listed = await (await client.get(BLOCKS, headers=auth())).json()
+    assert listed["blocks"][0]["reason"] == "paidgnp.exe"
