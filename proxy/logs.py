@@ -71,6 +71,10 @@ _SECRET_IN_TEXT = re.compile(
 )
 _SECRET_IN_URL = re.compile(r"(?<![\w.\-])(?P<name>code|key|sig|auth)(?P<sep>=|%3D)(?P<value>[^&\s\"',;]+)", re.I)
 """Short names that are only secrets as URL parameters (``"code": "not_found"`` in a log message is not one)."""
+_TRIGGERS = (
+    "token", "secret", "passw", "auth", "key", "sig", "proof", "cookie", "code", "bearer", "basic", "credential"
+)  # fmt: skip
+"""Every name the patterns here can match contains one of these (lower case)."""
 _BEARER = re.compile(r"(?P<name>Bearer|OAuth|Basic)\s+(?P<value>[A-Za-z0-9._~+/=\-]{4,})", re.IGNORECASE)
 
 
@@ -84,6 +88,12 @@ def redact(text: str) -> str:
     """Blank every secret found in free text: ``name=value``, ``name: value`` or ``"name": "value"`` for every
     credential-like name (:func:`is_secret_name`), URL parameters such as OAuth's ``code=…``, and ``Bearer …`` /
     ``Basic …`` credentials."""
+    lowered = text.lower()
+    for word in _TRIGGERS:  # most lines (every access line's path) name no credential: skip the regexes (~10 µs)
+        if word in lowered:
+            break
+    else:
+        return text
     text = _SECRET_IN_TEXT.sub(lambda m: f"{m.group('name')}{m.group('sep')}{m.group('scheme') or ''}{REDACTED}", text)
     text = _SECRET_IN_URL.sub(lambda m: f"{m.group('name')}{m.group('sep')}{REDACTED}", text)
     return _BEARER.sub(lambda m: f"{m.group('name')} {REDACTED}", text)

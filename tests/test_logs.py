@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.app import create_app
 from proxy.blocklist import Actor
@@ -290,3 +292,23 @@ def test_fresh_request_ids_are_unique_and_differ_in_a_forked_worker() -> None:
         from_child = pipe.read().decode()
     assert len(from_child) == 32 and from_child[:16] != ids[0][:16]
     assert new_request_id()[:16] == ids[0][:16]
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ["access_token", "X-Api-Key", "Authorization", "Bearer ", "Basic ", "OAuth ", "code", "sig", "key", "auth",
+             "Cookie", "x-hub-signature-256", "credential", "=", ": ", '": "', "&", "?", "/", "abc123", " ", "'", "%3D"]
+        ),
+        max_size=12,
+    ).map("".join)
+)  # fmt: skip
+def test_the_quick_skip_never_skips_a_secret(text: str) -> None:
+    from proxy import logs
+
+    full = logs._SECRET_IN_TEXT.sub(
+        lambda m: f"{m.group('name')}{m.group('sep')}{m.group('scheme') or ''}{REDACTED}", text
+    )
+    full = logs._SECRET_IN_URL.sub(lambda m: f"{m.group('name')}{m.group('sep')}{REDACTED}", full)
+    full = logs._BEARER.sub(lambda m: f"{m.group('name')} {REDACTED}", full)
+    assert redact(text) == full
