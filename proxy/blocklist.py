@@ -19,8 +19,17 @@ from . import identity as ids
 from .cache import CheckCache
 from .config import Config, ConnectorConfig
 from .csvsafe import strip_bidi
-from .errors import BadRequest, InvalidNumber, NotBlocked, NotRecentlyActive, StoreUnavailable, UnknownConnector
+from .errors import (
+    BadRequest,
+    InvalidNumber,
+    NotBlocked,
+    NotFound,
+    NotRecentlyActive,
+    StoreUnavailable,
+    UnknownConnector,
+)
 from .identity import Identity
+from .optout import Keyword
 from .store import DAY_MS, BlockEntry, BlocklistStore
 
 log = logging.getLogger(__name__)
@@ -543,12 +552,286 @@ class BlocklistService:
                     break
         return removed
 
+    # --- issue 19: block everywhere, opt-outs, flood protection ---------------------------------------------------
+
+    def _targets(self, pnids: Sequence[str] | None) -> builtins.list[ConnectorConfig]:
+        if pnids is None:
+            return builtins.list(self.config.connectors)
+        if not pnids:
+            raise BadRequest("connectors must name at least one connector, or be left out for all of them")
+        return [self.connector(pnid) for pnid in dict.fromkeys(pnids)]
+
+    async def block_everywhere(
+        self,
+        number: str,
+        *,
+        actor: Actor,
+        reason: str = "",
+        pnids: Sequence[str] | None = None,
+        expires_at_ms: int | None = None,
+        duration_seconds: int | None = None,
+        include_unsynced: bool = False,
+    ) -> builtins.list[ConnectorOutcome]:
+        """Block one number on several connectors (``pnids``) or on all of them (None), with one reason and one
+        audit record per connector where a block is made.
+
+        Meta's 24-hour rule is applied per connector: by default the number is blocked only where it wrote in the
+        last 24 hours, and the outcome of every other connector says so (``not_recently_active``). With
+        ``include_unsynced`` it is blocked on connectors whose ``sync_to_meta`` is off even without a recent message
+        (the proxy alone enforces it there; Meta would refuse the block on a synced connector).
+
+        Returns:
+            One outcome per connector: ``blocked``, ``already_blocked``, ``not_recently_active`` or
+            ``invalid_number`` (a national number that does not read in the connector's region).
+
+        Raises:
+            UnknownConnector, BadRequest: a connector that does not exist, bad reason or expiry.
+            StoreUnavailable: Redis is down (connectors done before it failed stay blocked).
+        """
+        targets = self._targets(pnids)
+        clean_reason(reason)
+        outcomes: builtins.list[ConnectorOutcome] = []
+        for connector in targets:
+            pnid = connector.phone_number_id
+            force = include_unsynced and not connector.sync_to_meta
+            try:
+                entry, created = await self.block(
+                    pnid, number, actor=actor, reason=reason, force=force,
+                    expires_at_ms=expires_at_ms, duration_seconds=duration_seconds,
+                )  # fmt: skip
+            except NotRecentlyActive:
+                why = "it has not written to this connector in the last 24 hours, so WhatsApp's rule refuses the block"
+                if not connector.sync_to_meta:
+                    why += " (include_unsynced blocks it here anyway: this connector does not sync to Meta)"
+                outcomes.append(ConnectorOutcome(connector, "not_recently_active", why))
+                continue
+            except InvalidNumber as exc:
+                outcomes.append(ConnectorOutcome(connector, "invalid_number", exc.message))
+                continue
+            outcome: EverywhereOutcome = "blocked" if created else "already_blocked"
+            text = "blocked" if created else "it was blocked here already"
+            if force and created:
+                text = "blocked without a recent message: the connector does not sync to Meta (include_unsynced)"
+            outcomes.append(ConnectorOutcome(connector, outcome, text, entry))
+        return outcomes
+
+    async def unblock_everywhere(
+        self, number: str, *, actor: Actor, reason: str = "", pnids: Sequence[str] | None = None
+    ) -> builtins.list[ConnectorOutcome]:
+        """Remove a number's block from several or all connectors (one audit record per connector unblocked).
+
+        Returns:
+            One outcome per connector: ``unblocked``, ``not_blocked`` or ``invalid_number``.
+        """
+        targets = self._targets(pnids)
+        clean_reason(reason)
+        outcomes: builtins.list[ConnectorOutcome] = []
+        for connector in targets:
+            try:
+                entry = await self.unblock(connector.phone_number_id, number, actor=actor, reason=reason)
+            except NotBlocked:
+                outcomes.append(ConnectorOutcome(connector, "not_blocked", "it was not blocked here"))
+                continue
+            except InvalidNumber as exc:
+                outcomes.append(ConnectorOutcome(connector, "invalid_number", exc.message))
+                continue
+            outcomes.append(ConnectorOutcome(connector, "unblocked", "unblocked", entry))
+        return outcomes
+
+    async def blocked_on(self, number: str) -> builtins.list[ConnectorOutcome]:
+        """On which connectors a number (or a linked identity) is blocked: one outcome per connector, ``blocked``
+        with its entry or ``not_blocked`` (``invalid_number`` where the number does not read in the region)."""
+        outcomes: builtins.list[ConnectorOutcome] = []
+        for connector in self.config.connectors:
+            pnid = connector.phone_number_id
+            try:
+                who = self._lookup_identity(pnid, number)
+            except InvalidNumber as exc:
+                outcomes.append(ConnectorOutcome(connector, "invalid_number", exc.message))
+                continue
+            key = await self.first_blocked(pnid, [who])
+            entry = await self.store.get(pnid, key, self.now_ms()) if key else None
+            if entry is None:
+                outcomes.append(ConnectorOutcome(connector, "not_blocked", "not blocked"))
+            else:
+                outcomes.append(ConnectorOutcome(connector, "blocked", "blocked", entry))
+        return outcomes
+
+    async def opt_out(self, pnid: str, number: str, *, actor: Actor, reason: str = "") -> tuple[BlockEntry, bool]:
+        """Record that a user opted out of template and marketing sends on a connector (they may still write, and
+        free-form replies still go out). No 24-hour rule: nothing is asked of Meta.
+
+        Returns:
+            The entry and True when it was created, or the existing one and False.
+        """
+        self.connector(pnid)
+        who = self._lookup_identity(pnid, number)
+        entry = BlockEntry(
+            number=who.value, kind=who.kind, key=who.key, blocked_at_ms=self.now_ms(), reason=clean_reason(reason),
+            blocked_by=actor.name, source=actor.source,
+        )  # fmt: skip
+        created = await self.store.set_optout(
+            pnid, "optout", entry, by=actor.name, source=actor.source, reason=entry.reason, at_ms=entry.blocked_at_ms
+        )
+        if created:
+            log.info("opted %s out on %s by %s via %s", _mask(who.value), pnid, actor.name, actor.source)
+            return entry, True
+        existing = await self.store.optout(pnid, who.key)
+        return (existing or entry), False
+
+    async def opt_in(self, pnid: str, number: str, *, actor: Actor, reason: str = "") -> BlockEntry:
+        """Remove a user's opt-out (audited as ``optin``).
+
+        Raises:
+            NotOptedOut: the number has no opt-out on this connector.
+        """
+        self.connector(pnid)
+        who = self._lookup_identity(pnid, number)
+        existing = await self.store.optout(pnid, who.key)
+        if existing is None:
+            other = await self.store.linked(pnid, who.key)
+            existing = await self.store.optout(pnid, other) if other else None
+        if existing is None:
+            raise NotOptedOut(f"{who.value} has not opted out on this connector")
+        await self.store.set_optout(
+            pnid, "optin", existing, by=actor.name, source=actor.source, reason=clean_reason(reason),
+            at_ms=self.now_ms(),
+        )  # fmt: skip
+        log.info("opted %s back in on %s by %s via %s", _mask(existing.number), pnid, actor.name, actor.source)
+        return existing
+
+    async def optouts(self, pnid: str) -> builtins.list[BlockEntry]:
+        """A connector's opt-outs, newest first."""
+        self.connector(pnid)
+        return await self.store.optouts(pnid)
+
+    async def first_opted_out(self, pnid: str, identities: Sequence[Identity]) -> str | None:
+        """The first opted-out key among some identities (or identities linked to them), or None; one round trip."""
+        return await self.store.opted_out_key(pnid, [who.key for who in identities])
+
+    async def record_inbound_detail(
+        self,
+        pnid: str,
+        users: Sequence[InboundUser],
+        *,
+        messages: Sequence[tuple[str, int]] = (),
+        join_requests: Sequence[tuple[str, int]] = (),
+        keywords: Sequence[tuple[int, Keyword, str]] = (),
+        counted: Sequence[tuple[int, builtins.list[str]]] = (),
+    ) -> builtins.list[int]:
+        """:meth:`record_inbound` plus opt-out keywords and flood counting, in the same round trip.
+
+        Args:
+            keywords: ``(user index, "optout" | "optin", the message's text)`` for keyword messages.
+            counted: ``(user index, their inbound message IDs)`` for flood protection; ignored when the connector's
+                ``flood_max_messages`` is 0.
+
+        Returns:
+            Per user: 0 not blocked, 1 blocked, 2 blocked just now by flood protection (source ``auto``).
+        """
+        connector = self.connector(pnid)
+        now = self.now_ms()
+        people = [_primary(u) for u in users]
+        prefs: builtins.list[dict[str, Any]] = []
+        for u, mode, text in keywords:
+            who = people[u] if 0 <= u < len(people) else None
+            if who is None:
+                continue
+            quoted = " ".join(strip_bidi(text).split())[:80]
+            entry = BlockEntry(
+                number=who.value, kind=who.kind, key=who.key, blocked_at_ms=now,
+                reason=f'keyword "{quoted}"', blocked_by="user", source="keyword",
+            )  # fmt: skip
+            drop = [i for i in _keys_of(users[u]) if i]
+            prefs.append({"mode": mode, "key": who.key, "entry": entry.dumps(), "drop": drop, "number": who.value,
+                          "kind": who.kind, "reason": entry.reason})  # fmt: skip
+        flood: builtins.list[dict[str, Any]] = []
+        if connector.flood_max_messages > 0:
+            window = connector.flood_window_seconds * 1000
+            for u, message_ids in counted:
+                who = people[u] if 0 <= u < len(people) else None
+                if who is None or not message_ids:
+                    continue
+                reason = (
+                    f"flood: more than {connector.flood_max_messages} messages in "
+                    f"{connector.flood_window_seconds} s"
+                )
+                expires = now + connector.flood_block_seconds * 1000
+                entry = BlockEntry(
+                    number=who.value, kind=who.kind, key=who.key, blocked_at_ms=now, reason=reason,
+                    blocked_by="flood", source="auto", expires_at_ms=expires,
+                )  # fmt: skip
+                flood.append({"user": u, "fkey": who.key, "ids": message_ids, "window": window,
+                              "max": connector.flood_max_messages, "key": who.key, "entry": entry.dumps(),
+                              "expires": expires, "number": who.value, "kind": who.kind, "reason": reason})  # fmt: skip
+        pairs = [(k[0], k[1], u.active) for k, u in zip((_keys_of(u) for u in users), users, strict=True)]
+        usable = [(ref, u) for ref, u in messages if 0 <= u < len(pairs) and (pairs[u][0] or pairs[u][1])]
+        joins = [(ref, u) for ref, u in join_requests if 0 <= u < len(pairs) and (pairs[u][0] or pairs[u][1])]
+        flags = await self.store.record_inbound_detail(
+            pnid, pairs, now, messages=usable, join_requests=joins, prefs=prefs, flood=flood
+        )
+        if self.cache is not None and (prefs or 2 in flags):
+            self.cache.invalidate(pnid)
+        for u, flag in enumerate(flags):
+            if flag == 2 and people[u] is not None:
+                log.info("flood protection blocked %s on %s", _mask(people[u].value), pnid)  # type: ignore[union-attr]
+        return flags
+
     async def _notify(self, action: Literal["block", "unblock"], pnid: str, entry: BlockEntry) -> None:
         for listener in self._listeners:
             try:
                 await listener(action, pnid, entry)
             except Exception:  # a listener's failure must not undo or hide the change itself
                 log.exception("change listener failed for %s on %s", action, pnid)
+
+
+EverywhereOutcome = Literal[
+    "blocked", "already_blocked", "not_recently_active", "invalid_number", "unblocked", "not_blocked"
+]
+
+
+@dataclass(frozen=True)
+class ConnectorOutcome:
+    """What a block / unblock made on several connectors did on one of them, and why."""
+
+    connector: ConnectorConfig
+    outcome: EverywhereOutcome
+    detail: str
+    entry: BlockEntry | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The outcome as the admin API shows it."""
+        return {
+            "phone_number_id": self.connector.phone_number_id,
+            "name": self.connector.name,
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "block": self.entry.to_json() if self.entry is not None else None,
+        }
+
+
+class NotOptedOut(NotFound):
+    """The number has no opt-out on this connector."""
+
+    code = "not_opted_out"
+
+
+def _keys_of(user: InboundUser) -> tuple[str, str]:
+    """``(wa_id match key or "", BSUID or "")`` of an inbound user; unreadable identities become ""."""
+    wa_key = ""
+    if user.wa_id:
+        with contextlib.suppress(InvalidNumber):
+            wa_key = ids.from_wa_id(user.wa_id).key
+    found = ids.bsuid(user.bsuid) if user.bsuid else None
+    return wa_key, found.key if found else ""
+
+
+def _primary(user: InboundUser) -> Identity | None:
+    """The identity an automatic entry (opt-out keyword, flood block) is made for: the wa_id, else the BSUID."""
+    if user.wa_id:
+        with contextlib.suppress(InvalidNumber):
+            return ids.from_wa_id(user.wa_id)
+    return ids.bsuid(user.bsuid) if user.bsuid else None
 
 
 def clean_reason(reason: Any) -> str:

@@ -713,6 +713,8 @@ class Reach:
         participants: ``(field, value)`` users to be added to a group.
         join_requests: join-request IDs to be approved.
         group_send: a send to a group (allowed; its members joined through checked approvals).
+        template: a template or marketing send (``marketing_messages``, or ``messages`` with ``type: template`` in
+            any reading): refused to users who opted out (issue 19), unlike a free-form reply.
     """
 
     recipients: tuple[tuple[str, str], ...] = ()
@@ -721,6 +723,7 @@ class Reach:
     participants: tuple[tuple[str, str], ...] = ()
     join_requests: tuple[str, ...] = ()
     group_send: bool = False
+    template: bool = False
 
 
 def reach(target: Target, params: Params) -> Reach:
@@ -769,7 +772,19 @@ def reach(target: Target, params: Params) -> Reach:
         maybe_recipients=tuple(maybe),
         message_ids=tuple(message_ids),
         group_send=group,
+        template=_is_template(target, params),
     )
+
+
+def _is_template(target: Target, params: Params) -> bool:
+    """A send that an opt-out refuses: every ``marketing_messages`` send, and a ``messages`` send whose ``type`` is
+    ``template`` in either reading (letter case and spaces ignored: when unsure, the opt-out applies)."""
+    if target.edge == "marketing_messages":
+        return True
+    if target.edge != "messages":
+        return False
+    kinds = [params.fields.get("type"), *params.also.get("type", [])]
+    return any(isinstance(kind, str) and kind.strip().lower() == "template" for kind in kinds)
 
 
 def _text(name: str, value: Any) -> str:

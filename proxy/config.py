@@ -22,6 +22,7 @@ import yaml
 from . import identity
 from .classify import Surface, compile_surface
 from .errors import ConfigError, InvalidNumber
+from .optout import DEFAULT_OPTIN_KEYWORDS, DEFAULT_OPTOUT_KEYWORDS, MAX_KEYWORD, KeywordMatcher, normalise
 
 ROLES = ("viewer", "admin")
 STORE_ERROR_POLICIES = ("deny", "allow")
@@ -153,6 +154,21 @@ class ConnectorConfig:
     waba_id: str = ""
     """The WhatsApp Business Account the number belongs to: account-level webhook events of it go to this connector's
     contact center."""
+    optout_keywords: tuple[str, ...] = DEFAULT_OPTOUT_KEYWORDS
+    """Whole messages that opt a user out of template and marketing sends (issue 19); () turns keywords off."""
+    optin_keywords: tuple[str, ...] = DEFAULT_OPTIN_KEYWORDS
+    """Whole messages that opt a user back in."""
+    flood_max_messages: int = 0
+    """Flood protection: more than this many messages from one user in ``flood_window_seconds`` puts a temporary
+    block on them (0: off)."""
+    flood_window_seconds: int = 60
+    flood_block_seconds: int = 3600
+    """How long an automatic flood block lasts."""
+
+    @cached_property
+    def keywords(self) -> KeywordMatcher:
+        """The opt-out / opt-in keywords, normalised once."""
+        return KeywordMatcher(self.optout_keywords, self.optin_keywords)
 
     @cached_property
     def region(self) -> str:
@@ -458,6 +474,11 @@ def _connectors(v: _Validator, raw: Any) -> list[ConnectorConfig]:
                 "on_store_error",
                 "require_signature",
                 "waba_id",
+                "optout_keywords",
+                "optin_keywords",
+                "flood_max_messages",
+                "flood_window_seconds",
+                "flood_block_seconds",
             ),
         )
         raw_pnid = item.get("phone_number_id")
@@ -505,9 +526,35 @@ def _connectors(v: _Validator, raw: Any) -> list[ConnectorConfig]:
                 ),
                 require_signature=v.boolean(f"{key}.require_signature", item.get("require_signature"), default=True),
                 waba_id=_waba_id(v, f"{key}.waba_id", item.get("waba_id")),
+                optout_keywords=_keywords(v, f"{key}.optout_keywords", item, DEFAULT_OPTOUT_KEYWORDS),
+                optin_keywords=_keywords(v, f"{key}.optin_keywords", item, DEFAULT_OPTIN_KEYWORDS),
+                flood_max_messages=v.integer(
+                    f"{key}.flood_max_messages", item.get("flood_max_messages"), 0, 0, 100_000
+                ),
+                flood_window_seconds=v.integer(
+                    f"{key}.flood_window_seconds", item.get("flood_window_seconds"), 60, 1, 86_400
+                ),
+                flood_block_seconds=v.integer(
+                    f"{key}.flood_block_seconds", item.get("flood_block_seconds"), 3600, 1, 366 * 86_400
+                ),
             )
         )
     return connectors
+
+
+def _keywords(v: _Validator, key: str, item: dict[str, Any], default: tuple[str, ...]) -> tuple[str, ...]:
+    """A list of opt-out / opt-in keywords (absent: the defaults; an empty list: none)."""
+    name = key.rsplit(".", 1)[1]
+    if name not in item or item[name] is None:
+        return default
+    raw = item[name]
+    if not isinstance(raw, list) or not all(isinstance(word, str) for word in raw):
+        v.problem(key, "must be a list of words, e.g. [STOP, BAJA]")
+        return default
+    for word in raw:
+        if not normalise(word) or len(word) > MAX_KEYWORD:
+            v.problem(key, f"{word[:80]!r} is not a keyword (letters or digits, at most {MAX_KEYWORD} characters)")
+    return tuple(raw)
 
 
 def _gateway_allow(v: _Validator, raw: Any) -> tuple[Surface, ...]:

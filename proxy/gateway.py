@@ -58,7 +58,7 @@ from .classify import (
 )
 from .config import Config, ConnectorConfig
 from .errors import BodyTimeout, BodyTooLarge, InvalidNumber, StoreUnavailable
-from .graph import BAD_REQUEST, RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE, error_envelope
+from .graph import BAD_REQUEST, RECIPIENT_BLOCKED, RECIPIENT_OPTED_OUT, SERVICE_UNAVAILABLE, error_envelope
 from .identity import Identity
 from .keys import CONFIG, GATEWAY_SESSION, METRICS, SERVICE
 from .logs import note, tag_upstream
@@ -277,6 +277,8 @@ class Gateway:
         identities += _readings(found.maybe_recipients, connector.region, strict=False)
         if identities:
             await self.refuse_if_blocked([connector], identities)
+            if found.template:  # issue 19: opt-outs refuse templates and marketing, not free-form replies
+                await self.refuse_if_opted_out(connector, identities)
         for message_id in found.message_ids:
             await self._check_receipt(connector, message_id)
         return await self.forward(request, url, body=body)
@@ -380,6 +382,30 @@ class Gateway:
                     f"The user {_mask(blocked)} is blocked on connector {connector.name!r} "
                     f"({connector.phone_number_id}) by its blocklist; the request was not sent to WhatsApp",
                 )
+
+    async def refuse_if_opted_out(self, connector: ConnectorConfig, identities: list[Identity]) -> None:
+        """Raise the 139901 refusal if a template / marketing send's recipient opted out on the connector.
+
+        One store round trip (opt-outs are not in the check cache); a store failure follows ``on_store_error``.
+        """
+        try:
+            opted_out = await self.service.first_opted_out(connector.phone_number_id, identities)
+        except StoreUnavailable:
+            if connector.on_store_error == "allow":
+                return
+            raise store_unavailable() from None
+        if opted_out is not None:
+            log.info("refused a template send to a user who opted out on %s", connector.phone_number_id)
+            note(connector=connector.phone_number_id, outcome="opted_out")
+            self.app[METRICS].optout_refused.labels(connector.phone_number_id).inc()
+            raise GraphRefusal(
+                400,
+                RECIPIENT_OPTED_OUT,
+                "Recipient opted out of template and marketing messages",
+                f"The user {_mask(opted_out)} opted out on connector {connector.name!r} "
+                f"({connector.phone_number_id}); templates and marketing messages are refused, free-form replies "
+                "in the customer service window are not; the request was not sent to WhatsApp",
+            )
 
     async def forward(
         self,

@@ -15,6 +15,9 @@ from aiohttp import web
 RECIPIENT_BLOCKED = 139900
 """Our code for a send refused because the recipient is blocked on the connector (Meta documents none)."""
 
+RECIPIENT_OPTED_OUT = 139901
+"""Our code for a template or marketing send refused because the recipient opted out on the connector (issue 19)."""
+
 BAD_REQUEST = 100
 """Meta's "Invalid parameter" code, for bodies we cannot read."""
 

@@ -71,6 +71,13 @@ class Metrics:
             "wabl_outbound_refused", "Sends, calls and group adds refused because the user is blocked", ["connector"],
             registry=r,
         )  # fmt: skip
+        self.auto_blocks = Counter(
+            "wabl_auto_blocks", "Temporary blocks made by flood protection (source auto)", ["connector"], registry=r
+        )
+        self.optout_refused = Counter(
+            "wabl_optout_refused", "Template and marketing sends refused because the user opted out", ["connector"],
+            registry=r,
+        )  # fmt: skip
         self.upstream_seconds = Histogram(
             "wabl_upstream_seconds", "Time to the response headers of upstream calls (graph, contact_center)",
             ["upstream"], buckets=LATENCY_BUCKETS, registry=r,

@@ -140,6 +140,8 @@ class Item:
         new_wa_id: the user's new wa_id (``system`` message ``user_changed_number``).
         new_bsuid: the user's new BSUID (``system`` message ``user_changed_user_id``, ``user_id_update``).
         call_id: a user-initiated ``connect`` call's ID (rejected at Meta when the caller is blocked).
+        text: what the user typed or tapped (a text message's body, a button reply's text or title), for the
+            opt-out keywords of :mod:`proxy.optout`; "" for other messages.
     """
 
     kind: Kind
@@ -150,6 +152,7 @@ class Item:
     new_wa_id: str = ""
     new_bsuid: str = ""
     call_id: str = ""
+    text: str = ""
 
 
 @dataclass
@@ -267,6 +270,7 @@ def _items(value: dict[str, Any]) -> Iterator[Item]:
             message_id=_id(message.get("id")),
             new_wa_id=new_wa_id,
             new_bsuid=new_bsuid,
+            text=typed_text(message),
         )
     for i, status in enumerate(_list(value, "statuses")):
         # A status of a group message names the group in recipient_id and the member in recipient_participant_*.
@@ -298,6 +302,27 @@ def _items(value: dict[str, Any]) -> Iterator[Item]:
         yield Item(Kind.USER_ID_UPDATE, ("user_id_update", i), Person(change.wa_id, previous), new_bsuid=current)
     for i, echo in enumerate(_list(value, "message_echoes")):
         yield Item(Kind.ECHO, ("message_echoes", i), _person(echo, "to", "to_user_id"))
+
+
+def typed_text(message: dict[str, Any]) -> str:
+    """What a user typed or tapped: ``text.body``, a template quick-reply ``button.text``, or the ``title`` of an
+    interactive button or list reply; "" for every other message."""
+    kind = message.get("type")
+    if kind == "text":
+        return _text(_get(message, "text", "body"))
+    if kind == "button":
+        return _text(_get(message, "button", "text"))
+    if kind == "interactive":
+        return _text(_get(message, "interactive", "button_reply", "title")) or _text(
+            _get(message, "interactive", "list_reply", "title")
+        )
+    return ""
+
+
+def _get(node: Any, *path: str) -> Any:
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
 
 
 def _thread_person(thread: Any) -> Person:

@@ -13,6 +13,8 @@ Cluster slot and every Lua script below stays legal on a cluster):
 ``wabl:{pnid}:msg:<id>``        str    inbound message ID → its sender (``wa_key<TAB>bsuid``), from verified
                                        webhooks only; expires after 30 days (Meta's limit for marking it read)
 ``wabl:{pnid}:join:<id>``       str    group join request ID → the user who asked (same form, same source), 30 days
+``wabl:{pnid}:optouts``         hash   match key → opt-out entry (JSON): no template / marketing sends (issue 19)
+``wabl:{pnid}:flood:<key>``     zset   inbound message IDs of one user in the flood window (flood protection on)
 ==============================  =====  ==========================================================
 
 A temporary block keeps its expiry in its entry JSON (``expires_at_ms``) and in the ``expiry`` zset. Every script
@@ -259,14 +261,80 @@ for i = 1, users do
   out[i] = blocked
 end
 local first = 7 + 3 * users
-for k = 5, #KEYS do
+local extra = cjson.decode(ARGV[#ARGV])
+local owned = tonumber(extra['owned'])
+for k = 5, 4 + owned do
   local u = tonumber(ARGV[first + k - 5]) + 1  -- indexes are 0-based
   redis.call('SET', KEYS[k], ARGV[4 + 3 * u] .. '\t' .. ARGV[5 + 3 * u], 'PX', ARGV[5])
+end
+-- Opt-out keywords (issue 19): KEYS[4 + owned + 1] optouts, + 2 audit, + 3 order, then one flood key per entry.
+local optouts, audit, order = KEYS[5 + owned], KEYS[6 + owned], KEYS[7 + owned]
+for _, p in ipairs(extra['prefs']) do
+  if p['mode'] == 'optout' then
+    if redis.call('HSETNX', optouts, p['key'], p['entry']) == 1 then
+      redis.call('XADD', audit, 'MAXLEN', '~', extra['maxlen'], '*', 'action', 'optout', 'number', p['number'],
+        'type', p['kind'], 'by', 'user', 'source', 'keyword', 'reason', p['reason'], 'at', extra['at'])
+    end
+  else
+    local removed = 0
+    for _, id in ipairs(p['drop']) do removed = removed + redis.call('HDEL', optouts, id) end
+    if removed > 0 then
+      redis.call('XADD', audit, 'MAXLEN', '~', extra['maxlen'], '*', 'action', 'optin', 'number', p['number'],
+        'type', p['kind'], 'by', 'user', 'source', 'keyword', 'reason', p['reason'], 'at', extra['at'])
+    end
+  end
+end
+-- Flood protection: a sliding window of message IDs per user; crossing the limit makes a temporary block.
+for n, f in ipairs(extra['flood']) do
+  local u = tonumber(f['user']) + 1
+  local fk = KEYS[7 + owned + n]
+  if out[u] == 0 then
+    redis.call('ZREMRANGEBYSCORE', fk, '-inf', now - tonumber(f['window']))
+    for _, mid in ipairs(f['ids']) do redis.call('ZADD', fk, 'NX', now, mid) end
+    redis.call('PEXPIRE', fk, f['window'])
+    if redis.call('ZCARD', fk) > tonumber(f['max']) then
+      redis.call('HSET', KEYS[1], f['key'], f['entry'])
+      redis.call('ZADD', order, now, f['key'])
+      redis.call('ZADD', KEYS[4], f['expires'], f['key'])
+      redis.call('XADD', audit, 'MAXLEN', '~', extra['maxlen'], '*', 'action', 'block', 'number', f['number'],
+        'type', f['kind'], 'by', 'flood', 'source', 'auto', 'reason', f['reason'], 'at', extra['at'])
+      redis.call('DEL', fk)
+      out[u] = 2
+      changed = true
+    end
+  end
 end
 if changed then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return out
 """
 )
+
+# KEYS: optouts links. ARGV: identity keys. The first opted-out key (directly or through a link), or nil.
+_OPTED_OUT_KEY = """
+for i = 1, #ARGV do
+  local id = ARGV[i]
+  if redis.call('HEXISTS', KEYS[1], id) == 1 then return id end
+  local other = redis.call('HGET', KEYS[2], id)
+  if other and redis.call('HEXISTS', KEYS[1], other) == 1 then return other end
+end
+return false
+"""
+
+# KEYS: optouts audit. ARGV: mode ('optout'/'optin') key entry_json maxlen, then the audit record: number type by
+# source reason at. Returns 1 when something changed (a new opt-out, or one removed).
+_SET_OPTOUT = """
+local changed
+if ARGV[1] == 'optout' then
+  changed = redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3])
+else
+  changed = redis.call('HDEL', KEYS[1], ARGV[2])
+end
+if changed == 1 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'action', ARGV[1], 'number', ARGV[5], 'type', ARGV[6],
+    'by', ARGV[7], 'source', ARGV[8], 'reason', ARGV[9], 'at', ARGV[10])
+end
+return changed
+"""
 
 # KEYS: order blocks. ARGV: max_score after_member count. Members strictly after the cursor, newest first,
 # with their entries; ties on the score are ordered by member, descending, as ZREVRANGEBYSCORE orders them.
@@ -294,7 +362,7 @@ return out
 
 def _keys(pnid: str) -> dict[str, str]:
     tag = f"wabl:{{{pnid}}}"
-    keys = {name: f"{tag}:{name}" for name in ("blocks", "order", "links", "seen", "audit", "expiry")}
+    keys = {name: f"{tag}:{name}" for name in ("blocks", "order", "links", "seen", "audit", "expiry", "optouts")}
     keys["tag"] = tag  # prefix of the per-message and per-join-request keys
     return keys
 
@@ -414,6 +482,8 @@ class BlocklistStore:
         self._inbound = client.register_script(_INBOUND)
         self._page = client.register_script(_PAGE)
         self._sweep = client.register_script(_SWEEP)
+        self._opted_out_key = client.register_script(_OPTED_OUT_KEY)
+        self._set_optout = client.register_script(_SET_OPTOUT)
         self.observe: Callable[[float, bool], None] | None = None
         """Called with ``(seconds, failed)`` after each operation (the metrics hook)."""
 
@@ -576,6 +646,31 @@ class BlocklistStore:
             messages: ``(inbound message ID, index of its sender in users)``, kept :data:`OWNERSHIP_TTL_MS`.
             join_requests: ``(group join request ID, index of its user in users)``, kept as long.
         """
+        flags = await self.record_inbound_detail(pnid, users, now_ms, messages=messages, join_requests=join_requests)
+        return [bool(f) for f in flags]
+
+    async def record_inbound_detail(
+        self,
+        pnid: str,
+        users: Sequence[tuple[str, str]] | Sequence[tuple[str, str, bool]],
+        now_ms: int,
+        *,
+        messages: Sequence[tuple[str, int]] = (),
+        join_requests: Sequence[tuple[str, int]] = (),
+        prefs: Sequence[dict[str, Any]] = (),
+        flood: Sequence[dict[str, Any]] = (),
+    ) -> list[int]:
+        """:meth:`record_inbound` with the opt-out keywords and flood counting of issue 19 in the same script.
+
+        Args:
+            prefs: per keyword message, ``{"mode": "optout"|"optin", "key", "entry" (JSON), "drop" (keys an opt-in
+                removes), "number", "kind", "reason"}``; each change is audited (by ``user``, source ``keyword``).
+            flood: per user to count, ``{"user" (index), "fkey" (the flood key's suffix), "ids" (message IDs),
+                "window", "max", "key", "entry", "expires" (ms), "number", "kind", "reason"}``.
+
+        Returns:
+            Per user: 0 not blocked, 1 blocked, 2 blocked just now by flood protection.
+        """
         if not users:
             return []
         k = _keys(pnid)
@@ -585,9 +680,45 @@ class BlocklistStore:
         owned = [(f"{k['tag']}:msg:{mid}", u) for mid, u in messages]
         owned += [(f"{k['tag']}:join:{jid}", u) for jid, u in join_requests]
         args += [u for _, u in owned]
+        extra = {"owned": len(owned), "prefs": list(prefs), "flood": list(flood), "maxlen": AUDIT_MAXLEN,
+                 "at": iso_ms(now_ms)}  # fmt: skip
+        args.append(json.dumps(extra, separators=(",", ":"), ensure_ascii=False))
         keys = [k["blocks"], k["links"], k["seen"], k["expiry"], *(key for key, _ in owned)]
+        keys += [k["optouts"], k["audit"], k["order"], *(f"{k['tag']}:flood:{f['fkey']}" for f in flood)]
         flags = await self._call(self._inbound(keys=keys, args=args))
-        return [bool(int(f)) for f in flags]
+        return [int(f) for f in flags]
+
+    async def opted_out_key(self, pnid: str, keys: Sequence[str]) -> str | None:
+        """The first of ``keys`` (or an identity linked to it) opted out on ``pnid``, or None."""
+        if not keys:
+            return None
+        k = _keys(pnid)
+        found = await self._call(self._opted_out_key(keys=[k["optouts"], k["links"]], args=list(keys)))
+        return str(found) if found else None
+
+    async def set_optout(
+        self, pnid: str, mode: str, entry: BlockEntry, *, by: str, source: str, reason: str, at_ms: int
+    ) -> bool:
+        """Add (``optout``) or remove (``optin``) the opt-out of ``entry.key``, audited; True when it changed."""
+        k = _keys(pnid)
+        changed = await self._call(
+            self._set_optout(
+                keys=[k["optouts"], k["audit"]],
+                args=[mode, entry.key, entry.dumps(), AUDIT_MAXLEN, entry.number, entry.kind, by, source, reason,
+                      iso_ms(at_ms)],
+            )
+        )  # fmt: skip
+        return bool(changed)
+
+    async def optouts(self, pnid: str) -> list[BlockEntry]:
+        """Every opt-out of a connector, newest first."""
+        rows = await self._call(self.redis.hvals(_keys(pnid)["optouts"]))
+        return sorted((BlockEntry.loads(raw) for raw in rows), key=lambda e: (e.blocked_at_ms, e.key), reverse=True)
+
+    async def optout(self, pnid: str, key: str) -> BlockEntry | None:
+        """The opt-out entry stored under ``key``, or None."""
+        raw = await self._call(self.redis.hget(_keys(pnid)["optouts"], key))
+        return BlockEntry.loads(raw) if raw else None
 
     async def message_owner(self, pnid: str, message_id: str) -> tuple[str, str] | None:
         """``(wa_id match key or "", bsuid or "")`` of the user who sent inbound message ``message_id``, or None."""

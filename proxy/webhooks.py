@@ -55,6 +55,7 @@ from .errors import (
 from .keys import CONFIG, GRAPH_SESSION, METRICS, SERVICE, WEBHOOK_SESSION, WEBHOOK_TASKS
 from .logs import note, tag_upstream
 from .meta import MetaClient, MetaError
+from .optout import Keyword
 from .signature import LEGACY_SIGNATURE_HEADER, SIGNATURE_HEADER, meta_dumps, sign, sign_sha1, verify
 
 __all__ = ["WEBHOOK_PATH", "handle_verification", "handle_webhook", "setup_webhooks", "sign", "verify_token_matches"]
@@ -142,6 +143,7 @@ class _Share:
     kept: dict[tuple[int, int], dict[str, Any] | None] = field(default_factory=dict)
     removed: list[wp.Item] = field(default_factory=list)
     follows: list[wp.Item] = field(default_factory=list)  # blocked users' items naming their new wa_id / BSUID
+    auto_blocked: int = 0  # users blocked by flood protection while this webhook was checked
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,8 @@ async def _process(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     note(connector=",".join(shares))
     for share in shares.values():
+        if share.auto_blocked:
+            metrics.auto_blocks.labels(share.connector.phone_number_id).inc(share.auto_blocked)
         if share.removed:
             metrics.inbound_blocked.labels(share.connector.phone_number_id).inc(len(share.removed))
             calls = [i.call_id for i in share.removed if i.call_id]
@@ -324,7 +328,12 @@ async def _check_share(service: BlocklistService, share: _Share, verified: bool)
             items = [i for c in share.changes for i in c.items]
             messages = [(i.message_id, index[i.person]) for i in items if i.message_id and i.person in index]
             joins = [(i.join_request_id, index[i.person]) for i in items if i.join_request_id and i.person in index]
-            flags = await service.record_inbound(pnid, users, messages=messages, join_requests=joins)
+            keywords, counted = _keywords_and_counts(share.connector, items, index)
+            detail = await service.record_inbound_detail(
+                pnid, users, messages=messages, join_requests=joins, keywords=keywords, counted=counted
+            )
+            share.auto_blocked = detail.count(2)
+            flags = [bool(f) for f in detail]
         else:
             flags = [await _blocked_unrecorded(service, pnid, u) for u in users]
         blocked = {ident for u, flag in zip(users, flags, strict=True) if flag for ident in (u.wa_id, u.bsuid) if ident}
@@ -346,6 +355,24 @@ async def _check_share(service: BlocklistService, share: _Share, verified: bool)
             len(share.removed), share.connector.name,
             ", ".join(sorted({i.kind.value for i in share.removed})),
         )  # fmt: skip
+
+
+def _keywords_and_counts(
+    connector: ConnectorConfig, items: list[wp.Item], index: dict[wp.Person, int]
+) -> tuple[list[tuple[int, Keyword, str]], list[tuple[int, list[str]]]]:
+    """Opt-out keyword messages (issue 19) and, with flood protection on, each user's inbound message IDs."""
+    keywords: list[tuple[int, Keyword, str]] = []
+    counted: dict[int, list[str]] = {}
+    for item in items:
+        if item.kind is not wp.Kind.MESSAGE or item.person not in index:
+            continue
+        user = index[item.person]
+        if item.text and (mode := connector.keywords.match(item.text)) is not None:
+            keywords.append((user, mode, item.text))
+        if connector.flood_max_messages > 0:
+            # Message IDs are the window's members, so Meta's retry of the same webhook is not counted twice.
+            counted.setdefault(user, []).append(item.message_id or f"{item.path}:{time.time_ns()}")
+    return keywords, list(counted.items())
 
 
 async def _blocked_unrecorded(service: BlocklistService, pnid: str, user: InboundUser) -> bool:

@@ -269,9 +269,11 @@ def create_admin_app() -> web.Application:
     app[THROTTLE] = AuthThrottle()
     from .bulk import routes as bulk_routes  # imported here: it uses this module's helpers
     from .changes import routes as change_routes  # PATCH a block, restore an export
+    from .everywhere import routes as everywhere_routes  # block on every connector, opt-outs (issue 19)
 
     app.add_routes(bulk_routes)
     app.add_routes(change_routes)
+    app.add_routes(everywhere_routes)
     app.add_routes(routes)
     setup_page(app)
     app.on_response_prepare.append(_no_sniffing)
