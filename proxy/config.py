@@ -126,6 +126,15 @@ class GatewayConfig:
     """``refuse``: a block made by a supervisor cannot be lifted through the Graph face; ``allow``: it can."""
     unknown_references: str = "refuse"
     """``refuse`` or ``pass``: read receipts on message IDs and join-request approvals the proxy has not seen."""
+    uploads_total: int = 200
+    """Streamed pass-through uploads at once, in all (kept well under the upstream pool of 1,000: sends always find
+    a connection); one more is refused with 429."""
+    uploads_per_client: int = 20
+    """Streamed uploads at once from one client address."""
+    upload_min_bytes: int = 16 * 1024
+    """A streamed upload must bring at least this many bytes in every ``upload_pace_seconds`` window, or it is cut
+    with 408 (a trickle that keeps just under the pause bound)."""
+    upload_pace_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -266,7 +275,19 @@ def parse_config(
     v.known_keys("admin", admin, ("tokens", "metrics_token", "proxy_auth"))
     v.known_keys("reload", reload, ("allow_no_connectors", "allow_replacing_all_connectors"))
     v.known_keys(
-        "gateway", gateway, ("unknown_connectors", "enforce", "allow", "block_users_unblock", "unknown_references")
+        "gateway",
+        gateway,
+        (
+            "unknown_connectors",
+            "enforce",
+            "allow",
+            "block_users_unblock",
+            "unknown_references",
+            "uploads_total",
+            "uploads_per_client",
+            "upload_min_bytes",
+            "upload_pace_seconds",
+        ),
     )
     v.known_keys(
         "webhooks", webhooks, ("forward_timeout_seconds", "max_body_bytes", "unknown_connectors", "account_events_to")
@@ -328,6 +349,14 @@ def parse_config(
         unknown_references=v.choice(
             "gateway.unknown_references", gateway.get("unknown_references"), ("refuse", "pass"), "refuse"
         ),
+        uploads_total=v.integer("gateway.uploads_total", gateway.get("uploads_total"), 200, low=1, high=900),
+        uploads_per_client=v.integer(
+            "gateway.uploads_per_client", gateway.get("uploads_per_client"), 20, low=1, high=900
+        ),
+        upload_min_bytes=v.integer(
+            "gateway.upload_min_bytes", gateway.get("upload_min_bytes"), 16 * 1024, low=0, high=1 << 30
+        ),
+        upload_pace_seconds=v.number("gateway.upload_pace_seconds", gateway.get("upload_pace_seconds"), 10.0),
     )
     webhooks_cfg = WebhookConfig(
         forward_timeout_seconds=v.number(

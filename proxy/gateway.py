@@ -29,7 +29,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -62,6 +62,7 @@ from .graph import BAD_REQUEST, RECIPIENT_BLOCKED, RECIPIENT_OPTED_OUT, SERVICE_
 from .identity import Identity
 from .keys import CONFIG, GATEWAY_SESSION, METRICS, SERVICE
 from .logs import note, tag_upstream
+from .uploads import Pace, TooManyUploads, UploadLimiter, UploadTooSlow
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ SMALL_RESPONSE = 64 * 1024
 
 UNKNOWN_ERROR = 1
 """Meta's "An unknown error occurred" code, for failures of the proxy itself."""
+
+TOO_MANY_CALLS = 4
+"""Meta's "Application request limit reached" code, for uploads over the gateway's upload limits (retry later)."""
 
 HOP_BY_HOP = frozenset(
     {
@@ -208,6 +212,8 @@ class Gateway:
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
+        self.uploads = UploadLimiter()
+        """Streamed uploads in flight (per process), bounded by ``gateway.uploads_total`` / ``uploads_per_client``."""
 
     @property
     def config(self) -> Config:
@@ -296,11 +302,33 @@ class Gateway:
             if encoding not in ("", "identity"):
                 raise bad_request("uploads are forwarded as they arrive and cannot be compressed (Content-Encoding)")
             multipart = request.headers.get("Content-Type", "").lower().startswith("multipart/")
-            return await self.forward(request, url, scanner=PartNameScanner() if multipart else None)
+            scanner = PartNameScanner() if multipart else None
+            if not request.body_exists or request.content.is_eof():  # sent in one write: holds no connection long
+                return await self.forward(request, url, scanner=scanner)
+            with self._upload_slot(request):
+                return await self.forward(request, url, scanner=scanner)
         if request.body_exists:
             body, _ = await self.read_inspected(request, target)  # refuses batch, method and unreadable bodies
             return await self.forward(request, url, body=body)
         return await self.forward(request, url)
+
+    @contextlib.contextmanager
+    def _upload_slot(self, request: web.Request) -> Iterator[None]:
+        """Hold one of the streamed-upload slots, so uploads can never take every upstream connection from sends.
+
+        Raises:
+            GraphRefusal: 429 (transient) when the client's or the process's upload limit is reached.
+        """
+        gateway = self.config.gateway  # read per upload: a reload may change the limits
+        self.uploads.total, self.uploads.per_client = gateway.uploads_total, gateway.uploads_per_client
+        try:
+            with self.uploads.slot(request.remote or ""):
+                yield
+        except TooManyUploads as exc:
+            log.info("upload refused: %s", exc.message)
+            raise GraphRefusal(
+                429, TOO_MANY_CALLS, "Application request limit reached", exc.message, transient=True
+            ) from None
 
     def connector_for(self, node: str) -> ConnectorConfig | None:
         """The configured connector named in the path; raises a refusal when unknown ones are refused."""
@@ -455,7 +483,9 @@ class Gateway:
                 if scanner is not None:
                     scanner.feed(data)
             else:  # an upload: streamed as it arrives, given up if the caller stalls
-                streamed = _PacedBody(request.content, self.config.server.body_timeout_seconds, scanner)
+                gateway = self.config.gateway
+                pace = Pace(gateway.upload_min_bytes, gateway.upload_pace_seconds)
+                streamed = _PacedBody(request.content, self.config.server.body_timeout_seconds, scanner, pace)
                 data = streamed.pieces()
         skip = [h for h in _AUTO_HEADERS if h not in headers]
         metrics = self.app[METRICS]
@@ -490,30 +520,41 @@ class Gateway:
 
 
 class _PacedBody:
-    """A request body streamed upstream piece by piece, given up when the caller sends nothing for ``idle`` seconds.
+    """A request body streamed upstream piece by piece, given up when the caller sends nothing for ``idle`` seconds
+    or falls below the ``pace`` (:class:`proxy.uploads.Pace`).
 
     A whole-body deadline would cut a large upload on a slow but steady line; a bound on the pause between pieces
-    frees the task and the upstream connection that a stalled caller would otherwise hold.
+    frees the task and the upstream connection that a stalled caller would otherwise hold, and the pace cuts a
+    trickle that sends one byte just often enough to stay under the pause bound.
     """
 
-    def __init__(self, content: StreamReader, idle: float, scanner: PartNameScanner | None = None) -> None:
+    def __init__(
+        self, content: StreamReader, idle: float, scanner: PartNameScanner | None = None, pace: Pace | None = None
+    ) -> None:
         self.content = content
         self.idle = idle
         self.scanner = scanner
+        self.pace = pace or Pace(0, idle)
         self.failed: Refused | None = None
-        """Why the upload was given up (stalled, or a part the gateway refuses), for the caller's answer."""
+        """Why the upload was given up (stalled, too slow, or a part the gateway refuses), for the caller's answer."""
 
     async def pieces(self) -> AsyncIterator[bytes]:
+        # The loop of proxy.uploads.paced_pieces, with the gateway's own refusals for a stall and for a trickle.
         while True:
+            allowed = min(self.idle, self.pace.seconds_left())
             try:
-                async with asyncio.timeout(self.idle):
+                async with asyncio.timeout(allowed):
                     piece = await self.content.readany()
             except TimeoutError:
+                self._keep_pace()
+                if allowed < self.idle:
+                    continue  # a window ended with its quota met: keep waiting
                 self.failed = self.refusal()
                 log.info("caller stalled mid-upload for %s seconds; the upstream request is abandoned", self.idle)
                 raise
             if not piece:
                 return
+            self._keep_pace(len(piece))
             if self.scanner is not None:
                 try:
                     self.scanner.feed(piece)
@@ -522,6 +563,19 @@ class _PacedBody:
                     log.info("refused an upload mid-way: %s", refused.details)
                     raise
             yield piece
+
+    def _keep_pace(self, size: int = 0) -> None:
+        try:
+            self.pace.received(size)
+        except UploadTooSlow as exc:
+            self.failed = GraphRefusal(
+                408,
+                BAD_REQUEST,
+                "Request timeout",
+                f"{exc.message} (gateway.upload_min_bytes per gateway.upload_pace_seconds)",
+            )
+            log.info("cut a trickling upload: %s", exc.message)
+            raise self.failed from None
 
     def refusal(self) -> GraphRefusal:
         return GraphRefusal(
