@@ -1,4 +1,4 @@
-"""The ``wa-blocklist`` command: serve, check-config, block, unblock, list, import, export.
+"""The ``wa-blocklist`` command: serve, check-config, block, unblock, list, import, export, optout, optin, optouts.
 
 Exit codes: 0 success, 1 the operation was refused (not recently active, not blocked, store down...),
 2 bad usage or a broken config.
@@ -27,7 +27,9 @@ from .store import BlockEntry, open_store
 
 DEFAULT_CONFIG = os.environ.get("WA_BLOCKLIST_CONFIG", "config.yaml")
 # Commands that only use the store: a secret the environment left empty does not stop them.
-_STORE_ONLY = frozenset({"block", "unblock", "list", "export", "import", "simulate-inbound", "sink"})
+_STORE_ONLY = frozenset(
+    {"block", "unblock", "list", "export", "import", "simulate-inbound", "sink", "optout", "optin", "optouts"}
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +67,22 @@ def _parser() -> argparse.ArgumentParser:
     unblock.add_argument("number")
     with_connector(unblock)
     unblock.add_argument("--by", default=f"cli:{_user()}", help="who unblocks (default: %(default)s)")
+    _everywhere_options(block, unblock)
+    block.add_argument(
+        "--include-unsynced", action="store_true",
+        help="with --all-connectors/--connectors: also block where the number did not write in the last 24 hours, "
+        "on connectors whose sync_to_meta is off",
+    )  # fmt: skip
+
+    for name, text in (("optout", "opt a number out of template and marketing sends"),
+                       ("optin", "remove a number's opt-out")):  # fmt: skip
+        opt = sub.add_parser(name, parents=[common], help=text)
+        opt.add_argument("number", help="phone number with country code, or BSUID")
+        with_connector(opt)
+        opt.add_argument("--reason", default="", help="why (kept in the audit trail)")
+        opt.add_argument("--by", default=f"cli:{_user()}", help="who does it (default: %(default)s)")
+    optouts = sub.add_parser("optouts", parents=[common], help="list the numbers opted out on a connector")
+    with_connector(optouts)
 
     listing = sub.add_parser("list", parents=[common], help="list blocked numbers, newest first")
     with_connector(listing)
@@ -150,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve_workers(args, config)
         return _serve(config, args.host, args.port, reuse_port=args.reuse_port, config_path=args.config)
     try:
+        if getattr(args, "all_connectors", False) or getattr(args, "connectors", None):
+            return asyncio.run(_run(config, lambda service: _everywhere(service, args)))
         pnid = _connector(config, args.connector)
         if args.command == "simulate-inbound":
             return _simulate_inbound(config, pnid, args)
@@ -159,6 +179,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BlocklistError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
+
+
+def _everywhere_options(*parsers: argparse.ArgumentParser) -> None:
+    for p in parsers:
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--all-connectors", action="store_true", help="on every configured connector (issue 19)")
+        where.add_argument("--connectors", help="on these connectors: phone number IDs separated by commas")
+
+
+async def _everywhere(service: BlocklistService, args: argparse.Namespace) -> int:
+    """``block`` / ``unblock`` with ``--all-connectors`` or ``--connectors``: one line per connector."""
+    pnids = None if args.all_connectors else [p.strip() for p in args.connectors.split(",") if p.strip()]
+    if args.command == "block":
+        outcomes = await service.block_everywhere(
+            args.number, actor=Actor(args.by, "cli"), reason=args.reason, pnids=pnids,
+            duration_seconds=parse_duration(args.duration) if args.duration else None,
+            include_unsynced=args.include_unsynced,
+        )  # fmt: skip
+    else:
+        outcomes = await service.unblock_everywhere(args.number, actor=Actor(args.by, "cli"), pnids=pnids)
+    for o in outcomes:
+        said = o.outcome.replace("_", " ")
+        detail = f": {o.detail}" if o.detail != said else ""
+        print(f"{o.connector.phone_number_id} ({o.connector.name}): {said}{detail}")
+    return 0 if any(o.outcome in ("blocked", "already_blocked", "unblocked") for o in outcomes) else 1
+
+
+async def _optout(service: BlocklistService, pnid: str, args: argparse.Namespace) -> int:
+    entry, created = await service.opt_out(pnid, args.number, actor=Actor(args.by, "cli"), reason=args.reason)
+    print(f"{'opted out' if created else 'already opted out'}: {entry.number} on {pnid} since {entry.blocked_at}")
+    return 0
+
+
+async def _optin(service: BlocklistService, pnid: str, args: argparse.Namespace) -> int:
+    entry = await service.opt_in(pnid, args.number, actor=Actor(args.by, "cli"), reason=args.reason)
+    print(f"opted back in: {entry.number} on {pnid}")
+    return 0
+
+
+async def _optouts(service: BlocklistService, pnid: str, args: argparse.Namespace) -> int:
+    print(f"{'OPTED OUT AT (UTC)':<25} {'NUMBER':<20} {'SOURCE':<10} REASON")
+    for entry in await service.optouts(pnid):
+        number = international(entry.number) if entry.kind == "phone" else entry.number
+        print(f"{entry.blocked_at:<25} {number:<20} {entry.source[:10]:<10} {entry.reason}")
+    return 0
 
 
 def _store_label(config: Config) -> str:
@@ -360,6 +425,9 @@ _COMMANDS: dict[str, Callable[[BlocklistService, str, argparse.Namespace], Await
     "list": _list,
     "export": _export,
     "import": _import,
+    "optout": _optout,
+    "optin": _optin,
+    "optouts": _optouts,
 }
 
 
