@@ -14,9 +14,19 @@ from .blocklist import BlocklistService, Clock
 from .cache import CheckCache
 from .config import Config
 from .expiry import DEFAULT_SWEEP_SECONDS, SWEEP_SECONDS, expiry_sweep_ctx
-from .gateway import setup_gateway
+from .gateway import gateway_client, setup_gateway
 from .health import setup_health
-from .keys import CLOCK, CONFIG, GATEWAY_SESSION, GRAPH_SESSION, METRICS, SERVICE, STORE, WEBHOOK_SESSION
+from .keys import (
+    CLOCK,
+    CONFIG,
+    GATEWAY_CLIENT,
+    GATEWAY_SESSION,
+    GRAPH_SESSION,
+    METRICS,
+    SERVICE,
+    STORE,
+    WEBHOOK_SESSION,
+)
 from .logs import (
     RedactingAccessLogger,
     install_plain_http_errors,
@@ -119,9 +129,11 @@ async def _graph_session_ctx(app: web.Application) -> AsyncIterator[None]:
     async with (
         session(1000, []) as gateway,
         session(100, [request_id_trace(), app[METRICS].trace("graph")]) as own,
+        gateway_client(app[CONFIG]) as client,
     ):
         app[GATEWAY_SESSION] = gateway
         app[GRAPH_SESSION] = own
+        app[GATEWAY_CLIENT] = client
         yield
 
 

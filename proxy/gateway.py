@@ -31,12 +31,17 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import StreamReader, web
 from multidict import CIMultiDict, CIMultiDictProxy
+from pyreqwest.client import Client as ReqwestClient
+from pyreqwest.client import ClientBuilder
+from pyreqwest.exceptions import DecodeError, PyreqwestError, RequestTimeoutError
+from pyreqwest.response import Response as ReqwestResponse
 from yarl import URL
 
 from . import identity as ids
@@ -60,7 +65,7 @@ from .config import Config, ConnectorConfig
 from .errors import BodyTimeout, BodyTooLarge, InvalidNumber, StoreUnavailable
 from .graph import BAD_REQUEST, RECIPIENT_BLOCKED, RECIPIENT_OPTED_OUT, SERVICE_UNAVAILABLE, error_envelope
 from .identity import Identity
-from .keys import CONFIG, GATEWAY_SESSION, METRICS, SERVICE
+from .keys import CONFIG, GATEWAY_CLIENT, GATEWAY_SESSION, METRICS, SERVICE
 from .logs import note, tag_upstream
 from .uploads import Pace, TooManyUploads, UploadLimiter, UploadTooSlow
 
@@ -226,6 +231,10 @@ class Gateway:
     @property
     def session(self) -> aiohttp.ClientSession:
         return self.app[GATEWAY_SESSION]
+
+    @property
+    def client(self) -> ReqwestClient:
+        return self.app[GATEWAY_CLIENT]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Route one request: check, refuse or pass through."""
@@ -451,8 +460,50 @@ class Gateway:
         Raises:
             GraphRefusal: 502 when the upstream cannot be reached, 504 when it does not answer in time.
         """
+        if body is None and scanner is None and request.body_exists and request.content.is_eof():
+            body = request.content.read_nowait()  # a small body that came with its headers: in hand already
+        if body is not None and scanner is None:
+            return await self.forward_buffered(request, target, body)
         async with self.upstream(request.method, target, request.headers, request, body, scanner) as upstream:
             return await relay(request, upstream)
+
+    async def forward_buffered(self, request: web.Request, target: URL, body: bytes) -> web.StreamResponse:
+        """Send a request whose body is in hand (every checked send) over the pyreqwest client; relay the answer.
+
+        Same contract as :meth:`upstream` + :func:`relay`: the request's bytes and headers as received (minus
+        hop-by-hop), ``X-Request-Id``, ``wabl_upstream_seconds`` to the response headers, 502/504 Graph-style
+        refusals; a small answer is read whole (one that breaks off is a 502), a large one streamed.
+        """
+        out = forward_headers(request.headers, REQUEST_HEADERS_DROPPED)
+        tag_upstream(out)
+        out.popall("Content-Length", None)
+        metrics = self.app[METRICS]
+        answered = False
+        started = time.perf_counter()
+        try:
+            built = self.client.request(request.method, str(target)).headers(list(out.items())).body_bytes(body)
+            async with built.build_streamed() as resp:
+                answered = True
+                metrics.graph_seconds.observe(time.perf_counter() - started)
+                return await _relay_reqwest(request, resp)
+        except RequestTimeoutError:
+            if answered:
+                raise
+            metrics.graph_errors.inc()
+            log.warning("Graph API timeout on %s %s", request.method, target.path[:200])
+            raise unavailable(504, "the Graph API did not answer in time; retry later") from None
+        except DecodeError as exc:
+            if answered:
+                raise
+            # The headers came, the body broke off within the client's first read: nothing was sent back yet.
+            log.warning("Graph API response broke off: %s", type(exc).__name__)
+            raise unavailable(502, f"the Graph API response broke off ({type(exc).__name__}); retry later") from None
+        except PyreqwestError as exc:
+            if answered:
+                raise
+            metrics.graph_errors.inc()
+            log.warning("Graph API unreachable on %s %s: %s", request.method, target.path[:200], type(exc).__name__)
+            raise unavailable(502, f"the Graph API could not be reached ({type(exc).__name__}); retry later") from None
 
     @contextlib.asynccontextmanager
     async def upstream(
@@ -626,6 +677,40 @@ async def relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.S
     return response
 
 
+async def _relay_reqwest(request: web.Request, upstream: ReqwestResponse) -> web.StreamResponse:
+    """:func:`relay` for an answer of the pyreqwest client."""
+    named = {h.strip().lower() for value in upstream.get_header_all("Connection") for h in value.split(",")}
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.headers.items():
+        if name not in RESPONSE_HEADERS_DROPPED and name not in named:  # reqwest gives names in lower case
+            headers.add(name, value)
+    status = upstream.status
+    if request.method == "HEAD" or status in (204, 304):
+        return web.Response(status=status, headers=headers)
+    length = upstream.get_header("content-length")
+    if length is not None and length.isdigit() and int(length) <= SMALL_RESPONSE:
+        try:
+            body = (await upstream.bytes()).to_bytes()
+        except PyreqwestError as exc:
+            log.warning("Graph API response broke off: %s", type(exc).__name__)
+            raise unavailable(502, f"the Graph API response broke off ({type(exc).__name__}); retry later") from None
+        return web.Response(status=status, headers=headers, body=body)
+    response = web.StreamResponse(status=status, headers=headers)
+    await response.prepare(request)
+    reader = upstream.body_reader
+    try:
+        while (chunk := await reader.read_chunk()) is not None:
+            await response.write(chunk.to_bytes())
+    except PyreqwestError as exc:
+        # Headers are gone already: the only honest signal left is to cut the connection short.
+        log.warning("Graph API response broke off after the headers: %s", type(exc).__name__)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    return response
+
+
 async def read_capped(request: web.Request, limit: int = MAX_INSPECTED_BODY) -> bytes:
     """Read a body the gateway must inspect, refusing (413) anything over ``limit`` bytes.
 
@@ -718,6 +803,24 @@ def send_recipients(edge: str, fields: dict[str, list[Any]], region: str = "") -
 
 def _mask(key: str) -> str:
     return key if len(key) <= 6 else key[:-4] + "****"
+
+
+def gateway_client(config: Config) -> ReqwestClient:
+    """The gateway's pooled pyreqwest client (``GATEWAY_CLIENT``): bounded connect and read-idle time, no redirects,
+    no decompression (answers are relayed as Meta sent them), no cookies."""
+    return (
+        ClientBuilder()
+        .follow_redirects(False)
+        .gzip(False)
+        .brotli(False)
+        .zstd(False)
+        .deflate(False)
+        .default_cookie_store(False)
+        .max_connections(1000)
+        .connect_timeout(timedelta(seconds=10))
+        .read_timeout(timedelta(seconds=config.graph.timeout_seconds))
+        .build()
+    )
 
 
 def setup_gateway(app: web.Application) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import ClientSession, web
+from pyreqwest.client import Client as ReqwestClient
 
 from .blocklist import BlocklistService, Clock
 from .config import Config
@@ -24,6 +25,10 @@ SERVICE = web.AppKey("service", BlocklistService)
 GATEWAY_SESSION = web.AppKey("gateway_session", ClientSession)
 """Pooled session to ``graph.base_url`` for the gateway's traffic: no trace hooks (they cost about a tenth of a
 pass-through's CPU); the gateway times its calls and sends the request ID itself."""
+GATEWAY_CLIENT = web.AppKey("gateway_client", ReqwestClient)
+"""The gateway's client for requests whose body is in hand (every checked send): pyreqwest (Rust's reqwest/hyper),
+chosen by measurement (docs/performance.md): about a third of ``ClientSession``'s instructions per request.
+Streamed uploads and downloads keep ``GATEWAY_SESSION``."""
 GRAPH_SESSION = web.AppKey("graph_session", ClientSession)
 """Pooled session to ``graph.base_url`` for the proxy's own calls to Meta (sync, call rejects), traced."""
 WEBHOOK_SESSION = web.AppKey("webhook_session", ClientSession)
