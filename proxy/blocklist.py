@@ -834,14 +834,25 @@ def _primary(user: InboundUser) -> Identity | None:
     return ids.bsuid(user.bsuid) if user.bsuid else None
 
 
+# Control characters that are not whitespace (NUL, escape, delete, C1 controls): text has no use for them, and a NUL
+# makes an exported CSV file unreadable as text, so a backup could not be restored.
+_CONTROLS = dict.fromkeys(c for c in [*range(0x20), *range(0x7F, 0xA0)] if not chr(c).isspace())
+
+
+def strip_controls(text: str) -> str:
+    """``text`` without control characters other than whitespace (NUL, escape, delete, C1 controls)."""
+    return text.translate(_CONTROLS)
+
+
 def clean_reason(reason: Any) -> str:
     """Validate the free-text reason: a string of at most 500 characters, whitespace folded to single spaces,
-    bidirectional control characters removed (a right-to-left override would make it display as something else)."""
+    bidirectional control characters removed (a right-to-left override would make it display as something else),
+    and other control characters removed."""
     if reason is None:
         return ""
     if not isinstance(reason, str):
         raise BadRequest("reason must be a string")
-    text = " ".join(strip_bidi(reason).split())
+    text = " ".join(strip_bidi(reason).translate(_CONTROLS).split())
     if len(text) > MAX_REASON:
         raise BadRequest(f"reason is too long ({len(text)} characters, at most {MAX_REASON})")
     return text

@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import csvsafe
-from .blocklist import Actor, BlocklistService, check_expiry, clean_reason, parse_expires_at, parse_expiry
+from .blocklist import (
+    Actor,
+    BlocklistService,
+    check_expiry,
+    clean_reason,
+    parse_expires_at,
+    parse_expiry,
+    strip_controls,
+)
 from .errors import BadRequest, BlocklistError, InvalidCsv, NotRecentlyActive, TooManyRows
 
 MAX_ROWS = 64_000
@@ -356,4 +364,5 @@ async def export_csv(service: BlocklistService, pnid: str) -> AsyncIterator[str]
 
 def _safe(text: str) -> str:
     # Spreadsheets run a cell starting with = + - @ (CSV injection), after any separator they split on: see csvsafe.
-    return csvsafe.guard(text)
+    # Control characters go (a NUL in a name would make the file unreadable as text, so it could not be restored).
+    return csvsafe.guard(strip_controls(text))

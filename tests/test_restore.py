@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from proxy.blocklist import Actor, BlocklistService
+from proxy.blocklist import Actor, BlocklistService, strip_controls
+from proxy.csvsafe import strip_bidi
 
 from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, base_config_data, wrote_recently
 
@@ -191,3 +194,100 @@ def test_cli_export_then_restore_round_trip(tmp_path: Path, redis_url: str) -> N
     again = cli("export", "--connector", PNID_BR)
     assert as_rows(again.stdout) == as_rows(exported.stdout)
     assert {r["blocked_by"] for r in as_rows(again.stdout)} == {"ana", f"cli:{getpass.getuser()}"}
+
+
+async def test_a_name_with_control_characters_still_restores(
+    client: TestClient[Any, Any], service: BlocklistService
+) -> None:
+    await wrote_recently(service, PNID, "573001234567")
+    await service.block(PNID, "573001234567", actor=Actor("bot\x00\x1b[31m\u202e", "plugin"), reason="a\x00b\x7fc")
+    exported = await (await client.get(EXPORT, headers=auth())).text()
+    assert "\x00" not in exported and "\x1b" not in exported and "\u202e" not in exported
+    report = await (await client.post(RESTORE_BR, data=exported.encode(), headers=auth())).json()
+    assert report["summary"]["blocked"] == 1
+    restored = await service.get(PNID_BR, "573001234567")
+    assert (restored.blocked_by, restored.reason) == ("bot[31m", "abc")
+
+
+# ---------------------------------------------------------------- properties (hypothesis, derandomized)
+
+PROPERTIES = settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+any_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=60)  # the codec leaves out lone surrogates
+cell_text = st.text(alphabet=st.sampled_from("ab =+-@＝＋'\",;\t\r\n\u202e "), max_size=30) | any_text
+
+
+async def clear(service: BlocklistService, pnid: str) -> None:
+    for entry in (await service.list(pnid, limit=500))[0]:
+        await service.unblock(pnid, entry.number, actor=ORIGINAL)
+
+
+@PROPERTIES
+@given(
+    reasons=st.lists(cell_text, min_size=1, max_size=3),
+    # Names as tokens and people have them: no surrounding whitespace (CSV import trims every cell), no bidirectional
+    # or other control characters (exports drop them: test_a_name_with_control_characters_still_restores).
+    names=st.lists(cell_text.map(lambda s: strip_controls(strip_bidi(s)).strip()).filter(bool), min_size=3, max_size=3),
+    days=st.lists(st.none() | st.integers(min_value=1, max_value=300), min_size=3, max_size=3),
+)
+async def test_export_then_restore_gives_the_same_export_for_any_text(
+    client: TestClient[Any, Any],
+    service: BlocklistService,
+    reasons: list[str],
+    names: list[str],
+    days: list[int | None],
+) -> None:
+    await clear(service, PNID)
+    await clear(service, PNID_BR)
+    for i, (reason, name, lasts) in enumerate(zip(reasons, names, days, strict=False)):
+        number = f"57300555{i:04d}"
+        await wrote_recently(service, PNID, number)
+        await service.block(PNID, number, actor=Actor(name, "admin_api"), reason=reason,
+                            duration_seconds=None if lasts is None else lasts * DAY)  # fmt: skip
+    exported = await (await client.get(EXPORT, headers=auth())).text()
+    report = await (await client.post(RESTORE_BR, data=exported.encode(), headers=auth())).json()
+    assert report["summary"] == {"blocked": len(reasons), "already_blocked": 0, "refused": 0}, report
+    again = await (await client.get(f"/admin/api/connectors/{PNID_BR}/blocks.csv", headers=auth())).text()
+    assert as_rows(again) == as_rows(exported), (exported, again)
+    original, copy = (await service.list(PNID))[0], (await service.list(PNID_BR))[0]
+    assert [(e.reason, e.blocked_by, e.blocked_at_ms, e.expires_at_ms) for e in copy] == [
+        (e.reason, e.blocked_by, e.blocked_at_ms, e.expires_at_ms) for e in original
+    ]
+
+
+@PROPERTIES
+@given(body=st.binary(max_size=300) | cell_text.map(str.encode))
+async def test_any_restore_body_is_a_report_or_a_clean_4xx(client: TestClient[Any, Any], body: bytes) -> None:
+    resp = await client.post(RESTORE_BR + "?dry_run=true", data=body, headers=auth())
+    assert resp.status in (200, 400, 413), await resp.text()
+    answer = await resp.json()
+    assert set(answer) == ({"dry_run", "summary", "rows"} if resp.status == 200 else {"error"})
+
+
+@PROPERTIES
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["reason", "duration", "expires_at", "number", "x"]),
+        st.none() | st.booleans() | st.integers() | any_text,
+        max_size=3,
+    )
+)
+async def test_any_patch_body_changes_the_block_or_is_a_clean_4xx(
+    client: TestClient[Any, Any], service: BlocklistService, body: dict[str, Any]
+) -> None:
+    if not await service.store.get(PNID, "573001234567", service.now_ms()):
+        await wrote_recently(service, PNID, "573001234567")
+        await service.block(PNID, "573001234567", actor=ORIGINAL, reason="spam")
+    before = await service.get(PNID, "573001234567")
+    resp = await client.patch(f"/admin/api/connectors/{PNID}/blocks/573001234567", json=body, headers=auth())
+    assert resp.status in (200, 400), await resp.text()
+    after = await service.get(PNID, "573001234567")
+    if resp.status == 400:
+        assert after == before and (await resp.json())["error"]["code"] == "bad_request"
+    else:
+        assert (await resp.json())["blocked_at"] == before.blocked_at
