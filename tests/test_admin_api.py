@@ -237,6 +237,10 @@ async def test_openapi_document_is_public_and_lists_every_route(client: TestClie
         "/connectors/{pnid}/blocks.csv",
         "/connectors/{pnid}/blocks/import",
         "/connectors/{pnid}/blocks/restore",
+        "/connectors/{pnid}/optouts",
+        "/connectors/{pnid}/optouts/{number}",
+        "/everywhere/blocks",
+        "/everywhere/blocks/{number}",
     }
     routes = {
         (route.method, route.resource.canonical.removeprefix("/admin/api"))

@@ -54,7 +54,7 @@ _AUDIT = {
     "required": ["id", "action", "number", "type", "by", "source", "reason", "at"],
     "properties": {
         "id": {"type": "string"},
-        "action": {"type": "string", "enum": ["block", "unblock", "expire", "update"]},
+        "action": {"type": "string", "enum": ["block", "unblock", "expire", "update", "optout", "optin"]},
         "number": {"type": "string"},
         "type": {"type": "string"},
         "by": {"type": "string"},
@@ -390,3 +390,163 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+
+# --- issue 19: block everywhere, opt-outs ------------------------------------------------------------------------
+
+_OUTCOMES = {
+    "type": "object",
+    "required": ["results"],
+    "properties": {
+        "results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["phone_number_id", "name", "outcome", "detail", "block"],
+                "properties": {
+                    "phone_number_id": {"type": "string"},
+                    "name": {"type": "string"},
+                    "outcome": {
+                        "type": "string",
+                        "enum": ["blocked", "already_blocked", "not_recently_active", "invalid_number", "unblocked",
+                                 "not_blocked"],
+                    },
+                    "detail": {"type": "string", "description": "what happened on this connector and why"},
+                    "block": {"allOf": [{"$ref": "#/components/schemas/Entry"}], "nullable": True},
+                },
+            },
+        }
+    },
+}  # fmt: skip
+_OPTOUT = {
+    "type": "object",
+    "required": ["number", "display_number", "type", "opted_out_at", "reason", "by", "source"],
+    "properties": {
+        "number": {"type": "string"},
+        "display_number": {"type": "string"},
+        "type": {"type": "string", "enum": ["phone", "bsuid"]},
+        "opted_out_at": {"type": "string", "format": "date-time"},
+        "reason": {"type": "string", "description": 'for a keyword, keyword "BAJA"'},
+        "by": {"type": "string", "description": "user (a keyword), or the admin token / CLI user"},
+        "source": {"type": "string", "description": "keyword, admin_api, cli"},
+    },
+}
+_CONNECTORS_QUERY = {
+    "name": "connectors",
+    "in": "query",
+    "schema": {"type": "string"},
+    "description": "phone number IDs separated by commas (all connectors when absent)",
+}
+_REASON_QUERY = {"name": "reason", "in": "query", "schema": {"type": "string", "maxLength": 500}}
+
+OPENAPI["components"]["schemas"].update({"Outcomes": _OUTCOMES, "OptOut": _OPTOUT})
+OPENAPI["paths"].update(
+    {
+        "/everywhere/blocks": {
+            "post": {
+                "summary": "Block a number on several or all connectors (24-hour rule per connector)",
+                "description": "One block, one reason and one audit record per connector where the block is made. "
+                "By default a connector where the number did not write in the last 24 hours is left alone "
+                "(outcome not_recently_active); include_unsynced blocks it anyway where sync_to_meta is off.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["number"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "number": {"type": "string", "example": "+57 300 123 4567"},
+                                    "reason": {"type": "string", "maxLength": 500},
+                                    "duration": {"type": "string", "example": "7d"},
+                                    "expires_at": {"type": "string", "format": "date-time"},
+                                    "connectors": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                        "minItems": 1,
+                                        "description": "phone number IDs; all connectors when absent",
+                                    },
+                                    "include_unsynced": {"type": "boolean", "default": False},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Outcomes"}, "One outcome per connector"),
+                    **_errors(400, 401, 403, 404, 413, 503),
+                },
+            }
+        },
+        "/everywhere/blocks/{number}": {
+            "get": {
+                "summary": "On which connectors a number is blocked",
+                "parameters": [_NUMBER],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Outcomes"}, "blocked / not_blocked per connector"),
+                    **_errors(401, 503),
+                },
+            },
+            "delete": {
+                "summary": "Unblock a number on several or all connectors",
+                "parameters": [_NUMBER, _CONNECTORS_QUERY, _REASON_QUERY],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Outcomes"}, "unblocked / not_blocked per connector"),
+                    **_errors(400, 401, 403, 404, 503),
+                },
+            },
+        },
+        "/connectors/{pnid}/optouts": {
+            "get": {
+                "summary": "Numbers opted out of template and marketing sends, newest first",
+                "parameters": [_PNID],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["optouts"],
+                            "properties": {
+                                "optouts": {"type": "array", "items": {"$ref": "#/components/schemas/OptOut"}}
+                            },
+                        },
+                        "The opt-outs",
+                    ),
+                    **_errors(401, 404, 503),
+                },
+            },
+            "post": {
+                "summary": "Opt a number out of template and marketing sends (no 24-hour rule)",
+                "parameters": [_PNID],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["number"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "number": {"type": "string", "example": "+57 300 123 4567"},
+                                    "reason": {"type": "string", "maxLength": 500},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json({"$ref": "#/components/schemas/OptOut"}, "Opted out"),
+                    "200": _json({"$ref": "#/components/schemas/OptOut"}, "Had opted out already"),
+                    **_errors(400, 401, 403, 404, 413, 503),
+                },
+            },
+        },
+        "/connectors/{pnid}/optouts/{number}": {
+            "delete": {
+                "summary": "Opt a number back in",
+                "parameters": [_PNID, _NUMBER, _REASON_QUERY],
+                "responses": {"204": {"description": "Opted back in"}, **_errors(400, 401, 403, 404, 503)},
+            }
+        },
+    }
+)
