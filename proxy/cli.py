@@ -28,7 +28,7 @@ from .store import BlockEntry, open_store
 DEFAULT_CONFIG = os.environ.get("WA_BLOCKLIST_CONFIG", "config.yaml")
 # Commands that only use the store: a secret the environment left empty does not stop them.
 _STORE_ONLY = frozenset(
-    {"block", "unblock", "list", "export", "import", "simulate-inbound", "sink", "optout", "optin", "optouts"}
+    {"block", "unblock", "update", "list", "export", "import", "simulate-inbound", "sink", "optout", "optin", "optouts"}
 )
 
 
@@ -73,6 +73,15 @@ def _parser() -> argparse.ArgumentParser:
         help="with --all-connectors/--connectors: also block where the number did not write in the last 24 hours, "
         "on connectors whose sync_to_meta is off",
     )  # fmt: skip
+
+    update = sub.add_parser("update", parents=[common], help="change a block's reason or expiry")
+    update.add_argument("number")
+    with_connector(update)
+    update.add_argument("--reason", help="the new reason (default: kept)")
+    expiry = update.add_mutually_exclusive_group()
+    expiry.add_argument("--duration", help="a new expiry from now: 30m, 12h, 1d, 7d... (default: kept)")
+    expiry.add_argument("--permanent", action="store_true", help="make the block permanent")
+    update.add_argument("--by", default=f"cli:{_user()}", help="who changes it (default: %(default)s)")
 
     for name, text in (("optout", "opt a number out of template and marketing sends"),
                        ("optin", "remove a number's opt-out")):  # fmt: skip
@@ -264,12 +273,32 @@ async def _block(service: BlocklistService, pnid: str, args: argparse.Namespace)
     state = "blocked" if created else "already blocked"
     until = f" until {entry.expires_at}" if entry.expires_at else ""
     print(f"{state}: {entry.number} on {pnid} since {entry.blocked_at}{until}")
+    if not created and args.reason and entry.reason != " ".join(args.reason.split()):
+        print(
+            f"note: the block keeps its reason {entry.reason!r}; change it with: wa-blocklist update "
+            f"{entry.number} --connector {pnid} --reason ...",
+            file=sys.stderr,
+        )
     return 0
 
 
 async def _unblock(service: BlocklistService, pnid: str, args: argparse.Namespace) -> int:
     entry = await service.unblock(pnid, args.number, actor=Actor(args.by, "cli"))
     print(f"unblocked: {entry.number} on {pnid}")
+    return 0
+
+
+async def _update(service: BlocklistService, pnid: str, args: argparse.Namespace) -> int:
+    entry = await service.update(
+        pnid,
+        args.number,
+        actor=Actor(args.by, "cli"),
+        reason=args.reason,
+        duration_seconds=parse_duration(args.duration) if args.duration else None,
+        permanent=args.permanent,
+    )
+    until = f"until {entry.expires_at}" if entry.expires_at else "permanent"
+    print(f"updated: {entry.number} on {pnid}: {until}, reason {entry.reason!r}")
     return 0
 
 
@@ -422,6 +451,7 @@ def _sink(config: Config, pnid: str, args: argparse.Namespace) -> int:
 _COMMANDS: dict[str, Callable[[BlocklistService, str, argparse.Namespace], Awaitable[int]]] = {
     "block": _block,
     "unblock": _unblock,
+    "update": _update,
     "list": _list,
     "export": _export,
     "import": _import,

@@ -243,3 +243,27 @@ def test_simulate_inbound_says_when_the_proxy_is_not_there(tmp_path: Path, redis
         and "app_secret of connector" in no_secret.stderr
         and ". ./dev.env" in no_secret.stderr
     )
+
+
+@pytest.mark.slow
+def test_update_changes_reason_and_expiry_and_block_says_how(tmp_path: Path, redis_url: str) -> None:
+    config = secret_config(tmp_path, redis_url)
+    assert run(config, "block", "+57 300 555 0003", "--connector", PNID, "--force", "--reason", "spam").returncode == 0
+    again = run(config, "block", "+57 300 555 0003", "--connector", PNID, "--reason", "threats")
+    assert again.returncode == 0 and again.stdout.startswith("already blocked: 573005550003")
+    assert "the block keeps its reason 'spam'; change it with: wa-blocklist update 573005550003" in again.stderr
+
+    changed = run(config, "update", "+57 300 555 0003", "--connector", PNID, "--reason", "threats", "--duration", "7d")
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.startswith("updated: 573005550003 on") and "until 20" in changed.stdout
+    row = run(config, "list", "--connector", PNID).stdout.splitlines()[1]
+    assert "threats" in row and " never " not in row
+    permanent = run(config, "update", "573005550003", "--connector", PNID, "--permanent")
+    assert permanent.returncode == 0 and "permanent, reason 'threats'" in permanent.stdout
+
+    nothing = run(config, "update", "573005550003", "--connector", PNID)
+    assert nothing.returncode == 1 and "nothing to change" in nothing.stderr
+    missing = run(config, "update", "573009999999", "--connector", PNID, "--reason", "x")
+    assert missing.returncode == 1 and "is not blocked" in missing.stderr
+    both = run(config, "update", "573005550003", "--connector", PNID, "--duration", "1d", "--permanent")
+    assert both.returncode == 2  # argparse: not allowed together
