@@ -387,7 +387,7 @@ _installed = False
 
 def install_plain_http_errors() -> None:
     """Make aiohttp's own error answers (request it cannot parse: a bad header character, a line too long, a bad
-    method) a fixed sentence that quotes nothing, and log them without the offending line.
+    method) name the problem and quote nothing of the request, and log them without the offending line.
 
     aiohttp has no hook for these (aio-libs/aiohttp#3287, #9882): they are answered by the connection's
     ``RequestHandler.handle_error`` before any middleware runs, with the parser's message as the body, which quotes
@@ -414,7 +414,7 @@ def install_plain_http_errors() -> None:
         if status >= 500 or not isinstance(exc, HttpProcessingError):
             return original(self, request, status, exc, message)
         # The parser's message names the problem, then quotes the request (after a colon or in quotes): keep the name.
-        what = re.split(r"[:'\"]", (exc.message or "").strip(), maxsplit=1)[0].strip() or type(exc).__name__
+        what = re.split(r"[:'\"]", (exc.message or "").strip(), maxsplit=1)[0].strip()[:80] or type(exc).__name__
         level = logging.DEBUG if isinstance(exc, BadHttpMethod) else logging.INFO
         _server_log.log(level, "refused an unreadable HTTP request from %s: %d %s", request.remote, status, what)
         if request.writer.output_size > 0:
@@ -422,8 +422,8 @@ def install_plain_http_errors() -> None:
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Bad Request"
         response = web.Response(
             status=status,
-            text=f"{status} {phrase}: the request could not be read as HTTP (a malformed, oversized or forbidden "
-            "request line or header); nothing of it was processed\n",
+            text=f"{status} {phrase}: {what}; the request could not be read as HTTP (a malformed, oversized or "
+            "forbidden request line or header) and nothing of it was processed\n",
             content_type="text/plain",
         )
         response.force_close()

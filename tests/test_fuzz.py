@@ -308,7 +308,7 @@ async def test_oversized_request_line_and_headers_are_refused(
     assert answer.startswith(b"HTTP/1.0 400") and b"Got more than 8190 bytes" in answer
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
     answer = await raw_exchange(fuzz_client, b"GET /v21.0/me HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
-    assert answer.startswith(b"HTTP/1.0 400") and answer.endswith(b"Too many headers received")
+    assert answer.startswith(b"HTTP/1.0 400") and b"Too many headers received" in answer
     assert fake_graph.requests == []
 
 
