@@ -19,7 +19,7 @@ from typing import TextIO
 
 from .blocklist import Actor, BlocklistService, parse_duration
 from .bulk import export_csv, import_csv, restore_csv
-from .config import Config, load_config
+from .config import Config, connector_problems, load_config
 from .errors import BlocklistError, ConfigError
 from .meta import MetaSync
 from .phone_format import international
@@ -158,12 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 2
-    if args.command in ("check-config", "serve"):
-        from .reload import connector_problems
-
-        if problems := connector_problems(config):
-            print(f"{args.config}: {ConfigError(problems)}", file=sys.stderr)
-            return 2
+    if args.command in ("check-config", "serve") and (problems := connector_problems(config)):
+        print(f"{args.config}: {ConfigError(problems)}", file=sys.stderr)
+        return 2
     if args.command == "check-config":
         print(f"{args.config}: OK ({len(config.connectors)} connector(s), store: {_store_label(config)})")
         return 0

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .config import Config, load_config
+from .config import Config, connector_problems, load_config
 from .errors import ConfigError
 from .keys import CONFIG, META_SYNC, METRICS, SERVICE
 
@@ -51,30 +51,6 @@ def apply_config(app: web.Application, config: Config) -> None:
         app[SERVICE].config = config
     if META_SYNC in app:
         app[META_SYNC].config = config
-
-
-def connector_problems(new: Config, running: Config | None = None) -> list[str]:
-    """Why ``new`` must not be applied (or started, or passed by ``check-config``); empty when it may.
-
-    Args:
-        new: the config about to be used.
-        running: the config it would replace (a reload), or None (start-up, check-config).
-    """
-    if not new.connectors:
-        if new.reload.allow_no_connectors:
-            return []
-        return [
-            "connectors: none configured, so no send would be checked; "
-            "set reload.allow_no_connectors: true if that is really meant"
-        ]
-    if running is not None and running.connectors and not new.reload.allow_replacing_all_connectors:
-        before = {c.phone_number_id for c in running.connectors}
-        if not before & {c.phone_number_id for c in new.connectors}:
-            return [
-                f"connectors: none of the running connectors ({', '.join(sorted(before))}) is in the new file; "
-                "set reload.allow_replacing_all_connectors: true to replace them all"
-            ]
-    return []
 
 
 def reload_config(app: web.Application, path: Path) -> bool:
