@@ -13,6 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 import yaml
 from aiohttp.test_utils import TestClient
+from playwright.async_api import expect
+from test_admin_page import OpenAdmin, blocks_dialog, browser, open_admin, sign_in
 
 from proxy.app import create_app
 from proxy.blocklist import Actor, BlocklistService
@@ -23,6 +25,8 @@ from proxy.store import BlocklistStore
 
 from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, base_config_data, wrote_recently
 from fakes import FakeGraph
+
+__all__ = ["browser", "open_admin"]  # the page test's fixtures, used here as well
 
 NUMBER = "573001234567"
 EVERYWHERE = "/admin/api/everywhere/blocks"
@@ -168,3 +172,42 @@ def test_the_cli_blocks_on_all_connectors(tmp_path: Path, redis_url: str) -> Non
     assert "+57 300 1234567" in listing.stdout and "by phone" in listing.stdout
     assert run("optin", NUMBER, "--connector", PNID).returncode == 0
     assert "+57" not in run("optouts", "--connector", PNID).stdout
+
+
+# ---------------------------------------------------------------- the admin page (headless Chromium)
+
+
+async def test_the_page_blocks_on_all_connectors_and_shows_where(
+    open_admin: OpenAdmin, service: BlocklistService
+) -> None:
+    await wrote_recently(service, PNID, NUMBER)  # wrote to the Colombian connector only
+    await service.block(PNID, "573009990000", actor=Actor("flood", "auto"), force=True, duration_seconds=600)
+    page = await open_admin()
+    await sign_in(page)
+    await page.get_by_role("button", name="Block numbers of Ventas Colombia").click()
+    dialog = blocks_dialog(page)
+    unsynced = dialog.get_by_label("Also where it has not written (connectors that do not sync to Meta)")
+    await expect(unsynced).to_be_disabled()
+    await dialog.get_by_label("On all connectors").check()
+    await expect(unsynced).to_be_enabled()
+    await dialog.get_by_label("Number", exact=True).fill("+57 300 123 4567")
+    await dialog.get_by_label("Reason (optional)").fill("acoso")
+    await dialog.get_by_role("button", name="Add Number").click()
+    await expect(dialog.get_by_role("status")).to_have_text(
+        "+57 300 1234567: blocked on Ventas Colombia. Not blocked on Suporte Brasil: it has not written there in "
+        "the last 24 hours."
+    )
+    # Again, where it has not written too (the Brazilian connector does not sync to Meta).
+    await dialog.get_by_label("On all connectors").check()
+    await unsynced.check()
+    await dialog.get_by_label("Number", exact=True).fill(NUMBER)
+    await dialog.get_by_role("button", name="Add Number").click()
+    await expect(dialog.get_by_role("status")).to_have_text(
+        "+57 300 1234567: blocked on Ventas Colombia, Suporte Brasil."
+    )
+    assert (await service.get(PNID_BR, NUMBER)).reason == ""
+    row = dialog.locator("tbody tr", has_text="+57 300 1234567")
+    await expect(row.locator(".block-elsewhere")).to_have_text("Also blocked on Suporte Brasil")
+    auto = dialog.locator("tbody tr", has_text="+57 300 9990000")
+    await expect(auto.locator("td").nth(3)).to_have_text("floodautomatic")
+    await expect(auto.locator(".block-elsewhere")).to_be_hidden()

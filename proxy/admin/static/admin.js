@@ -60,6 +60,13 @@ const MESSAGES = {
     never: "Never",
     addNumber: "Add Number",
     addHint: "WhatsApp only allows blocking numbers that wrote to this connector in the last 24 hours.",
+    everywhereLabel: "On all connectors",
+    unsyncedLabel: "Also where it has not written (connectors that do not sync to Meta)",
+    blockedEverywhere: "{number}: blocked on {blocked}.",
+    notBlockedEverywhere: "Not blocked on {skipped}: it has not written there in the last 24 hours.",
+    blockedNowhere: "{number} was not blocked anywhere.",
+    alsoBlockedOn: "Also blocked on {connectors}",
+    autoBlock: "automatic",
     numberRequired: "Enter the number to block, with its country code.",
     readOnly: "Read-only: your token can see blocked numbers but not change them.",
     blockedNumbersTitle: "Blocked Numbers",
@@ -162,6 +169,13 @@ const MESSAGES = {
     never: "Nunca",
     addNumber: "Agregar número",
     addHint: "WhatsApp solo permite bloquear números que escribieron a este conector en las últimas 24 horas.",
+    everywhereLabel: "En todos los conectores",
+    unsyncedLabel: "También donde no ha escrito (conectores que no sincronizan con Meta)",
+    blockedEverywhere: "{number}: bloqueado en {blocked}.",
+    notBlockedEverywhere: "No bloqueado en {skipped}: no ha escrito allí en las últimas 24 horas.",
+    blockedNowhere: "{number} no se bloqueó en ningún conector.",
+    alsoBlockedOn: "También bloqueado en {connectors}",
+    autoBlock: "automático",
     numberRequired: "Ingrese el número a bloquear, con su código de país.",
     readOnly: "Solo lectura: su token puede ver los números bloqueados, pero no cambiarlos.",
     blockedNumbersTitle: "Números bloqueados",
@@ -258,6 +272,9 @@ const el = {
   addReason: $("add-reason"),
   addDuration: $("add-duration"),
   addButton: $("add-button"),
+  everywhereFields: $("everywhere-fields"),
+  addEverywhere: $("add-everywhere"),
+  addUnsynced: $("add-unsynced"),
   readonlyNote: $("readonly-note"),
   dialogError: $("dialog-error"),
   dialogStatus: $("dialog-status"),
@@ -485,7 +502,8 @@ function setDialogStatus(key, vars) {
 function renderDialogMessages() {
   renderMessage(el.dialogError, state.dialogError);
   if (state.dialogStatus) {
-    el.dialogStatus.textContent = t(state.dialogStatus.key, state.dialogStatus.vars);
+    const { key, vars, more } = state.dialogStatus; // more: a second sentence (block everywhere's skipped connectors)
+    el.dialogStatus.textContent = t(key, vars) + (more ? ` ${t(more.key, more.vars)}` : "");
     el.dialogStatus.hidden = false;
   } else {
     el.dialogStatus.textContent = "";
@@ -691,6 +709,9 @@ function openBlocks(pnid) {
   setDialogError(null);
   const editable = canEdit();
   el.addForm.hidden = !editable;
+  el.everywhereFields.hidden = state.connectors.length < 2;
+  elsewhere.clear();
+  el.addUnsynced.disabled = true;
   el.readonlyNote.hidden = editable;
   el.blocksTable.querySelector("th.edit-only").hidden = !editable;
   // Viewers look at the list: the dialog is not called "Block Numbers" for them.
@@ -780,7 +801,13 @@ function renderBlocks() {
   const rows = state.blocks.map((entry) => {
     const row = el.blockRow.content.firstElementChild.cloneNode(true);
     row.dataset.number = entry.number;
-    row.querySelector(".block-number").textContent = displayNumber(entry);
+    row.querySelector(".block-number-text").textContent = displayNumber(entry);
+    if (entry.source === "auto") {
+      const badge = document.createElement("span");
+      badge.className = "block-auto";
+      badge.textContent = t("autoBlock");
+      row.querySelector(".block-by").append(entry.blocked_by, badge);
+    }
     const labels = {
       ".block-date": "colBlockedAt",
       ".block-reason": "colReason",
@@ -795,7 +822,7 @@ function renderBlocks() {
     const reason = row.querySelector(".block-reason");
     reason.textContent = entry.reason || t("none");
     reason.classList.toggle("muted", !entry.reason);
-    row.querySelector(".block-by").textContent = entry.blocked_by;
+    if (entry.source !== "auto") row.querySelector(".block-by").textContent = entry.blocked_by;
     const expires = row.querySelector(".block-expires");
     if (entry.expires_at) {
       const until = document.createElement("time");
@@ -825,6 +852,7 @@ function renderBlocks() {
     return row;
   });
   el.blocksBody.replaceChildren(...rows);
+  showElsewhere();
   const shown = state.blocks.length;
   if (shown === 0) {
     el.blocksEmpty.textContent = state.loading ? t("loading") : state.query ? t("noMatches", { q: state.query }) : t("noBlocks");
@@ -836,6 +864,61 @@ function renderBlocks() {
   el.loadMore.hidden = !state.nextCursor;
 }
 
+// ---------------------------------------------------------------- block everywhere (issue 19)
+
+const elsewhere = new Map(); // number -> names of the other connectors it is blocked on (this dialog's session)
+
+/** Under each listed number, the other connectors it is blocked on (one request per number, once). */
+function showElsewhere() {
+  if (state.connectors.length < 2 || !state.current) return;
+  const pnid = state.current.phone_number_id;
+  for (const row of el.blocksBody.rows) {
+    const number = row.dataset.number;
+    const render = (names) => {
+      const note = row.querySelector(".block-elsewhere");
+      note.textContent = names.length ? t("alsoBlockedOn", { connectors: names.join(", ") }) : "";
+      note.hidden = !names.length;
+    };
+    const key = `${pnid} ${number}`;
+    if (elsewhere.has(key)) {
+      render(elsewhere.get(key));
+      continue;
+    }
+    elsewhere.set(key, []);
+    api("GET", `api/everywhere/blocks/${encode(number)}`)
+      .then(({ data }) => {
+        const names = data.results
+          .filter((r) => r.outcome === "blocked" && r.phone_number_id !== pnid)
+          .map((r) => r.name);
+        elsewhere.set(key, names);
+        if (row.isConnected) render(names);
+      })
+      .catch(() => elsewhere.delete(key)); // shown again on the next render; the list itself is not affected
+  }
+}
+
+async function blockEverywhere(number, reason, duration) {
+  const body = { number, reason, include_unsynced: el.addUnsynced.checked };
+  if (duration) body.duration = duration;
+  const { data } = await api("POST", "api/everywhere/blocks", { body });
+  const done = data.results.filter((r) => r.outcome === "blocked" || r.outcome === "already_blocked");
+  const skipped = data.results.filter((r) => r.outcome === "not_recently_active" || r.outcome === "invalid_number");
+  const shown = done.length ? displayNumber(done[0].block) : number;
+  const blocked = done.map((r) => r.name).join(", ");
+  const more = skipped.length
+    ? { key: "notBlockedEverywhere", vars: { skipped: skipped.map((r) => r.name).join(", ") } }
+    : null;
+  elsewhere.clear();
+  el.addForm.reset();
+  el.addUnsynced.disabled = true;
+  setDialogStatus(done.length ? "blockedEverywhere" : "blockedNowhere", { number: shown, blocked });
+  state.dialogStatus.more = more;
+  renderDialogMessages();
+  state.query = "";
+  el.searchInput.value = "";
+  await loadBlocks(true);
+}
+
 async function addBlock(event) {
   event.preventDefault();
   const number = el.addNumber.value.trim();
@@ -843,6 +926,18 @@ async function addBlock(event) {
     el.addNumber.setAttribute("aria-invalid", "true");
     setDialogError(localError("numberRequired"));
     el.addNumber.focus();
+    return;
+  }
+  if (el.addEverywhere.checked) {
+    el.addButton.disabled = true;
+    try {
+      await blockEverywhere(number, el.addReason.value.trim(), el.addDuration.value);
+    } catch (err) {
+      setDialogError(about(err, number));
+    } finally {
+      el.addButton.disabled = false;
+      if (el.blocksDialog.open) el.addNumber.focus();
+    }
     return;
   }
   const reason = el.addReason.value.trim();
@@ -996,6 +1091,10 @@ function wire() {
   el.blocksClose.addEventListener("click", () => el.blocksDialog.close());
   el.blocksDialog.addEventListener("close", onBlocksDialogClosed);
   el.addForm.addEventListener("submit", addBlock);
+  el.addEverywhere.addEventListener("change", () => {
+    el.addUnsynced.disabled = !el.addEverywhere.checked;
+    if (!el.addEverywhere.checked) el.addUnsynced.checked = false;
+  });
   el.addNumber.addEventListener("input", () => el.addNumber.setAttribute("aria-invalid", "false"));
   el.searchForm.addEventListener("submit", (event) => {
     event.preventDefault();
