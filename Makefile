@@ -42,9 +42,10 @@ test: $(VENV)/.test-installed tests/js/node_modules/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-installed
-	@command -v nginx >/dev/null && command -v wrk >/dev/null || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk)
+	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v valgrind >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk valgrind)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	PY=$(BIN)/python bash bench/instructions.sh
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check proxy plugins tests bench tools

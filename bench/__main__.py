@@ -15,6 +15,8 @@ Scenarios (each a fresh proxy process, so its peak RSS is its own):
   (each enforcing mode also with store.local_cache: false, to show what one Redis round trip per send costs)
   webhook clean       signed webhook, sender not blocked → forwarded as is
   webhook filtered    signed webhook with two users, one blocked → filtered, re-signed, forwarded
+  latency             100 sends/s, open loop, 8 keep-alive connections (bench/latency.py): upstream directly, through
+                      nginx and through the enforcing proxy; the difference to the upstream is the latency added
 """
 
 from __future__ import annotations
@@ -164,6 +166,7 @@ class Bench:
         self.upstream_port = free_port()
         self.nginx_port = free_port()
         self.redis_port = free_port()
+        self.latency_report = ""
 
     def spawn(self, args: list[str], **kwargs) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
@@ -357,8 +360,43 @@ http {{
             entry = BlockEntry("573109999999", "phone", "573109999999", int(time.time() * 1000), "bench", "b", "b")
             client.hset(f"wabl:{{{PNID}}}:blocks", "573109999999", entry.dumps())
 
+    def latency(self, url: str) -> tuple[float, float]:
+        """p50 and p99 in ms of 100 sends/s (open loop, 8 keep-alive connections) against ``url``."""
+        out = subprocess.run(
+            [*LOAD_CPUS, sys.executable, "-m", "bench.latency", url, "100", str(self.args.latency_seconds), "8"],
+            cwd=REPO, capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        return float(out[0]), float(out[1])
+
+    def latency_table(self) -> str:
+        """Added latency at 100 req/s: the upstream directly, nginx and the enforcing proxy, in three rounds."""
+        rows: dict[str, list[tuple[float, float]]] = {}
+        for _ in range(3):
+            rows.setdefault("upstream (direct)", []).append(self.latency(f"http://127.0.0.1:{self.upstream_port}"))
+            rows.setdefault("nginx proxy_pass", []).append(self.latency(f"http://127.0.0.1:{self.nginx_port}"))
+            process, port = self.start_proxy(self.config(True))
+            try:
+                rows.setdefault("proxy enforce", []).append(self.latency(f"http://127.0.0.1:{port}"))
+            finally:
+                process.send_signal(signal.SIGTERM)
+                process.wait(60)
+        medians = {name: tuple(sorted(v[i] for v in runs)[1] for i in (0, 1)) for name, runs in rows.items()}
+        base = medians["upstream (direct)"]
+        lines = [
+            "| 100 req/s, open loop, 8 connections (median of 3) | p50 ms | p99 ms | added p50 ms | added p99 ms |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for name, (p50, p99) in medians.items():
+            added = "" if name.startswith("upstream") else f"{p50 - base[0]:+.2f} | {p99 - base[1]:+.2f}"
+            lines.append(f"| {name} | {p50:.2f} | {p99:.2f} | {added or ' | '} |")
+        return "\n".join(lines)
+
     def run(self) -> list[Result]:
         self.start_infrastructure()
+        if self.args.latency_seconds:
+            self.fill_blocklist(0)
+            self.latency_report = self.latency_table()
+            print(self.latency_report, flush=True)
         send = self.work / "send.lua"
         send.write_text(SEND_LUA % {"recipients": RECIPIENTS, "pnid": PNID})
         results: list[Result] = []
@@ -451,6 +489,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the pass-through/enforce comparison")
     parser.add_argument("--entries", type=int, default=1_000_000, help="blocked numbers for the large-list runs")
+    parser.add_argument("--latency-seconds", type=int, default=10, help="seconds per latency run (0: none)")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -462,7 +501,7 @@ def main() -> int:
             results = bench.run()
         finally:
             bench.close()
-    report = table(results)
+    report = table(results) + ("\n\n" + bench.latency_report if bench.latency_report else "")
     print()
     print(report)
     out = REPO / "bench" / "results"

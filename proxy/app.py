@@ -14,7 +14,7 @@ from .blocklist import BlocklistService, Clock
 from .cache import CheckCache
 from .config import Config
 from .expiry import DEFAULT_SWEEP_SECONDS, SWEEP_SECONDS, expiry_sweep_ctx
-from .gateway import gateway_client, setup_gateway
+from .gateway import gateway_client, setup_gateway, webhook_client
 from .health import setup_health
 from .keys import (
     CLOCK,
@@ -25,7 +25,7 @@ from .keys import (
     METRICS,
     SERVICE,
     STORE,
-    WEBHOOK_SESSION,
+    WEBHOOK_CLIENT,
 )
 from .logs import (
     RedactingAccessLogger,
@@ -138,12 +138,6 @@ async def _graph_session_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _webhook_session_ctx(app: web.Application) -> AsyncIterator[None]:
-    timeout = aiohttp.ClientTimeout(total=app[CONFIG].webhooks.forward_timeout_seconds)
-    connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        cookie_jar=aiohttp.DummyCookieJar(),  # no trace hooks: the receiver times its calls and sends the request ID
-    ) as session:
-        app[WEBHOOK_SESSION] = session
+    async with webhook_client() as client:
+        app[WEBHOOK_CLIENT] = client
         yield

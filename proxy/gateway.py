@@ -823,6 +823,23 @@ def gateway_client(config: Config) -> ReqwestClient:
     )
 
 
+def webhook_client() -> ReqwestClient:
+    """The webhook forwarder's pooled pyreqwest client (``WEBHOOK_CLIENT``): the total time is bounded per delivery
+    (``webhooks.forward_timeout_seconds``); no redirects, no decompression, no cookies."""
+    return (
+        ClientBuilder()
+        .follow_redirects(False)
+        .gzip(False)
+        .brotli(False)
+        .zstd(False)
+        .deflate(False)
+        .default_cookie_store(False)
+        .max_connections(200)
+        .connect_timeout(timedelta(seconds=10))
+        .build()
+    )
+
+
 def setup_gateway(app: web.Application) -> None:
     """Register the gateway's catch-all route and Meta sync; call it last, after every other route."""
     from .meta import meta_sync_ctx

@@ -31,8 +31,9 @@ chosen by measurement (docs/performance.md): about a third of ``ClientSession``'
 Streamed uploads and downloads keep ``GATEWAY_SESSION``."""
 GRAPH_SESSION = web.AppKey("graph_session", ClientSession)
 """Pooled session to ``graph.base_url`` for the proxy's own calls to Meta (sync, call rejects), traced."""
-WEBHOOK_SESSION = web.AppKey("webhook_session", ClientSession)
-"""Pooled session to the contact centers' webhook URLs (untraced, like the gateway's: the receiver times its calls)."""
+WEBHOOK_CLIENT = web.AppKey("webhook_client", ReqwestClient)
+"""Pooled pyreqwest client to the contact centers' webhook URLs (untraced, like the gateway's: the receiver times its
+calls and sends the request ID)."""
 
 WEBHOOK_TASKS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("webhook_tasks")
 """Background work started by the webhook receiver (rejecting blocked users' calls), awaited at shutdown."""
