@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.app import create_app
@@ -303,6 +303,7 @@ def test_fresh_request_ids_are_unique_and_differ_in_a_forked_worker() -> None:
         max_size=12,
     ).map("".join)
 )  # fmt: skip
+@settings(max_examples=300, derandomize=True, database=None)
 def test_the_quick_skip_never_skips_a_secret(text: str) -> None:
     from proxy import logs
 

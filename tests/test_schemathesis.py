@@ -176,7 +176,7 @@ def _call(proxy: ThreadedProxy, method: str, path: str, body: str | None = None)
         return exc.code, json.loads(exc.read())
 
 
-@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 @given(
     body=_BODIES,
     method_path=st.sampled_from(
@@ -197,7 +197,7 @@ def test_no_body_makes_the_admin_api_answer_5xx(
         assert set(answer) == {"error"} and {"code", "message"} <= set(answer["error"])
 
 
-@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 @given(
     cursor=_CURSORS,
     limit=st.one_of(st.none(), st.text(max_size=12), st.integers().map(str)),
