@@ -43,6 +43,17 @@ SEED = [
     (1.5, "+57 320 555 0110", "", "supervisor"),
 ]
 ADDED_BY_FORM = ("+57 301 555 0175", "Fraudulent payment links")
+# What Spanish-speaking supervisors would have typed, for the Spanish screenshot.
+REASONS_ES = {
+    "Repeated insults to agents": "Insultos repetidos a los agentes",
+    "Spam: crypto investment offers": "Spam: ofertas de inversión en criptomonedas",
+    "Threatening messages": "Mensajes amenazantes",
+    "Fraudulent payment links": "Enlaces de pago fraudulentos",
+    "": "",
+}
+ALSO_ON_BRAZIL = "+57 300 555 0187"  # blocked on Suporte Brasil too: its row says so
+FLOOD = "+57 318 555 0163"  # a temporary automatic block by flood protection (source auto)
+BRAZIL = "215589473650118"
 
 
 class ManualClock:
@@ -89,16 +100,22 @@ def build_config(data_dir: str) -> Any:
     )
 
 
-async def seed(app: web.Application, clock: ManualClock) -> None:
+async def seed(app: web.Application, clock: ManualClock, lang: str) -> None:
     service = app[SERVICE]
     real_now = clock.now
-    for hours_ago, number, reason, who in SEED:
+    for hours_ago, number, english, who in SEED:
+        reason = REASONS_ES[english] if lang == "es" else english
         clock.now = real_now - hours_ago * 3600
         wa_id = "".join(ch for ch in number if ch.isdigit())
         await service.record_inbound(PNID, [InboundUser(wa_id=wa_id)])
         await service.block(PNID, number, actor=Actor(who, "admin_api"), reason=reason)
     clock.now = real_now
-    await service.record_inbound(PNID, [InboundUser(wa_id="".join(c for c in ADDED_BY_FORM[0] if c.isdigit()))])
+    digits = "".join(c for c in ADDED_BY_FORM[0] if c.isdigit())
+    await service.record_inbound(PNID, [InboundUser(wa_id=digits)])
+    await service.record_inbound(BRAZIL, [InboundUser(wa_id=digits)])  # the form blocks it on all connectors
+    await service.block(BRAZIL, ALSO_ON_BRAZIL, actor=Actor("supervisor", "admin_api"), force=True)
+    reason = "flood: more than 20 messages in 60 s"
+    await service.block(PNID, FLOOD, actor=Actor("flood", "auto"), reason=reason, force=True, duration_seconds=3600)
 
 
 async def main(output: Path, lang: str, width: int = 1360, height: int = 840) -> None:
@@ -111,7 +128,7 @@ async def main(output: Path, lang: str, width: int = 1360, height: int = 840) ->
         await site.start()
         try:
             port = runner.addresses[0][1]
-            await seed(app, clock)
+            await seed(app, clock, lang)
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 context = await browser.new_context(
@@ -126,12 +143,15 @@ async def main(output: Path, lang: str, width: int = 1360, height: int = 840) ->
                 await page.keyboard.press("Enter")
                 await page.locator("#connectors-body tr").first.locator("button").click()
                 dialog = page.locator("#blocks-dialog")
-                await expect(dialog.locator("#blocks-body tr")).to_have_count(len(SEED))
-                await dialog.locator("#add-number").fill(ADDED_BY_FORM[0])
-                await dialog.locator("#add-reason").fill(ADDED_BY_FORM[1])
-                await dialog.locator("#add-button").click()
                 await expect(dialog.locator("#blocks-body tr")).to_have_count(len(SEED) + 1)
+                await dialog.locator("#add-number").fill(ADDED_BY_FORM[0])
+                added_reason = REASONS_ES[ADDED_BY_FORM[1]] if lang == "es" else ADDED_BY_FORM[1]
+                await dialog.locator("#add-reason").fill(added_reason)
+                await dialog.locator("#add-everywhere").check()
+                await dialog.locator("#add-button").click()
+                await expect(dialog.locator("#blocks-body tr")).to_have_count(len(SEED) + 2)
                 await expect(dialog.locator("#dialog-status")).to_be_visible()
+                await expect(dialog.locator(".block-elsewhere:visible")).to_have_count(2)
                 await page.screenshot(path=str(output))
                 await browser.close()
         finally:

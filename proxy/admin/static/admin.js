@@ -710,7 +710,7 @@ function openBlocks(pnid) {
   const editable = canEdit();
   el.addForm.hidden = !editable;
   el.everywhereFields.hidden = state.connectors.length < 2;
-  elsewhere.clear();
+  forgetElsewhere();
   el.addUnsynced.disabled = true;
   el.readonlyNote.hidden = editable;
   el.blocksTable.querySelector("th.edit-only").hidden = !editable;
@@ -867,6 +867,12 @@ function renderBlocks() {
 // ---------------------------------------------------------------- block everywhere (issue 19)
 
 const elsewhere = new Map(); // number -> names of the other connectors it is blocked on (this dialog's session)
+let elsewhereGeneration = 0; // bumped when a change makes the answers asked so far stale
+
+function forgetElsewhere() {
+  elsewhere.clear();
+  elsewhereGeneration += 1;
+}
 
 /** Under each listed number, the other connectors it is blocked on (one request per number, once). */
 function showElsewhere() {
@@ -874,26 +880,33 @@ function showElsewhere() {
   const pnid = state.current.phone_number_id;
   for (const row of el.blocksBody.rows) {
     const number = row.dataset.number;
-    const render = (names) => {
-      const note = row.querySelector(".block-elsewhere");
-      note.textContent = names.length ? t("alsoBlockedOn", { connectors: names.join(", ") }) : "";
-      note.hidden = !names.length;
-    };
     const key = `${pnid} ${number}`;
     if (elsewhere.has(key)) {
-      render(elsewhere.get(key));
+      renderElsewhere(number, elsewhere.get(key));
       continue;
     }
     elsewhere.set(key, []);
+    const generation = elsewhereGeneration;
     api("GET", `api/everywhere/blocks/${encode(number)}`)
       .then(({ data }) => {
+        if (generation !== elsewhereGeneration) return; // asked before a change: a newer answer is on its way
         const names = data.results
           .filter((r) => r.outcome === "blocked" && r.phone_number_id !== pnid)
           .map((r) => r.name);
         elsewhere.set(key, names);
-        if (row.isConnected) render(names);
+        // The list may have been rendered again while this was asked: write into the row shown now.
+        if (state.current && state.current.phone_number_id === pnid) renderElsewhere(number, names);
       })
       .catch(() => elsewhere.delete(key)); // shown again on the next render; the list itself is not affected
+  }
+}
+
+function renderElsewhere(number, names) {
+  for (const row of el.blocksBody.rows) {
+    if (row.dataset.number !== number) continue;
+    const note = row.querySelector(".block-elsewhere");
+    note.textContent = names.length ? t("alsoBlockedOn", { connectors: names.join(", ") }) : "";
+    note.hidden = !names.length;
   }
 }
 
@@ -908,7 +921,7 @@ async function blockEverywhere(number, reason, duration) {
   const more = skipped.length
     ? { key: "notBlockedEverywhere", vars: { skipped: skipped.map((r) => r.name).join(", ") } }
     : null;
-  elsewhere.clear();
+  forgetElsewhere();
   el.addForm.reset();
   el.addUnsynced.disabled = true;
   setDialogStatus(done.length ? "blockedEverywhere" : "blockedNowhere", { number: shown, blocked });
