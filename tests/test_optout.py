@@ -9,6 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
+from playwright.async_api import expect
+from test_admin_page import OpenAdmin, blocks_dialog, browser, open_admin, sign_in
 
 from proxy.blocklist import Actor, BlocklistService
 from proxy.config import parse_config
@@ -19,6 +21,8 @@ from proxy.optout import DEFAULT_OPTIN_KEYWORDS, DEFAULT_OPTOUT_KEYWORDS, Keywor
 import payloads as p
 from conftest import APP_SECRET, PNID, PNID_BR, VIEWER_TOKEN, auth, base_config_data
 from fakes import FakeContactCenter, FakeGraph, sign
+
+__all__ = ["browser", "open_admin"]  # the page test's fixtures, used here as well
 
 NUMBER = "573001234567"
 MESSAGES = f"/v21.0/{PNID}/messages"
@@ -212,3 +216,35 @@ async def test_opt_out_follows_the_bsuid_link(client: TestClient[Any, Any], serv
     assert status == 400 and answer["error"]["code"] == RECIPIENT_OPTED_OUT
     await service.opt_in(PNID, bsuid, actor=Actor("supervisor", "test"))
     assert (await _send(client, TEMPLATE))[0] == 200
+
+
+async def test_the_page_lists_adds_and_removes_opt_outs(
+    client: TestClient[Any, Any], open_admin: OpenAdmin, service: BlocklistService
+) -> None:
+    assert await _webhook(client, p.text(NUMBER, "BAJA")) == 200
+    page = await open_admin()
+    await sign_in(page)
+    await page.get_by_role("button", name="Block numbers of Ventas Colombia").click()
+    dialog = blocks_dialog(page)
+    await dialog.get_by_text("Opted out of templates and marketing").click()
+    items = dialog.locator("#optout-list li")
+    await expect(items).to_have_count(1)
+    await expect(items.nth(0)).to_contain_text("+57 300 1234567since")
+    await expect(items.nth(0)).to_contain_text('keyword "BAJA" · user')
+
+    await dialog.get_by_label("Number to opt out").fill("+57 300 765 4321")
+    await dialog.get_by_role("button", name="Opt out", exact=True).click()
+    await expect(dialog.get_by_role("status")).to_have_text(
+        "+57 300 7654321 no longer gets templates or marketing messages."
+    )
+    await expect(items).to_have_count(2)
+    assert [e.number for e in await service.optouts(PNID)] == ["573007654321", NUMBER]
+
+    await dialog.get_by_role("button", name="Opt +57 300 1234567 back in").click()
+    await expect(dialog.get_by_role("status")).to_have_text(
+        "+57 300 1234567 gets templates and marketing messages again."
+    )
+    await expect(items).to_have_count(1)
+    assert (await _send(client, TEMPLATE))[0] == 200
+    records, _ = await service.audit(PNID)
+    assert (records[0]["action"], records[0]["source"]) == ("optin", "admin_api")

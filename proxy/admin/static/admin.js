@@ -67,6 +67,19 @@ const MESSAGES = {
     blockedNowhere: "{number} was not blocked anywhere.",
     alsoBlockedOn: "Also blocked on {connectors}",
     autoBlock: "automatic",
+    optoutsTitle: "Opted out of templates and marketing",
+    optoutsHint:
+      "These users still write and get replies, but template and marketing messages to them are refused. A message such as STOP or BAJA adds them; START or ALTA removes them.",
+    optoutNumberLabel: "Number to opt out",
+    optOut: "Opt out",
+    optIn: "Opt {number} back in",
+    noOptouts: "Nobody has opted out on this connector.",
+    optedOut: "{number} no longer gets templates or marketing messages.",
+    alreadyOptedOut: "{number} had already opted out.",
+    optedIn: "{number} gets templates and marketing messages again.",
+    optoutSince: "since {date} · {reason} · {by}",
+    error_not_opted_out_n: "{number} has not opted out on this connector.",
+    error_not_opted_out: "That number has not opted out on this connector.",
     numberRequired: "Enter the number to block, with its country code.",
     readOnly: "Read-only: your token can see blocked numbers but not change them.",
     blockedNumbersTitle: "Blocked Numbers",
@@ -176,6 +189,19 @@ const MESSAGES = {
     blockedNowhere: "{number} no se bloqueó en ningún conector.",
     alsoBlockedOn: "También bloqueado en {connectors}",
     autoBlock: "automático",
+    optoutsTitle: "Excluidos de plantillas y marketing",
+    optoutsHint:
+      "Estos usuarios siguen escribiendo y reciben respuestas, pero las plantillas y los mensajes de marketing para ellos se rechazan. Un mensaje como BAJA o STOP los agrega; ALTA o START los quita.",
+    optoutNumberLabel: "Número a excluir",
+    optOut: "Excluir",
+    optIn: "Volver a incluir {number}",
+    noOptouts: "Nadie se ha excluido en este conector.",
+    optedOut: "{number} ya no recibe plantillas ni mensajes de marketing.",
+    alreadyOptedOut: "{number} ya estaba excluido.",
+    optedIn: "{number} vuelve a recibir plantillas y mensajes de marketing.",
+    optoutSince: "desde {date} · {reason} · {by}",
+    error_not_opted_out_n: "{number} no está excluido en este conector.",
+    error_not_opted_out: "Ese número no está excluido en este conector.",
     numberRequired: "Ingrese el número a bloquear, con su código de país.",
     readOnly: "Solo lectura: su token puede ver los números bloqueados, pero no cambiarlos.",
     blockedNumbersTitle: "Números bloqueados",
@@ -273,6 +299,12 @@ const el = {
   addDuration: $("add-duration"),
   addButton: $("add-button"),
   everywhereFields: $("everywhere-fields"),
+  optouts: $("optouts"),
+  optoutForm: $("optout-form"),
+  optoutNumber: $("optout-number"),
+  optoutButton: $("optout-button"),
+  optoutList: $("optout-list"),
+  optoutsEmpty: $("optouts-empty"),
   addEverywhere: $("add-everywhere"),
   addUnsynced: $("add-unsynced"),
   readonlyNote: $("readonly-note"),
@@ -399,6 +431,7 @@ function setLanguage(lang, remember) {
   if (state.current) {
     renderDialogHeading();
     renderBlocks();
+    renderOptouts();
     renderDialogMessages();
   }
 }
@@ -711,6 +744,10 @@ function openBlocks(pnid) {
   el.addForm.hidden = !editable;
   el.everywhereFields.hidden = state.connectors.length < 2;
   forgetElsewhere();
+  el.optouts.open = false;
+  el.optoutForm.hidden = !editable;
+  optouts = [];
+  renderOptouts();
   el.addUnsynced.disabled = true;
   el.readonlyNote.hidden = editable;
   el.blocksTable.querySelector("th.edit-only").hidden = !editable;
@@ -932,6 +969,87 @@ async function blockEverywhere(number, reason, duration) {
   await loadBlocks(true);
 }
 
+// ---------------------------------------------------------------- opt-outs (issue 19)
+
+let optouts = []; // the current connector's opt-outs, loaded when the section is opened
+
+async function loadOptouts() {
+  if (!state.current || !el.optouts.open) return;
+  const pnid = state.current.phone_number_id;
+  try {
+    const { data } = await api("GET", `api/connectors/${encode(pnid)}/optouts`);
+    if (!state.current || state.current.phone_number_id !== pnid) return;
+    optouts = data.optouts;
+    renderOptouts();
+  } catch (err) {
+    setDialogError(err);
+  }
+}
+
+function renderOptouts() {
+  const editable = canEdit();
+  const items = optouts.map((entry) => {
+    const item = document.createElement("li");
+    const number = document.createElement("span");
+    number.className = "mono";
+    number.textContent = displayNumber(entry);
+    const detail = document.createElement("span");
+    detail.className = "optout-detail";
+    detail.textContent = t("optoutSince", {
+      date: formatDate(entry.opted_out_at),
+      reason: entry.reason || t("none"),
+      by: entry.by,
+    });
+    item.append(number, detail);
+    if (editable) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "button button-quiet";
+      button.textContent = t("optIn", { number: displayNumber(entry) });
+      button.addEventListener("click", () => optIn(entry, button));
+      item.append(button);
+    }
+    return item;
+  });
+  el.optoutList.replaceChildren(...items);
+  el.optoutsEmpty.textContent = t("noOptouts");
+  el.optoutsEmpty.hidden = optouts.length > 0;
+}
+
+async function addOptout(event) {
+  event.preventDefault();
+  const number = el.optoutNumber.value.trim();
+  if (!number) {
+    el.optoutNumber.focus();
+    return;
+  }
+  el.optoutButton.disabled = true;
+  try {
+    const pnid = state.current.phone_number_id;
+    const { status, data } = await api("POST", `api/connectors/${encode(pnid)}/optouts`, { body: { number } });
+    el.optoutForm.reset();
+    setDialogStatus(status === 201 ? "optedOut" : "alreadyOptedOut", { number: displayNumber(data) });
+    await loadOptouts();
+  } catch (err) {
+    setDialogError(about(err, number));
+  } finally {
+    el.optoutButton.disabled = false;
+  }
+}
+
+async function optIn(entry, button) {
+  button.disabled = true;
+  try {
+    const pnid = state.current.phone_number_id;
+    await api("DELETE", `api/connectors/${encode(pnid)}/optouts/${encode(entry.number)}`);
+    setDialogStatus("optedIn", { number: displayNumber(entry) });
+  } catch (err) {
+    setDialogError(about(err, displayNumber(entry)));
+  }
+  await loadOptouts();
+  if (el.blocksDialog.open) el.optoutNumber.focus();
+}
+
 async function addBlock(event) {
   event.preventDefault();
   const number = el.addNumber.value.trim();
@@ -1104,6 +1222,8 @@ function wire() {
   el.blocksClose.addEventListener("click", () => el.blocksDialog.close());
   el.blocksDialog.addEventListener("close", onBlocksDialogClosed);
   el.addForm.addEventListener("submit", addBlock);
+  el.optoutForm.addEventListener("submit", addOptout);
+  el.optouts.addEventListener("toggle", loadOptouts);
   el.addEverywhere.addEventListener("change", () => {
     el.addUnsynced.disabled = !el.addEverywhere.checked;
     if (!el.addEverywhere.checked) el.addUnsynced.checked = false;
