@@ -2,11 +2,16 @@
 
 ``python -m bench.fixed_load URL COUNT CONNECTIONS RECIPIENTS``: COUNT sends to ``/v21.0/{pnid}/messages``, the
 recipients in turn; prints the statuses seen and exits 1 unless every send got a 200.
+``python -m bench.fixed_load URL COUNT CONNECTIONS 0 webhook APP_SECRET``: COUNT signed webhook deliveries of two
+users' messages (the second, 573109999999, is the one the bench blocks) to ``/webhooks/whatsapp`` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import sys
 from collections import Counter
 
@@ -15,12 +20,40 @@ import aiohttp
 PNID = "106540352242922"
 
 
-async def run(url: str, count: int, connections: int, recipients: int) -> Counter[int]:
+def webhook(secret: str) -> tuple[bytes, dict[str, str]]:
+    """A signed delivery of two users' text messages (the bench blocks the second)."""
+    users = ["573001234567", "573109999999"]
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550000000", "phone_number_id": PNID},
+        "contacts": [{"profile": {"name": f"User {u[-4:]}"}, "wa_id": u} for u in users],
+        "messages": [
+            {"from": u, "id": f"wamid.BENCH{i}", "timestamp": "1764038400", "type": "text", "text": {"body": "Hola"}}
+            for i, u in enumerate(users)
+        ],
+    }
+    payload = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": value}]}],
+    }
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return body, {"Content-Type": "application/json", "X-Hub-Signature-256": signature}
+
+
+async def run(url: str, count: int, connections: int, recipients: int, secret: str = "") -> Counter[int]:
     turns = iter(range(count))
     statuses: Counter[int] = Counter()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
 
         async def worker() -> None:
+            if secret:
+                body, hook_headers = webhook(secret)
+                for _ in turns:
+                    async with session.post(f"{url}/webhooks/whatsapp", data=body, headers=hook_headers) as resp:
+                        await resp.read()
+                        statuses[resp.status] += 1
+                return
             for i in turns:
                 to = f"5730{i % recipients + 1:08d}"
                 body = (
@@ -38,7 +71,8 @@ async def run(url: str, count: int, connections: int, recipients: int) -> Counte
 
 def main() -> int:
     url, count, connections, recipients = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    statuses = asyncio.run(run(url, count, connections, recipients))
+    secret = sys.argv[6] if len(sys.argv) > 6 and sys.argv[5] == "webhook" else ""
+    statuses = asyncio.run(run(url, count, connections, recipients, secret))
     print(dict(statuses))
     return 0 if statuses == Counter({200: count}) else 1
 

