@@ -613,7 +613,7 @@ class BlocklistService:
             if force and created:
                 text = "blocked without a recent message: the connector does not sync to Meta (include_unsynced)"
             outcomes.append(ConnectorOutcome(connector, outcome, text, entry))
-        return outcomes
+        return _unless_unreadable_everywhere(number, outcomes)
 
     async def unblock_everywhere(
         self, number: str, *, actor: Actor, reason: str = "", pnids: Sequence[str] | None = None
@@ -636,7 +636,7 @@ class BlocklistService:
                 outcomes.append(ConnectorOutcome(connector, "invalid_number", exc.message))
                 continue
             outcomes.append(ConnectorOutcome(connector, "unblocked", "unblocked", entry))
-        return outcomes
+        return _unless_unreadable_everywhere(number, outcomes)
 
     async def blocked_on(self, number: str) -> builtins.list[ConnectorOutcome]:
         """On which connectors a number (or a linked identity) is blocked: one outcome per connector, ``blocked``
@@ -772,9 +772,9 @@ class BlocklistService:
         )
         if self.cache is not None and (prefs or 2 in flags):
             self.cache.invalidate(pnid)
-        for u, flag in enumerate(flags):
-            if flag == 2 and people[u] is not None:
-                log.info("flood protection blocked %s on %s", _mask(people[u].value), pnid)  # type: ignore[union-attr]
+        for flag, who in zip(flags, people, strict=True):
+            if flag == 2 and who is not None:
+                log.info("flood protection blocked %s on %s", _mask(who.value), pnid)
         return flags
 
     async def _notify(self, action: Literal["block", "unblock"], pnid: str, entry: BlockEntry) -> None:
@@ -814,6 +814,13 @@ class NotOptedOut(NotFound):
     """The number has no opt-out on this connector."""
 
     code = "not_opted_out"
+
+
+def _unless_unreadable_everywhere(number: str, outcomes: list[ConnectorOutcome]) -> list[ConnectorOutcome]:
+    """The outcomes, unless the number read on no connector at all: then it is bad input (400), not an outcome."""
+    if outcomes and all(o.outcome == "invalid_number" for o in outcomes):
+        raise InvalidNumber(outcomes[0].detail)
+    return outcomes
 
 
 def _keys_of(user: InboundUser) -> tuple[str, str]:

@@ -211,3 +211,10 @@ async def test_the_page_blocks_on_all_connectors_and_shows_where(
     auto = dialog.locator("tbody tr", has_text="+57 300 9990000")
     await expect(auto.locator("td").nth(3)).to_have_text("floodautomatic")
     await expect(auto.locator(".block-elsewhere")).to_be_hidden()
+
+
+async def test_a_number_that_reads_nowhere_is_bad_input(client: TestClient[Any, Any]) -> None:
+    resp = await client.post(EVERYWHERE, json={"number": "not a number"}, headers=auth())
+    assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_number"
+    resp = await client.delete(f"{EVERYWHERE}/12", headers=auth())
+    assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_number"
