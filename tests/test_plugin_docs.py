@@ -97,7 +97,6 @@ async def deployment(tmp_path: Path, fake_graph: FakeGraph) -> AsyncIterator[Dep
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(data))
     proxy = Proxy(config, free_port())
-    proxy.start()
     bot_dir = tmp_path / "bot"
     bot_dir.mkdir()
     env = {
@@ -114,6 +113,7 @@ async def deployment(tmp_path: Path, fake_graph: FakeGraph) -> AsyncIterator[Dep
         "PYTHONUNBUFFERED": "1",
     }
     try:
+        proxy.start()
         yield Deployment(proxy, config, fake_graph, bot_dir, env)
     finally:
         proxy.stop()
