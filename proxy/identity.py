@@ -186,8 +186,12 @@ def _readings(text: str, region: str) -> tuple[Identity, ...]:
     if region:
         _add(found, _e164(raw, region))
         # Meta prepends the business number's country code to a number written without "+"; libphonenumber's
-        # national reading drops a trunk prefix, the literal one keeps it: check both.
-        _add(found, f"{phonenumbers.country_code_for_region(region)}{first.value}")
+        # national reading drops a trunk prefix, the literal one keeps it: check both. A literal reading of a length
+        # no number of that country can have reaches nobody, and is left out (a wa_id sent without "+" is the
+        # common case: 57 + 573001234567 is no one's number).
+        prepended = f"{phonenumbers.country_code_for_region(region)}{first.value}"
+        if _possible(prepended):
+            _add(found, prepended)
     elif not any(_is_real_number(d) for d in international if _DIGITS.match(d)):
         raise InvalidNumber(
             f"{_shorten(raw)!r} has no country code and this connector has no region to read a national number "
@@ -219,6 +223,14 @@ def _trunk_removed(digits: str) -> str | None:
             rest = digits[length:]
             return digits[:length] + rest[len(prefix) :] if prefix and rest.startswith(prefix) else None
     return None
+
+
+def _possible(digits: str) -> bool:
+    """Whether international ``digits`` have a length some number of their country can have."""
+    try:
+        return bool(phonenumbers.is_possible_number(phonenumbers.parse("+" + digits, None)))
+    except phonenumbers.NumberParseException:
+        return False
 
 
 def _e164(text: str, region: str | None = None) -> str | None:

@@ -300,10 +300,13 @@ def test_a_national_number_in_a_send_on_a_connector_without_region_is_refused() 
 
 def test_a_send_without_plus_is_checked_with_every_reading_meta_may_take() -> None:
     keys = {r.key for r in identity.recipient_readings("0057 300 1234567", "CO")}
-    # 00 as the international prefix; Colombia's 005 carrier prefix (+7 ...); Meta prepending 57 as written
-    assert {"573001234567", "73001234567", "5700573001234567"} <= keys
-    keys = {r.key for r in identity.recipient_readings("16315551234", "IN")}
-    assert {"16315551234", "9116315551234"} <= keys  # as a wa_id, and with the business's country code prepended
+    # 00 as the international prefix; Colombia's 005 carrier prefix (+7 ...); 57 + the 16 digits is no one's number
+    assert keys == {"00573001234567", "573001234567", "73001234567"}
+    # Meta's own example: "1 (631) 555-1234" sent from an Indian business number may reach +91 1 631 555 1234
+    keys = {r.key for r in identity.recipient_readings("1 (631) 555-1234", "IN")}
+    assert keys == {"16315551234", "9116315551234"}  # as a wa_id, and with the business's country code prepended
+    # a wa_id sent without "+" from a Colombian number: 57 + 573001234567 is too long to be anyone's
+    assert [r.key for r in identity.recipient_readings("573001234567", "CO")] == ["573001234567"]
 
 
 def test_a_typed_number_that_is_national_and_international_at_once_is_refused() -> None:
