@@ -213,6 +213,18 @@ async def test_a_bot_never_owns_the_proxys_embedded_store(embedded_config_file: 
         assert status == 200 and entry["blocked_by"] == "bot" and entry["reason"] == "from the bot"
         status, _ = proxy.call("DELETE", f"/admin/api/connectors/{PNID}/blocks/{BLOCKED}")
         assert status == 204
+
+        # A bot that stays up while the proxy restarts: refused (fail closed) while the store is gone, then served
+        # again by the restarted proxy's store, without restarting the bot.
+        async with BlocklistClient.direct(embedded_config_file, actor="bot") as bot:
+            await bot.blocked_users(PNID, [InboundUser(wa_id=ALLOWED)], record_inbound=True)
+            await bot.block(PNID, ALLOWED)
+            proxy.stop()
+            assert redis_alive(data_dir) is None
+            with pytest.raises(StoreUnavailable):
+                await bot.is_blocked(PNID, ALLOWED)
+            proxy.start()
+            assert await bot.is_blocked(PNID, ALLOWED)  # the block was kept, and the bot reconnected by itself
     finally:
         proxy.stop()
 
