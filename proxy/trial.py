@@ -135,35 +135,44 @@ def _signature_ok(secrets_: list[str], body: bytes, header: str) -> bool:
     return any(results)
 
 
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 def describe(payload: Any) -> Iterator[str]:
-    """One line per item of a forwarded webhook: messages, statuses, calls, anything else by field."""
-    entries = payload.get("entry") if isinstance(payload, dict) else None
-    for entry in entries if isinstance(entries, list) else []:
-        changes = entry.get("changes") if isinstance(entry, dict) else None
-        for change in changes if isinstance(changes, list) else []:
-            if not isinstance(change, dict) or not isinstance(change.get("value"), dict):
+    """One line per item of a forwarded webhook: messages, statuses, calls, anything else by field.
+
+    Whatever the body holds, this never raises: an item of an unexpected shape is shown by its field alone.
+    """
+    entries = _dicts(payload.get("entry")) if isinstance(payload, dict) else []
+    for entry in entries:
+        for change in _dicts(entry.get("changes")):
+            value = change.get("value")
+            if not isinstance(value, dict):
                 continue
-            value, field = change["value"], str(change.get("field", "?"))
+            field = str(change.get("field", "?"))
             names = {
-                str(c.get("wa_id")): str((c.get("profile") or {}).get("name", ""))
-                for c in value.get("contacts") or []
-                if isinstance(c, dict)
+                str(c.get("wa_id")): str(c["profile"].get("name", ""))
+                for c in _dicts(value.get("contacts"))
+                if isinstance(c.get("profile"), dict)
             }
-            pnid = str((value.get("metadata") or {}).get("phone_number_id", "-"))
+            metadata = value.get("metadata")
+            pnid = str(metadata.get("phone_number_id", "-")) if isinstance(metadata, dict) else "-"
             shown = False
-            for message in value.get("messages") or []:
+            for message in _dicts(value.get("messages")):
                 sender = str(message.get("from") or message.get("from_user_id") or "?")
                 kind = str(message.get("type", "?"))
-                body = (message.get("text") or {}).get("body") if kind == "text" else None
+                text = message.get("text")
+                body = text.get("body") if kind == "text" and isinstance(text, dict) else None
                 who = international(sender) + (f" ({names[sender]})" if names.get(sender) else "")
                 what = f'text "{body}"' if body is not None else kind
                 yield f"message from {who} to {pnid}: {what}"
                 shown = True
-            for status in value.get("statuses") or []:
+            for status in _dicts(value.get("statuses")):
                 recipient = international(str(status.get("recipient_id", "?")))
                 yield f"status {status.get('status', '?')} of {status.get('id', '?')} to {recipient} on {pnid}"
                 shown = True
-            for call in value.get("calls") or []:
+            for call in _dicts(value.get("calls")):
                 yield f"call {call.get('event', '?')} from {international(str(call.get('from', '?')))} on {pnid}"
                 shown = True
             if not shown:

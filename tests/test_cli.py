@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.config import load_config, parse_config
 from proxy.startup import DEVELOPMENT_VALUES, development_values_in_use
-from proxy.trial import meta_bytes, sink_app, text_message_webhook
+from proxy.trial import describe, meta_bytes, sink_app, text_message_webhook
 from proxy.webhooks import sign
 
 from conftest import APP_SECRET, PNID, base_config_data, free_port, wait_until
@@ -267,3 +269,19 @@ def test_update_changes_reason_and_expiry_and_block_says_how(tmp_path: Path, red
     assert missing.returncode == 1 and "is not blocked" in missing.stderr
     both = run(config, "update", "573005550003", "--connector", PNID, "--duration", "1d", "--permanent")
     assert both.returncode == 2  # argparse: not allowed together
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(
+        ["entry", "changes", "value", "field", "messages", "statuses", "calls", "contacts", "metadata", "profile",
+         "from", "type", "text", "body", "wa_id", "name", "phone_number_id", "x"]), inner, max_size=4),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@settings(max_examples=200, derandomize=True, database=None)
+@given(payload=json_values)
+def test_the_sink_describes_any_json_without_failing(payload: Any) -> None:
+    lines = list(describe(payload))
+    assert all(isinstance(line, str) and line for line in lines)
