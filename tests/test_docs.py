@@ -12,6 +12,8 @@ import dataclasses
 import re
 from pathlib import Path
 
+import yaml
+
 from proxy.admin.openapi import OPENAPI
 from proxy.config import (
     AdminConfig,
@@ -99,3 +101,14 @@ def test_development_values_agree_between_dev_env_makefile_and_cli() -> None:
     makefile = dict(re.findall(r"^export (\w+)\s*\?=\s*(\S+)$", (ROOT / "Makefile").read_text(), re.M))
     assert dev_env and dev_env == makefile
     assert set(dev_env.values()) == DEVELOPMENT_VALUES
+
+
+def test_cli_examples_run_as_written_against_the_shipped_config() -> None:
+    """Numbers with spaces are quoted, and every connector an example names is the shipped config's."""
+    shipped = {str(c["phone_number_id"]) for c in yaml.safe_load((ROOT / "config.yaml").read_text())["connectors"]}
+    texts = [README, *(page.read_text() for page in DOCS.glob("*.md"))]
+    unquoted = [m for text in texts for m in re.findall(r"wa-blocklist \w[\w-]* \+\d+ \d[^\n]*", text)]
+    assert unquoted == []
+    named = {m for text in texts for m in re.findall(r"--connector (\d{6,})", text)}
+    named |= {m for text in texts for m in re.findall(r"/connectors/(\d{6,})/", text)}
+    assert named and named <= shipped
