@@ -521,6 +521,7 @@ class BlocklistService:
                 "phone_number_id": c.phone_number_id,
                 "name": c.name,
                 "display_number": c.display_number,
+                "region": c.region,
                 "blocked_count": counts[c.phone_number_id],
             }
             for c in self.config.connectors

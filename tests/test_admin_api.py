@@ -39,12 +39,14 @@ async def test_connectors_list_with_counts(client: TestClient[Any, Any], service
                 "phone_number_id": PNID,
                 "name": "Ventas Colombia",
                 "display_number": "+57 601 555 0100",
+                "region": "CO",
                 "blocked_count": 1,
             },
             {
                 "phone_number_id": PNID_BR,
                 "name": "Suporte Brasil",
                 "display_number": "+55 11 4000 0000",
+                "region": "BR",
                 "blocked_count": 0,
             },
         ]

@@ -41,11 +41,12 @@ _ENTRY = {
 }
 _CONNECTOR = {
     "type": "object",
-    "required": ["phone_number_id", "name", "display_number", "blocked_count"],
+    "required": ["phone_number_id", "name", "display_number", "region", "blocked_count"],
     "properties": {
         "phone_number_id": {"type": "string"},
         "name": {"type": "string"},
         "display_number": {"type": "string"},
+        "region": {"type": "string", "description": "ISO region national numbers are read in ('' for none)"},
         "blocked_count": {"type": "integer", "minimum": 0},
     },
 }
