@@ -45,7 +45,14 @@ log = logging.getLogger(__name__)
 DEFAULT_ACTOR = Actor("bot", "plugin")
 """Who blocks through a direct client unless told otherwise."""
 
-__all__ = ["Block", "BlocklistClient", "DirectBlocklistClient", "HttpBlocklistClient", "InboundUser"]
+__all__ = [
+    "Block",
+    "BlocklistClient",
+    "DirectBlocklistClient",
+    "HttpBlocklistClient",
+    "InboundUser",
+    "ReferenceCheck",
+]
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,21 @@ class Block:
     @classmethod
     def from_entry(cls, entry: BlockEntry) -> Block:
         return cls.from_json(entry.to_json())
+
+
+@dataclass(frozen=True)
+class ReferenceCheck:
+    """What the blocklist knows of a message or join request a Graph request refers to.
+
+    Attributes:
+        known: the message (or join request) was seen in a verified webhook, so its user is known.
+        blocked: that user is blocked (on the connector; for a join request, on any connector).
+        unknown_references: the proxy's ``gateway.unknown_references`` (``refuse`` or ``pass``), for an unknown one.
+    """
+
+    known: bool
+    blocked: bool
+    unknown_references: str = "refuse"
 
 
 class BlocklistClient(ABC):
@@ -159,6 +181,40 @@ class BlocklistClient(ABC):
 
         Raises:
             StoreUnavailable: HTTP mode, the admin API cannot be reached.
+        """
+
+    @abstractmethod
+    async def connector_regions(self) -> dict[str, str]:
+        """Every configured connector's phone number ID and region (see :meth:`region`).
+
+        Raises:
+            StoreUnavailable: HTTP mode, the admin API cannot be reached.
+        """
+
+    @abstractmethod
+    async def any_blocked(self, pnid: str, identities: Sequence[identity.Identity]) -> bool:
+        """True if any of these identities (already read, e.g. by :func:`proxy.classify.identities`) is blocked on
+        the connector, following wa_id ↔ BSUID links.
+
+        Raises:
+            UnknownConnector, StoreUnavailable: as :meth:`is_blocked`.
+        """
+
+    @abstractmethod
+    async def check_message(self, pnid: str, message_id: str) -> ReferenceCheck:
+        """Whether the sender of inbound message ``message_id`` is blocked on the connector (read receipts and typing
+        indicators refer to it).
+
+        Raises:
+            UnknownConnector, StoreUnavailable: as :meth:`is_blocked`.
+        """
+
+    @abstractmethod
+    async def check_join_request(self, join_request_id: str) -> ReferenceCheck:
+        """Whether the user behind a group join request is blocked on any connector (an approval lets them in).
+
+        Raises:
+            StoreUnavailable: as :meth:`is_blocked`.
         """
 
     @abstractmethod
@@ -274,6 +330,30 @@ class DirectBlocklistClient(BlocklistClient):
         found = self.service.config.connector(pnid)
         return found.region if found is not None else ""
 
+    async def connector_regions(self) -> dict[str, str]:
+        return {c.phone_number_id: c.region for c in self.service.config.connectors}
+
+    async def any_blocked(self, pnid: str, identities: Sequence[identity.Identity]) -> bool:
+        self.service.connector(pnid)
+        return bool(identities) and await self.service.first_blocked(pnid, identities) is not None
+
+    async def check_message(self, pnid: str, message_id: str) -> ReferenceCheck:
+        self.service.connector(pnid)
+        sender = await self.service.message_sender(pnid, message_id)
+        blocked = sender is not None and await self.service.first_blocked(pnid, [sender]) is not None
+        return ReferenceCheck(sender is not None, blocked, self.service.config.gateway.unknown_references)
+
+    async def check_join_request(self, join_request_id: str) -> ReferenceCheck:
+        service = self.service
+        pnids = [c.phone_number_id for c in service.config.connectors]
+        users = [who for pnid in pnids if (who := await service.join_request_user(pnid, join_request_id)) is not None]
+        blocked = False
+        for pnid in pnids if users else ():
+            if await service.first_blocked(pnid, users) is not None:
+                blocked = True
+                break
+        return ReferenceCheck(bool(users), blocked, service.config.gateway.unknown_references)
+
     async def is_blocked(self, pnid: str, number_or_bsuid: str) -> bool:
         # Every reading Meta may take of the text, as the proxy's gateway and its check endpoint do.
         return await self.service.first_blocked(pnid, self.service.readings(pnid, number_or_bsuid)) is not None
@@ -336,6 +416,10 @@ def _listed_region(connector: dict[str, Any]) -> str:
         return identity.region_of(str(connector.get("display_number") or "")) if connector.get("display_number") else ""
     except InvalidNumber:
         return ""
+
+
+def _reference(body: Any) -> ReferenceCheck:
+    return ReferenceCheck(bool(body["known"]), bool(body["blocked"]), str(body.get("unknown_references", "refuse")))
 
 
 def _error_classes() -> dict[str, type[BlocklistError]]:
@@ -438,10 +522,27 @@ class HttpBlocklistClient(BlocklistClient):
             ) from None
 
     async def region(self, pnid: str) -> str:
+        return (await self.connector_regions()).get(pnid, "")
+
+    async def connector_regions(self) -> dict[str, str]:
         if self._regions is None:
             _, body = await self._call("GET", self._url(), ok=(200,))
             self._regions = {str(c["phone_number_id"]): _listed_region(c) for c in body["connectors"]}
-        return self._regions.get(pnid, "")
+        return dict(self._regions)
+
+    async def any_blocked(self, pnid: str, identities: Sequence[identity.Identity]) -> bool:
+        # The check endpoint reads each text with every reading; a phone identity is sent with "+" (international).
+        texts = [("+" + who.value) if who.kind == "phone" else who.value for who in identities]
+        return any(await asyncio.gather(*(self.is_blocked(pnid, text) for text in texts)))
+
+    async def check_message(self, pnid: str, message_id: str) -> ReferenceCheck:
+        _, body = await self._call("GET", self._url(pnid, "messages", message_id, "check"), ok=(200,))
+        return _reference(body)
+
+    async def check_join_request(self, join_request_id: str) -> ReferenceCheck:
+        path = "/".join(quote(s, safe="") for s in ("admin", "api", "join_requests", join_request_id, "check"))
+        _, body = await self._call("GET", URL(f"{self._base}/{path}", encoded=True), ok=(200,))
+        return _reference(body)
 
     async def is_blocked(self, pnid: str, number_or_bsuid: str) -> bool:
         _, body = await self._call("GET", self._url(pnid, "check", number_or_bsuid), ok=(200,))

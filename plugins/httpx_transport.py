@@ -1,23 +1,26 @@
 """An httpx transport that enforces the blocklist on Graph API sends, for pywa and any other httpx-based bot.
 
-``httpx.AsyncClient(transport=BlocklistTransport(blocklist))``: a message, marketing message or call to a user
-blocked on the sending connector never leaves the process. The request is read with the proxy gateway's own
-parser, and the refusal is the gateway's Graph error (HTTP 400, code 139900; 503 with code 131016 when the
-blocklist cannot answer under ``on_error="deny"``), so Graph clients raise their usual error. With
-``upstream=`` every call is routed to the proxy instead of ``graph.facebook.com``.
+``httpx.AsyncClient(transport=BlocklistTransport(blocklist))``: every Graph request is classified by the proxy
+gateway's own classifier (:mod:`proxy.classify`, see :mod:`plugins._graph`). A message, marketing message, call,
+read receipt or typing indicator to a user blocked on the sending connector, and every request the gateway refuses
+(a batch, a method override, a parameter given twice, a surface off the allow-list...), never leaves the process:
+the transport answers it with the gateway's Graph error (HTTP 400, code 139900 for a blocked user; 400/403 with code
+100/10 for a refused request; 503 with code 131016 when the blocklist cannot answer under ``on_error="deny"``), so
+Graph clients raise their usual error. With ``upstream=`` every call is routed to the proxy instead of
+``graph.facebook.com``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator
 from typing import Any, NoReturn, cast
 
 import httpx
 
-from proxy.gateway import GraphRefusal
+from proxy.classify import Refused
 from proxy.graph import error_envelope
 
-from ._graph import check_send, send_route
+from ._graph import PartNameScanner, check_request
 from ._webhook import OnError, check_on_error
 from .client import BlocklistClient
 
@@ -32,9 +35,26 @@ SYNC_CLIENT_ERROR = "blocklist_session() is an httpx.AsyncClient, for pywa_async
 SYNC_TRANSPORT_ERROR = "BlocklistTransport is an async httpx transport, for httpx.AsyncClient: " + _SYNC_ADVICE
 
 
-def _refusal(request: httpx.Request, refusal: GraphRefusal) -> httpx.Response:
+def _refusal(request: httpx.Request, refusal: Refused) -> httpx.Response:
     envelope = error_envelope(refusal.code, refusal.title, refusal.details, transient=refusal.transient)
     return httpx.Response(refusal.status, json=envelope, request=request)
+
+
+class _Scanned(httpx.AsyncByteStream):
+    """An upload's body, sent as it is while a :class:`PartNameScanner` watches its part names: a ``batch`` or
+    ``method`` part raises :class:`Refused` before the body ends, so Meta never gets a complete request."""
+
+    def __init__(self, stream: httpx.AsyncByteStream) -> None:
+        self._stream = stream
+        self._scanner = PartNameScanner()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            self._scanner.feed(chunk)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 def _route(request: httpx.Request, upstream: httpx.URL) -> None:
@@ -74,22 +94,27 @@ class BlocklistTransport(httpx.AsyncBaseTransport):
         self._transport = transport or httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        route = send_route(request.method, request.url.path) if self.blocklist is not None else None
-        if route is not None:
-            assert self.blocklist is not None
-            refusal = await check_send(
+        if self.blocklist is not None:
+            raw_path, _, raw_query = request.url.raw_path.decode("ascii", "replace").partition("?")
+            verdict = await check_request(
                 self.blocklist,
-                route,
-                await request.aread(),
-                request.headers.get("Content-Type", ""),
-                request.url.query.decode("ascii", "replace"),
+                request.method,
+                raw_path,
+                raw_query,
+                request.headers.multi_items(),
+                request.aread,
                 self.on_error,
             )
-            if refusal is not None:
-                return _refusal(request, refusal)
+            if verdict.refusal is not None:
+                return _refusal(request, verdict.refusal)
+            if verdict.scan:
+                request.stream = _Scanned(cast(httpx.AsyncByteStream, request.stream))
         if self.upstream is not None:
             _route(request, self.upstream)
-        return await self._transport.handle_async_request(request)
+        try:
+            return await self._transport.handle_async_request(request)
+        except Refused as refusal:  # an upload cut off by its scanner
+            return _refusal(request, refusal)
 
     async def aclose(self) -> None:
         await self._transport.aclose()

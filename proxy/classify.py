@@ -36,6 +36,9 @@ from urllib.parse import unquote_plus
 
 import yaml
 
+from .errors import InvalidNumber
+from .identity import Identity, recipient_readings
+
 PERMISSION_DENIED = 10
 """Meta's "Permission denied" code: the request is well formed but not allowed through the proxy."""
 
@@ -774,6 +777,38 @@ def reach(target: Target, params: Params) -> Reach:
         group_send=group,
         template=_is_template(target, params),
     )
+
+
+def identities(values: Iterable[tuple[str, str]], region: str, *, strict: bool) -> list[Identity]:
+    """Every user each ``(field, value)`` of a :class:`Reach` may reach, read with the connector's region.
+
+    ``strict`` True is for :attr:`Reach.recipients` and :attr:`Reach.participants`: an unreadable value is
+    refused. ``strict`` False is for :attr:`Reach.maybe_recipients` (a second reading of the body), whose values
+    carry whatever followed them in the other reading (``573001234567"}}``): their digits alone are read too, and a
+    value without digits is no recipient at all.
+
+    Raises:
+        Refused: 400 for a value that cannot be read as a number or BSUID.
+    """
+    found: list[Identity] = []
+    for name, value in values:
+        forms = [value] if strict else [value, re.sub(r"[^0-9]", "", value)]
+        readable = False
+        for form in forms:
+            if not form:
+                continue
+            try:
+                found.extend(recipient_readings(form, region))
+                readable = True
+            except InvalidNumber as exc:
+                if strict:
+                    raise invalid(f"{name}: {exc.message}") from None
+        if not readable and not strict and forms[1]:
+            raise invalid(
+                f"the body, read as a form as its Content-Type says, has a {name} that cannot be read; "
+                "send JSON with Content-Type: application/json"
+            )
+    return found
 
 
 def _is_template(target: Target, params: Params) -> bool:

@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 
 from plugins.client import BlocklistClient, DirectBlocklistClient
 from plugins.pywa import BlocklistTransport, ProxyRoutingTransport, blocklist_session, guard_webhooks, not_blocked
-from proxy.blocklist import Actor, BlocklistService
+from proxy.blocklist import Actor, BlocklistService, InboundUser
 from proxy.graph import RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE
 
 from conftest import APP_SECRET, PNID, VERIFY_TOKEN, free_port, wrote_recently
@@ -114,7 +114,9 @@ async def test_bsuid_recipient_and_other_calls_pass(
     with pytest.raises(WhatsAppError) as err:
         await wa.send_message(to=BLOCKED_BSUID, text="hello")  # pywa puts a BSUID in "recipient"
     assert err.value.code == RECIPIENT_BLOCKED
-    await wa.mark_message_as_read(message_id="wamid.IN1")  # names no user: not checked
+    # A read receipt is checked against the sender of the message it names (learned from verified webhooks).
+    await service.record_inbound(PNID, [InboundUser(bsuid=ALLOWED_BSUID)], messages=[("wamid.IN1", 0)])
+    await wa.mark_message_as_read(message_id="wamid.IN1")
     await wa.send_message(to=ALLOWED_BSUID, text="hi")
     assert [(r.json().get("to"), r.json().get("recipient")) for r in fake_graph.requests] == [
         (None, None),

@@ -247,6 +247,39 @@ async def check_number(request: web.Request) -> web.Response:
     return web.json_response({"blocked": matched is not None, "matched": matched})
 
 
+@routes.get("/api/connectors/{pnid}/messages/{message_id}/check")
+async def check_message(request: web.Request) -> web.Response:
+    """Whether the sender of an inbound message is blocked: what the gateway checks before a read receipt or a
+    typing indicator (``known`` false: never seen in a verified webhook; the gateway's policy is included)."""
+    service = request.config_dict[SERVICE]
+    pnid = request.match_info["pnid"]
+    service.connector(pnid)
+    sender = await service.message_sender(pnid, request.match_info["message_id"])
+    blocked = sender is not None and await service.first_blocked(pnid, [sender]) is not None
+    policy = service.config.gateway.unknown_references
+    return web.json_response({"known": sender is not None, "blocked": blocked, "unknown_references": policy})
+
+
+@routes.get("/api/join_requests/{join_request_id}/check")
+async def check_join_request(request: web.Request) -> web.Response:
+    """Whether the user behind a group join request is blocked on any connector: what the gateway checks before
+    an approval (``POST /{group_id}/join_requests``)."""
+    service = request.config_dict[SERVICE]
+    connectors = [c.phone_number_id for c in service.config.connectors]
+    users = [
+        who
+        for pnid in connectors
+        if (who := await service.join_request_user(pnid, request.match_info["join_request_id"])) is not None
+    ]
+    blocked = False
+    for pnid in connectors if users else ():
+        if await service.first_blocked(pnid, users) is not None:
+            blocked = True
+            break
+    policy = service.config.gateway.unknown_references
+    return web.json_response({"known": bool(users), "blocked": blocked, "unknown_references": policy})
+
+
 @routes.get("/api/connectors/{pnid}/audit")
 async def audit_trail(request: web.Request) -> web.Response:
     records, next_cursor = await request.config_dict[SERVICE].audit(

@@ -137,6 +137,15 @@ OPENAPI: dict[str, Any] = {
             "Error": _ERROR,
             "Entry": _ENTRY,
             "Connector": _CONNECTOR,
+            "ReferenceCheck": {
+                "type": "object",
+                "required": ["known", "blocked", "unknown_references"],
+                "properties": {
+                    "known": {"type": "boolean"},
+                    "blocked": {"type": "boolean"},
+                    "unknown_references": {"type": "string", "enum": ["refuse", "pass"]},
+                },
+            },
             "AuditRecord": _AUDIT,
             "ImportReport": _IMPORT_REPORT,
         },
@@ -366,6 +375,37 @@ OPENAPI: dict[str, Any] = {
                         "The answer, with the blocked entry's number when blocked",
                     ),
                     **_errors(400, 401, 404, 503),
+                },
+            }
+        },
+        "/connectors/{pnid}/messages/{message_id}/check": {
+            "get": {
+                "summary": "Whether the sender of an inbound message is blocked (read receipts, typing indicators)",
+                "parameters": [
+                    _PNID,
+                    {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _json(
+                        {"$ref": "#/components/schemas/ReferenceCheck"},
+                        "known: seen in a verified webhook; blocked: its sender is blocked on the connector",
+                    ),
+                    **_errors(401, 404, 503),
+                },
+            }
+        },
+        "/join_requests/{join_request_id}/check": {
+            "get": {
+                "summary": "Whether the user behind a group join request is blocked on any connector",
+                "parameters": [
+                    {"name": "join_request_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json(
+                        {"$ref": "#/components/schemas/ReferenceCheck"},
+                        "known: seen in a verified webhook; blocked: its user is blocked on a connector",
+                    ),
+                    **_errors(401, 503),
                 },
             }
         },
