@@ -195,6 +195,6 @@ def _verdict(check: ReferenceCheck, what: str, missing: str, where: str) -> None
         raise blocked_refusal(where)
     if not check.known and check.unknown_references != "pass":
         raise denied(
-            f"the blocklist has not seen {what} in a verified webhook, so it cannot tell {missing} and whether "
+            f"the blocklist proxy has not seen {what} in a verified webhook, so it cannot tell {missing} and whether "
             "that user is blocked; refused (gateway.unknown_references: refuse)"
         )

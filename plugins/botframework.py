@@ -4,7 +4,13 @@ Add it to the adapter (``adapter.use(BlocklistMiddleware(blocklist, phone_number
 
 * a turn started by a blocked user (``activity.from_property.id``) stops before the bot's logic runs;
 * every activity the bot sends in any turn, proactive ones (``continue_conversation``) included, is checked
-  against its recipient (``activity.recipient.id``), and the ones to a blocked user are removed from the batch.
+  against its recipient (``activity.recipient.id``), and the ones to a blocked user are removed from the batch;
+* an activity whose ``channel_data`` carries a Graph message body (a ``to``, ``recipient``, ``status``,
+  ``message_id``... as channel connectors that pass WhatsApp payloads through take it) is classified as
+  ``POST /{phone_number_id}/messages`` by the proxy gateway's own classifier (:mod:`plugins._graph`): a send to a
+  blocked ``to``, a read receipt or typing indicator on a blocked user's message, a ``batch`` or ``method``, a group
+  send to a phone number... are removed too, with the gateway's Graph error in the log and in
+  ``turn_state[REFUSALS_KEY]``.
   botbuilder sends whatever is left in the list after the ``on_send_activities`` handlers have run (not calling
   ``next_send`` does not stop it), so the refused activities are taken out of that list in place;
   ``send_activity`` then returns None for them.
@@ -17,6 +23,7 @@ serves several business numbers.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -26,17 +33,43 @@ from botbuilder.schema import Activity, ActivityTypes, ChannelAccount  # type: i
 
 from proxy import identity
 from proxy.blocklist import InboundUser
+from proxy.classify import CHECKED_FIELDS, OVERRIDES, Refused, invalid
 from proxy.errors import BlocklistError, UnknownConnector
+from proxy.graph import error_envelope
 
+from ._graph import check_request
 from ._webhook import OnError, check_on_error
 from .client import BlocklistClient
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REFUSED_KEY", "BlocklistMiddleware", "whatsapp_user_id"]
+__all__ = ["REFUSALS_KEY", "REFUSED_KEY", "BlocklistMiddleware", "graph_body", "whatsapp_user_id"]
 
 REFUSED_KEY = "wa_blocklist.refused"
 """``turn_context.turn_state`` key of the list of activities refused in this turn."""
+
+REFUSALS_KEY = "wa_blocklist.refusals"
+"""``turn_context.turn_state`` key of ``(activity, Graph error body)`` for activities whose ``channel_data`` the
+gateway's classifier refused."""
+
+_GRAPH_FIELDS = CHECKED_FIELDS | OVERRIDES
+"""``channel_data`` keys that make it a Graph message body (read like one)."""
+
+
+def graph_body(activity: Activity) -> bytes | None:
+    """The Graph message body an activity's ``channel_data`` carries (JSON), or None when it carries none.
+
+    Raises:
+        Refused: channel data that names Graph fields but cannot be written as JSON.
+    """
+    data = activity.channel_data
+    if not isinstance(data, dict) or not any(isinstance(k, str) and k.lower() in _GRAPH_FIELDS for k in data):
+        return None
+    try:
+        return json.dumps(data).encode()
+    except (TypeError, ValueError):
+        raise invalid("the activity's channel_data names Graph fields but is not JSON") from None
+
 
 RefusedCallback = Callable[[TurnContext, list[Activity]], Awaitable[None]]
 
@@ -54,6 +87,13 @@ def _user(text: str) -> InboundUser:
 
 def _is_continuation(activity: Activity) -> bool:
     return bool(activity.type == ActivityTypes.event and activity.name == "ContinueConversation")
+
+
+def _constant(body: bytes) -> Callable[[], Awaitable[bytes]]:
+    async def read() -> bytes:
+        return body
+
+    return read
 
 
 class BlocklistMiddleware(Middleware):  # type: ignore[misc]  # botbuilder ships no type information
@@ -116,6 +156,25 @@ class BlocklistMiddleware(Middleware):  # type: ignore[misc]  # botbuilder ships
                 return
         await logic()
 
+    async def _graph_refusal(self, pnid: str, activity: Activity) -> Refused | None:
+        """The gateway's refusal of the Graph body in the activity's ``channel_data``, if it carries one."""
+        try:
+            body = graph_body(activity)
+        except Refused as refusal:
+            return refusal
+        if body is None:
+            return None
+        verdict = await check_request(
+            self.blocklist,
+            "POST",
+            f"/{pnid}/messages",
+            "",
+            [("Content-Type", "application/json")],
+            _constant(body),
+            self.on_error,
+        )
+        return verdict.refusal
+
     def _send_guard(
         self, pnid: str
     ) -> Callable[[TurnContext, list[Activity], Callable[[], Awaitable[None]]], Awaitable[None]]:
@@ -127,6 +186,13 @@ class BlocklistMiddleware(Middleware):  # type: ignore[misc]  # botbuilder ships
             for activity in activities:
                 if activity.type == ActivityTypes.trace:
                     continue  # traces go to the emulator / transcript, never to the user
+                refusal = await self._graph_refusal(pnid, activity)
+                if refusal is not None:
+                    envelope = error_envelope(refusal.code, refusal.title, refusal.details, transient=refusal.transient)
+                    context.turn_state.setdefault(REFUSALS_KEY, []).append((activity, envelope))
+                    log.info("botframework: channel_data refused on %s: %s", pnid, refusal.details[:200])
+                    refused.append(activity)
+                    continue
                 who = self._user_id(activity.recipient)
                 if not who:
                     continue

@@ -101,7 +101,7 @@ class BlocklistTransport(httpx.AsyncBaseTransport):
                 request.method,
                 raw_path,
                 raw_query,
-                request.headers.multi_items(),
+                [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw],
                 request.aread,
                 self.on_error,
             )
