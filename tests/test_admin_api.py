@@ -236,6 +236,8 @@ async def test_openapi_document_is_public_and_lists_every_route(client: TestClie
         "/connectors/{pnid}/blocks/{number}",
         "/connectors/{pnid}/audit",
         "/connectors/{pnid}/check/{number}",
+        "/connectors/{pnid}/messages/{message_id}/check",
+        "/join_requests/{join_request_id}/check",
         "/connectors/{pnid}/blocks.csv",
         "/connectors/{pnid}/blocks/import",
         "/connectors/{pnid}/blocks/restore",

@@ -13,7 +13,8 @@ import yaml
 from aiohttp.test_utils import TestClient
 from test_processes import Proxy, redis_alive
 
-from plugins.client import BlocklistClient, DirectBlocklistClient, InboundUser
+from plugins.client import BlocklistClient, DirectBlocklistClient, InboundUser, ReferenceCheck
+from proxy import identity
 from proxy.blocklist import BlocklistService
 from proxy.config import Config
 from proxy.errors import (
@@ -70,6 +71,37 @@ async def test_errors_are_the_proxy_error_classes(blocklist: BlocklistClient, se
     with pytest.raises(InvalidNumber):
         await blocklist.block(PNID, "call me maybe")
     assert await service.list(PNID) == ([], None)
+
+
+async def test_message_and_join_request_checks(
+    blocklist: BlocklistClient, service: BlocklistService, client: TestClient[Any, Any]
+) -> None:
+    await service.record_inbound(
+        PNID,
+        [InboundUser(wa_id=BLOCKED), InboundUser(wa_id=ALLOWED)],
+        messages=[("wamid.B", 0), ("wamid.A", 1)],
+        join_requests=[("JR_B", 0)],
+    )
+    await block(service, BLOCKED)
+    assert await blocklist.check_message(PNID, "wamid.B") == ReferenceCheck(True, True, "refuse")
+    assert await blocklist.check_message(PNID, "wamid.A") == ReferenceCheck(True, False, "refuse")
+    assert await blocklist.check_message(PNID, "wamid.unseen") == ReferenceCheck(False, False, "refuse")
+    assert await blocklist.check_join_request("JR_B") == ReferenceCheck(True, True, "refuse")
+    assert await blocklist.check_join_request("JR_unseen") == ReferenceCheck(False, False, "refuse")
+    assert not (await blocklist.check_message(PNID_BR, "wamid.B")).known  # learned on the other connector
+    with pytest.raises(UnknownConnector):
+        await blocklist.check_message("999999999", "wamid.B")
+    assert await blocklist.connector_regions() == {PNID: "CO", PNID_BR: "BR"}
+    assert await blocklist.any_blocked(PNID, identity.recipient_readings("+57 300 123 4567"))
+    assert not await blocklist.any_blocked(PNID, identity.recipient_readings(ALLOWED))
+    assert not await blocklist.any_blocked(PNID, [])
+    # The admin API endpoints behind the HTTP mode are readable with a viewer token.
+    headers = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
+    async with client.get(f"/admin/api/connectors/{PNID}/messages/wamid.B/check", headers=headers) as response:
+        assert response.status == 200
+        assert await response.json() == {"known": True, "blocked": True, "unknown_references": "refuse"}
+    async with client.get("/admin/api/join_requests/JR_B/check", headers=headers) as response:
+        assert (await response.json())["blocked"] is True
 
 
 async def test_paging_and_search(blocklist: BlocklistClient, service: BlocklistService) -> None:
