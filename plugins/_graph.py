@@ -122,6 +122,8 @@ async def check_request(
             if data:
                 read_params(target.query, data, content_type, encoding)  # refuses batch, method, unreadable bodies
             return Verdict()
+        if target.kind in ("send", "encrypted") and target.node not in await blocklist.connector_regions():
+            raise UnknownConnector(target.node)  # before the body is read, as the gateway does
         if target.kind == "encrypted":
             raise denied(
                 "messages_encrypted is refused by the blocklist plugin: the recipient of an encrypted message cannot "
@@ -171,10 +173,7 @@ async def _check_reach(blocklist: BlocklistClient, target: Target, found: Reach)
                 "a connector",
             )
         return
-    regions = await blocklist.connector_regions()
-    if target.node not in regions:
-        raise UnknownConnector(target.node)
-    region = regions[target.node]
+    region = await blocklist.region(target.node)
     users = identities(found.recipients, region, strict=True)
     users += identities(found.maybe_recipients, region, strict=False)
     if users and await blocklist.any_blocked(target.node, users):

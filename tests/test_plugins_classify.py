@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+import test_gateway_grammar as grammar
 from aiohttp.test_utils import TestClient
 from botbuilder.core import BotAdapter, MessageFactory, TurnContext
 from botbuilder.schema import (
@@ -26,6 +27,7 @@ from botbuilder.schema import (
     ConversationReference,
     ResourceResponse,
 )
+from hypothesis import HealthCheck, event, given, settings
 from pywa_async import WhatsApp
 from pywa_async.errors import WhatsAppError
 from pywa_async.types.templates import TemplateLanguage
@@ -35,6 +37,7 @@ from plugins.botframework import REFUSALS_KEY, REFUSED_KEY, BlocklistMiddleware
 from plugins.client import BlocklistClient
 from plugins.httpx_transport import blocklist_session
 from proxy.blocklist import BlocklistService, InboundUser
+from proxy.config import Config
 from proxy.graph import RECIPIENT_BLOCKED
 
 from conftest import PNID
@@ -338,3 +341,54 @@ async def test_botframework_channel_data_is_classified(
         {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.FROM_ALLOWED"},
         {**TEXT, "to": ALLOWED, "text": {"body": "plain reply"}},
     ]
+
+
+# --- the gateway's request grammar (tests/test_gateway_grammar.py), through the proxy and through the transport ---
+
+PARITY = settings(
+    max_examples=600,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@pytest.fixture
+async def grammar_transport(
+    client: TestClient[Any, Any], config: Config, fake_graph: FakeGraph, graph_base: str
+) -> AsyncIterator[tuple[TestClient[Any, Any], httpx.AsyncClient]]:
+    await grammar._prepare(client)
+    async with (
+        BlocklistClient.direct(config) as direct,
+        blocklist_session(direct, upstream=graph_base) as transport,
+    ):
+        yield client, transport
+
+
+@PARITY
+@given(built=grammar.requests())
+async def test_the_transport_refuses_whatever_the_proxy_refuses(
+    grammar_transport: tuple[TestClient[Any, Any], httpx.AsyncClient], fake_graph: FakeGraph, built: grammar.Built
+) -> None:
+    proxy, transport = grammar_transport
+    before = len(fake_graph.requests)
+    proxy_status = await grammar.exchange(proxy, built)
+    event(f"proxy {proxy_status}, clean {built.clean}")
+    through_proxy = len(fake_graph.requests) - before
+    request = transport.build_request(
+        built.method, "https://graph.facebook.com", headers=built.headers, content=built.body
+    )
+    request.url = request.url.copy_with(raw_path=built.target.encode("latin-1"))
+    response = await transport.send(request)
+    reached = fake_graph.requests[before + through_proxy :]
+    for seen in reached:
+        for world in grammar.WORLDS:
+            why = grammar.reaches(world, seen.method, seen.raw_path, seen.headers, seen.body)
+            assert not why, (why, built)
+    if proxy_status != 200:  # refused by the proxy: refused by the transport, with the same status
+        assert reached == [] and response.status_code == proxy_status, (proxy_status, response.text, built)
+    if built.clean:
+        assert response.status_code == 200, (response.text, built)
+        [seen] = reached
+        assert (seen.raw_path, seen.body) == (built.target, built.body)
