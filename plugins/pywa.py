@@ -3,10 +3,12 @@
 Both directions, with or without the proxy in front of Meta:
 
 * **Sends** — :class:`BlocklistTransport` is an httpx transport for ``WhatsApp(session=httpx.AsyncClient(...))``.
-  A message, marketing message or call to a blocked user never leaves the bot: the transport reads the request
-  with the proxy gateway's own parser and answers it itself with the gateway's Graph error (HTTP 400, code
-  139900), so pywa raises its usual :class:`pywa.errors.WhatsAppError`. With ``upstream=`` every Graph call
-  is routed through the proxy instead of ``graph.facebook.com`` (the proxy then enforces too).
+  Every Graph call is classified by the proxy gateway's own classifier (:mod:`proxy.classify`): a message,
+  template, call, read receipt or typing indicator to a blocked user, and every request the gateway refuses (a
+  batch, a method override, a parameter given twice...), never leaves the bot; the transport answers it with the
+  gateway's Graph error (HTTP 400, code 139900 for a blocked user; code 100 or 10 for a refused request), so pywa
+  raises its usual typed :class:`pywa.errors.WhatsAppError`. With ``upstream=`` every Graph call is routed through
+  the proxy instead of ``graph.facebook.com`` (the proxy then enforces too).
 * **Webhooks** — :func:`guard_webhooks` wraps the client's ``webhook_update_handler`` (the one entry point of
   pywa's built-in server and of custom servers), so handlers, listeners and raw-update handlers never see a
   blocked user's message, status or call. :func:`not_blocked` is the same check as a pywa filter for one handler.
