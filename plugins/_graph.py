@@ -122,7 +122,7 @@ async def check_request(
             if data:
                 read_params(target.query, data, content_type, encoding)  # refuses batch, method, unreadable bodies
             return Verdict()
-        if target.kind in ("send", "encrypted") and target.node not in await blocklist.connector_regions():
+        if target.kind in ("send", "encrypted") and not await _known(blocklist, target.node):
             raise UnknownConnector(target.node)  # before the body is read, as the gateway does
         if target.kind == "encrypted":
             raise denied(
@@ -137,7 +137,8 @@ async def check_request(
         params = read_params(target.query, await body(), content_type, encoding)
         if target.kind == "block_users":
             return Verdict()  # GET lists, POST blocks at Meta: neither reaches a user
-        await _check_reach(blocklist, target, reach(target, params))
+        found = reach(target, params)  # what cannot be read is refused even when the blocklist cannot answer
+        await _check_reach(blocklist, target, found)
     except Refused as refusal:
         return Verdict(refusal)
     except UnknownConnector:
@@ -150,6 +151,17 @@ async def check_request(
         )
         return Verdict(unavailable_refusal() if on_error == "deny" else None)
     return Verdict()
+
+
+async def _known(blocklist: BlocklistClient, node: str) -> bool:
+    """Whether the node is one of the blocklist's connectors; True when the blocklist cannot tell (the checks that
+    follow meet the same failure and apply ``on_error`` after the body's own refusals)."""
+    try:
+        return node in await blocklist.connector_regions()
+    except UnknownConnector:
+        return False
+    except BlocklistError:
+        return True
 
 
 async def _check_reach(blocklist: BlocklistClient, target: Target, found: Reach) -> None:

@@ -40,7 +40,7 @@ from proxy.blocklist import BlocklistService, InboundUser
 from proxy.config import Config
 from proxy.graph import RECIPIENT_BLOCKED
 
-from conftest import PNID
+from conftest import PNID, free_port
 from fakes import FakeGraph
 from plugin_support import ALLOWED, BLOCKED, block, blocklist_fixture  # noqa: F401  (blocklist fixture, both modes)
 
@@ -254,6 +254,20 @@ async def test_gzip_send_is_checked_and_forwarded_as_sent(
     assert (await session.post(url, headers=headers, content=body)).status_code == 200
     [sent] = fake_graph.requests
     assert sent.body == body and sent.headers["Content-Encoding"] == "gzip"
+
+
+async def test_refusals_of_the_classifier_do_not_depend_on_the_blocklist(
+    graph_base: str, fake_graph: FakeGraph
+) -> None:
+    unreachable = BlocklistClient.http(f"http://127.0.0.1:{free_port()}", "any-token-000001")
+    url = f"https://graph.facebook.com/v21.0/{PNID}/messages"
+    async with unreachable, blocklist_session(unreachable, upstream=graph_base, on_error="allow") as session:
+        overridden = await session.post(url, json={**TEXT, "to": BLOCKED, "method": "GET"})
+        assert overridden.status_code == 400 and overridden.json()["error"]["code"] == 100
+        group = await session.post(url, json={**TEXT, "recipient_type": "group", "to": BLOCKED})
+        assert group.status_code == 400
+        assert (await session.post(url, json={**TEXT, "to": ALLOWED})).status_code == 200  # on_error: allow
+    assert [r.json()["to"] for r in fake_graph.requests] == [ALLOWED]
 
 
 async def test_join_request_approvals_and_participants_are_checked_on_every_connector(
