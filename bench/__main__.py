@@ -397,6 +397,8 @@ http {{
             self.fill_blocklist(0)
             self.latency_report = self.latency_table()
             print(self.latency_report, flush=True)
+            if self.args.latency_only:
+                return []
         send = self.work / "send.lua"
         send.write_text(SEND_LUA % {"recipients": RECIPIENTS, "pnid": PNID})
         results: list[Result] = []
@@ -490,6 +492,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the pass-through/enforce comparison")
     parser.add_argument("--entries", type=int, default=1_000_000, help="blocked numbers for the large-list runs")
     parser.add_argument("--latency-seconds", type=int, default=10, help="seconds per latency run (0: none)")
+    parser.add_argument("--latency-only", action="store_true", help="only the latency table")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
