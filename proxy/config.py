@@ -144,6 +144,9 @@ class WebhookConfig:
     unknown_connectors: str = "refuse"
     account_events_to: str = ""
     """Where account-level events (no phone number ID) of a WABA no connector names go; "" for nowhere."""
+    deduplicate_replays: bool = True
+    """Forward a signed body once per window: a replay (or Meta's duplicate delivery) is acknowledged, not forwarded."""
+    replay_window_seconds: int = 3600
 
 
 @dataclass(frozen=True)
@@ -314,7 +317,16 @@ def parse_config(
         ),
     )
     v.known_keys(
-        "webhooks", webhooks, ("forward_timeout_seconds", "max_body_bytes", "unknown_connectors", "account_events_to")
+        "webhooks",
+        webhooks,
+        (
+            "forward_timeout_seconds",
+            "max_body_bytes",
+            "unknown_connectors",
+            "account_events_to",
+            "deduplicate_replays",
+            "replay_window_seconds",
+        ),
     )
 
     server_cfg = ServerConfig(
@@ -396,6 +408,10 @@ def parse_config(
             v.url("webhooks.account_events_to", webhooks.get("account_events_to"))
             if webhooks.get("account_events_to") not in (None, "")
             else ""
+        ),
+        deduplicate_replays=v.boolean("webhooks.deduplicate_replays", webhooks.get("deduplicate_replays"), True),
+        replay_window_seconds=v.integer(
+            "webhooks.replay_window_seconds", webhooks.get("replay_window_seconds"), 3600, low=60, high=7 * 24 * 3600
         ),
     )
     connectors = tuple(_connectors(v, data.get("connectors")))

@@ -97,6 +97,10 @@ class Metrics:
             "wabl_webhook_forwards", "Webhooks forwarded to contact centers, by connector and result "
             "(delivered, rejected, unreachable, timeout)", ["connector", "result"], registry=r,
         )  # fmt: skip
+        self.webhook_replays = Counter(
+            "wabl_webhook_replays", "Verified webhook bodies acknowledged without forwarding: already delivered "
+            "within webhooks.replay_window_seconds", registry=r,
+        )  # fmt: skip
         self.expired = Counter(
             "wabl_blocks_expired", "Temporary blocks removed by the expiry sweep", ["connector"], registry=r
         )

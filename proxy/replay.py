@@ -9,9 +9,12 @@ resends a body only when the earlier delivery was not acknowledged with a 200.
 hour), in Redis under the connector's hash tag, so every replica and worker shares it:
 
 1. :meth:`ReplayGuard.claim` before forwarding: True for a body not seen in the window (it is now claimed); False for
-   a replay, which the receiver acknowledges (200, so Meta does not retry) without forwarding it.
-2. :meth:`ReplayGuard.release` when the delivery failed and the receiver answers 5xx: Meta's retry of that body must
-   go through, so the claim is dropped.
+   a replay, which the receiver acknowledges (200, so Meta does not retry) without forwarding it. The receiver claims
+   for a short ``hold`` (the delivery's own time bound), not the whole window:
+2. :meth:`ReplayGuard.confirm` once every contact center accepted the body: now it is remembered for the window.
+3. :meth:`ReplayGuard.release` when the delivery failed and the receiver answers 5xx: Meta's retry of that body must
+   go through, so the claim is dropped. Should the store fail right then, the short hold still runs out before Meta
+   retries, so a failure can at worst let a duplicate through, never swallow a retry.
 
 The window bounds memory (one small key per delivered webhook); a replay after the window is forwarded again. A
 connector may turn the guard off (``webhooks.deduplicate_replays: false``).
@@ -44,16 +47,25 @@ class ReplayGuard:
         """The Redis key remembering ``body`` for connector ``pnid`` (in the connector's hash slot)."""
         return f"wabl:{{{pnid}}}:delivered:{hashlib.sha256(body).hexdigest()}"
 
-    async def claim(self, pnid: str, body: bytes) -> bool:
+    async def claim(self, pnid: str, body: bytes, hold_seconds: int | None = None) -> bool:
         """True when ``body`` was not delivered to ``pnid`` within the window (and is now claimed); False for a replay.
+
+        Args:
+            pnid: the connector (or another name for the body's destination), the key's hash tag.
+            body: the raw signed body.
+            hold_seconds: how long the claim holds before :meth:`confirm`; the whole window when None.
 
         Raises:
             StoreUnavailable: Redis is down (the receiver defers the webhook, as for any store failure).
         """
         claimed = await self.store._call(
-            self.store.redis.set(self.key(pnid, body), "1", nx=True, ex=self.window_seconds)
+            self.store.redis.set(self.key(pnid, body), "1", nx=True, ex=hold_seconds or self.window_seconds)
         )
         return bool(claimed)
+
+    async def confirm(self, pnid: str, body: bytes) -> None:
+        """Remember a delivered body for the whole window (after a claim with a short hold)."""
+        await self.store._call(self.store.redis.expire(self.key(pnid, body), self.window_seconds))
 
     async def release(self, pnid: str, body: bytes) -> None:
         """Forget a claim whose delivery failed, so Meta's retry of the same body is forwarded."""

@@ -52,10 +52,11 @@ from .errors import (
     Unauthorized,
     UnknownWebhookConnector,
 )
-from .keys import CONFIG, GRAPH_SESSION, METRICS, SERVICE, WEBHOOK_CLIENT, WEBHOOK_TASKS
+from .keys import CONFIG, GRAPH_SESSION, METRICS, SERVICE, STORE, WEBHOOK_CLIENT, WEBHOOK_TASKS
 from .logs import note, tag_upstream
 from .meta import MetaClient, MetaError
 from .optout import Keyword
+from .replay import ReplayGuard
 from .signature import LEGACY_SIGNATURE_HEADER, SIGNATURE_HEADER, meta_dumps, sign, sign_sha1, verify
 
 __all__ = ["WEBHOOK_PATH", "handle_verification", "handle_webhook", "setup_webhooks", "sign", "verify_token_matches"]
@@ -66,6 +67,9 @@ WEBHOOK_PATH = "/webhooks/whatsapp"
 
 ACCOUNT_LABEL = "account"
 """Metrics label of deliveries to ``webhooks.account_events_to``."""
+
+_CLAIM_MARGIN_SECONDS = 30
+"""A replay claim holds for the delivery's time bound plus this, until the delivery is confirmed or released."""
 
 
 def setup_webhooks(app: web.Application) -> None:
@@ -193,6 +197,51 @@ async def _process(request: web.Request) -> web.Response:
     header = request.headers.get(SIGNATURE_HEADER)
     secret, verified = verify_signature(config, involved, body, header)
 
+    # A verified body already delivered within the window is a replay (or Meta delivering twice): acknowledged, not
+    # forwarded or learned from again. Unverified bodies (require_signature: false) are not remembered.
+    guard = ReplayGuard(request.app[STORE], config.webhooks.replay_window_seconds) if verified else None
+    anchor = involved[0].phone_number_id if involved else "account"
+    if guard is not None and config.webhooks.deduplicate_replays:
+        hold = int(config.webhooks.forward_timeout_seconds) + _CLAIM_MARGIN_SECONDS
+        try:
+            claimed = await guard.claim(anchor, body, hold_seconds=hold)
+        except StoreUnavailable:  # de-duplication is not worth deferring what needs no lookup (statuses...)
+            claimed, guard = True, None
+        if not claimed:
+            log.info("replayed webhook acknowledged without forwarding (delivered within the last %ss)",
+                     config.webhooks.replay_window_seconds)  # fmt: skip
+            request.app[METRICS].webhook_replays.inc()
+            note(outcome="replay")
+            return web.Response(text="ok", content_type="text/plain")
+    else:
+        guard = None
+    try:
+        response = await _deliver_all(request, config, body, payload, shares, account, unknown, secret, verified)
+    except BaseException:
+        if guard is not None:
+            try:
+                await guard.release(anchor, body)
+            except StoreUnavailable:  # the claim's short hold runs out before Meta retries
+                log.warning("could not release a failed webhook's replay claim; its hold expires on its own")
+        raise
+    if guard is not None:
+        with contextlib.suppress(StoreUnavailable):  # at worst a later replay is forwarded again, nothing is lost
+            await guard.confirm(anchor, body)
+    return response
+
+
+async def _deliver_all(
+    request: web.Request,
+    config: Config,
+    body: bytes,
+    payload: dict[str, Any],
+    shares: dict[str, _Share],
+    account: list[tuple[wp.Change, list[ConnectorConfig]]],
+    unknown: list[wp.Change],
+    secret: str,
+    verified: bool,
+) -> web.Response:
+    header = request.headers.get(SIGNATURE_HEADER)
     service = request.app[SERVICE]
     try:
         await asyncio.gather(*(_check_share(service, share, verified) for share in shares.values()))

@@ -38,3 +38,14 @@ async def test_a_store_outage_is_a_store_error(own_redis: RedisServer, config: C
         own_redis.stop()
         with pytest.raises(StoreUnavailable):
             await guard.claim(PNID, b"{}")
+
+
+async def test_a_short_claim_lasts_the_window_once_confirmed(config: Config) -> None:
+    body = p.encode(p.envelope(p.messages_change(PNID, [p.text("573001234567")])))
+    async with open_store(config.store) as store:
+        guard = ReplayGuard(store, window_seconds=900)
+        assert await guard.claim(PNID, body, hold_seconds=40)
+        assert 0 < await store.redis.ttl(ReplayGuard.key(PNID, body)) <= 40
+        assert not await guard.claim(PNID, body, hold_seconds=40)  # held while the first delivery runs
+        await guard.confirm(PNID, body)
+        assert 40 < await store.redis.ttl(ReplayGuard.key(PNID, body)) <= 900

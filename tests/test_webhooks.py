@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from proxy.app import create_app
 from proxy.blocklist import Actor, InboundUser
-from proxy.keys import SERVICE, WEBHOOK_TASKS
+from proxy.keys import METRICS, SERVICE, WEBHOOK_TASKS
 from proxy.signature import meta_dumps
 
 import payloads as p
@@ -824,3 +824,43 @@ async def test_forged_webhook_changes_no_link_and_a_genuine_one_repairs_a_poison
     assert await service.store.linked(PNID, ALLOWED) is None  # the stale reverse entry is gone
     assert await service.check(PNID, BSUID_BLOCKED) == BLOCKED
     assert contact_center.received == []  # and the blocked user's message was removed
+
+
+# --- replays ---------------------------------------------------------------------------------------------------
+
+
+async def test_a_replayed_signed_body_is_acknowledged_and_not_forwarded_again(client, app, contact_center):
+    body = p.encode(p.envelope(p.messages_change(PNID, [p.text(ALLOWED, "hola, una vez")])))
+    first = await post(client, body)
+    assert first.status == 200
+    assert len(contact_center.received) == 1
+    for _ in range(3):  # a captured webhook sent again, or Meta delivering twice
+        again = await post(client, body)
+        assert again.status == 200
+    assert len(contact_center.received) == 1
+    assert app[METRICS].webhook_replays._value.get() == 3
+    # Another body (another message) is a new delivery.
+    assert (await post(client, p.envelope(p.messages_change(PNID, [p.text(ALLOWED, "otra")])))).status == 200
+    assert len(contact_center.received) == 2
+
+
+async def test_a_failed_delivery_is_not_remembered_so_metas_retry_goes_through(client, contact_center):
+    body = p.encode(p.envelope(p.messages_change(PNID, [p.text(ALLOWED, "reintento")])))
+    contact_center.status = 500
+    assert (await post(client, body)).status == 502  # Meta will retry the same body
+    contact_center.status = 200
+    assert (await post(client, body)).status == 200
+    assert len(contact_center.received) == 2  # the failed attempt and Meta's retry both reached the contact center
+    assert (await post(client, body)).status == 200  # now it was delivered: a third copy is a replay
+    assert len(contact_center.received) == 2
+
+
+async def test_with_deduplication_off_a_replay_is_forwarded_again(make_config, clock, aiohttp_client, contact_center):
+    def no_dedup(data):
+        data.setdefault("webhooks", {})["deduplicate_replays"] = False
+
+    client = await aiohttp_client(create_app(make_config(no_dedup), clock=clock))
+    body = p.encode(p.envelope(p.messages_change(PNID, [p.text(ALLOWED, "dos veces")])))
+    assert (await post(client, body)).status == 200
+    assert (await post(client, body)).status == 200
+    assert len(contact_center.received) == 2
