@@ -8,7 +8,9 @@ deny), and each class is handled as the gateway handles it:
 * **send** (``messages``, ``marketing_messages``, ``calls``): every ``to`` / ``recipient`` is read with the
   connector's region (:meth:`BlocklistClient.region`) and checked; a read receipt or typing indicator is checked
   against the sender of the message it names (:meth:`BlocklistClient.check_message`); a blocked user gets HTTP 400
-  with code 139900;
+  with code 139900; a template or marketing send (the classifier's :attr:`~proxy.classify.Reach.template`, the
+  gateway's own reading) to a user who opted out (:meth:`BlocklistClient.any_opted_out`) gets HTTP 400 with code
+  139901, and a free-form send to them goes out;
 * **participants** / **join requests** (``POST /{group_id}/...``): the users let into a group, checked on every
   connector (:meth:`BlocklistClient.check_join_request` for approvals);
 * **pass** (the allow-list in ``proxy/graph_surfaces.yaml``): unchanged, after its body (if it has one) was read for
@@ -40,7 +42,7 @@ from proxy.classify import (
     read_params,
 )
 from proxy.errors import BlocklistError, UnknownConnector
-from proxy.graph import RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE
+from proxy.graph import RECIPIENT_BLOCKED, RECIPIENT_OPTED_OUT, SERVICE_UNAVAILABLE
 
 from ._webhook import OnError
 from .client import BlocklistClient, ReferenceCheck
@@ -70,6 +72,17 @@ def blocked_refusal(where: str) -> Refused:
         RECIPIENT_BLOCKED,
         "Recipient is blocked on this connector",
         f"The user is blocked on {where} by its blocklist; the request was not sent to WhatsApp",
+    )
+
+
+def opted_out_refusal(pnid: str) -> Refused:
+    """The gateway's 139901 refusal of a template or marketing send to a user who opted out."""
+    return Refused(
+        400,
+        RECIPIENT_OPTED_OUT,
+        "Recipient opted out of template and marketing messages",
+        f"The user opted out on phone number {pnid}; templates and marketing messages are refused, free-form "
+        "replies in the customer service window are not; the request was not sent to WhatsApp",
     )
 
 
@@ -191,6 +204,9 @@ async def _check_reach(blocklist: BlocklistClient, target: Target, found: Reach)
     if users and await blocklist.any_blocked(target.node, users):
         log.info("refused a send to a blocked recipient on %s", target.node)
         raise blocked_refusal(f"phone number {target.node}")
+    if users and found.template and await blocklist.any_opted_out(target.node, users):
+        log.info("refused a template send to a user who opted out on %s", target.node)
+        raise opted_out_refusal(target.node)
     for message_id in found.message_ids:
         _verdict(
             await blocklist.check_message(target.node, message_id),

@@ -10,6 +10,9 @@ Two modes, one interface:
 * **HTTP** — :meth:`BlocklistClient.http` calls the proxy's admin API with a bearer token; errors come back as
   the matching :mod:`proxy.errors` class.
 
+Both modes answer the blocklist (:meth:`BlocklistClient.any_blocked`) and the opt-outs of issue 19
+(:meth:`BlocklistClient.any_opted_out`: users who asked to stop template and marketing sends).
+
 Example::
 
     async with BlocklistClient.direct("config.yaml") as blocklist:
@@ -35,7 +38,7 @@ import aiohttp
 from yarl import URL
 
 from proxy import errors, identity
-from proxy.blocklist import Actor, BlocklistService, Clock, InboundUser
+from proxy.blocklist import Actor, BlocklistService, Clock, InboundUser, NotOptedOut
 from proxy.config import Config, load_config
 from proxy.errors import BlocklistError, InvalidNumber, StoreUnavailable
 from proxy.store import BlockEntry, open_store
@@ -201,6 +204,15 @@ class BlocklistClient(ABC):
         """
 
     @abstractmethod
+    async def any_opted_out(self, pnid: str, identities: Sequence[identity.Identity]) -> bool:
+        """True if any of these identities opted out of template and marketing sends on the connector (issue 19),
+        following wa_id ↔ BSUID links: what the proxy's gateway checks before a template or marketing send.
+
+        Raises:
+            UnknownConnector, StoreUnavailable: as :meth:`is_blocked`.
+        """
+
+    @abstractmethod
     async def check_message(self, pnid: str, message_id: str) -> ReferenceCheck:
         """Whether the sender of inbound message ``message_id`` is blocked on the connector (read receipts and typing
         indicators refer to it).
@@ -336,6 +348,11 @@ class DirectBlocklistClient(BlocklistClient):
     async def any_blocked(self, pnid: str, identities: Sequence[identity.Identity]) -> bool:
         self.service.connector(pnid)
         return bool(identities) and await self.service.first_blocked(pnid, identities) is not None
+
+    async def any_opted_out(self, pnid: str, identities: Sequence[identity.Identity]) -> bool:
+        self.service.connector(pnid)
+        # The gateway's own check (BlocklistService.first_opted_out), so the rule has one home.
+        return bool(identities) and await self.service.first_opted_out(pnid, identities) is not None
 
     async def check_message(self, pnid: str, message_id: str) -> ReferenceCheck:
         self.service.connector(pnid)
@@ -534,6 +551,22 @@ class HttpBlocklistClient(BlocklistClient):
         # The check endpoint reads each text with every reading; a phone identity is sent with "+" (international).
         texts = [("+" + who.value) if who.kind == "phone" else who.value for who in identities]
         return any(await asyncio.gather(*(self.is_blocked(pnid, text) for text in texts)))
+
+    async def any_opted_out(self, pnid: str, identities: Sequence[identity.Identity]) -> bool:
+        # GET /optouts/{number} reads each text as the gateway does (every reading, links followed): 200 is an
+        # opt-out, 404 not_opted_out is none; any other answer (an unknown connector too) raises.
+        texts = [("+" + who.value) if who.kind == "phone" else who.value for who in identities]
+
+        async def one(text: str) -> bool:
+            status, body = await self._call("GET", self._url(pnid, "optouts", text), ok=(200, 404))
+            if status == 404:
+                error = api_error(status, body)
+                if not isinstance(error, NotOptedOut):
+                    raise error
+                return False
+            return True
+
+        return any(await asyncio.gather(*(one(text) for text in texts)))
 
     async def check_message(self, pnid: str, message_id: str) -> ReferenceCheck:
         _, body = await self._call("GET", self._url(pnid, "messages", message_id, "check"), ok=(200,))

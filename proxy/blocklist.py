@@ -710,6 +710,22 @@ class BlocklistService:
         """The first opted-out key among some identities (or identities linked to them), or None; one round trip."""
         return await self.store.opted_out_key(pnid, [who.key for who in identities])
 
+    async def optout_of(self, pnid: str, text: str) -> BlockEntry | None:
+        """The opt-out that a template send to ``text`` (any written form or reading, a wa_id, or a BSUID) meets on
+        the connector, directly or through a linked identity: what the gateway's :meth:`first_opted_out` check
+        finds; None when there is none.
+
+        Raises:
+            UnknownConnector, InvalidNumber: as :meth:`readings`.
+        """
+        key = await self.first_opted_out(pnid, self.readings(pnid, text))
+        if key is None:
+            return None
+        entry = await self.store.optout(pnid, key)
+        if entry is None:  # opted back in between the two reads: the send would now pass
+            return None
+        return entry
+
     async def record_inbound_detail(
         self,
         pnid: str,

@@ -6,7 +6,8 @@
   :meth:`proxy.blocklist.BlocklistService.block_everywhere`).
 - ``DELETE /api/everywhere/blocks/{number}?reason=&connectors=a,b``: unblock on the listed (or all) connectors.
 - ``GET /api/everywhere/blocks/{number}``: on which connectors the number is blocked.
-- ``GET/POST /api/connectors/{pnid}/optouts``, ``DELETE /api/connectors/{pnid}/optouts/{number}``: opt-outs.
+- ``GET/POST /api/connectors/{pnid}/optouts``, ``GET/DELETE /api/connectors/{pnid}/optouts/{number}``: opt-outs (the
+  ``GET`` of one number is what the plugins' HTTP mode checks before a template send).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..blocklist import MAX_REASON, parse_expiry
+from ..blocklist import MAX_REASON, NotOptedOut, parse_expiry
 from ..bodies import read_body
 from ..errors import BadRequest
 from ..keys import CONFIG, SERVICE
@@ -136,6 +137,17 @@ async def add_optout(request: web.Request) -> web.Response:
     reason = _reason(body.get("reason"))
     entry, created = await service.opt_out(pnid, _number(body), actor=actor(request), reason=reason)
     return web.json_response(_optout_json(entry), status=201 if created else 200)
+
+
+@routes.get("/api/connectors/{pnid}/optouts/{number}")
+async def get_optout(request: web.Request) -> web.Response:
+    """The opt-out a template send to this number or BSUID meets (any written form, following wa_id↔BSUID links:
+    what the gateway checks); 200 with the entry, or 404 ``not_opted_out``."""
+    number = request.match_info["number"]
+    entry = await request.config_dict[SERVICE].optout_of(request.match_info["pnid"], number)
+    if entry is None:
+        raise NotOptedOut(f"{number[:64]} has not opted out on this connector")
+    return web.json_response(_optout_json(entry))
 
 
 @routes.delete("/api/connectors/{pnid}/optouts/{number}")

@@ -583,11 +583,20 @@ OPENAPI["paths"].update(
             },
         },
         "/connectors/{pnid}/optouts/{number}": {
+            "get": {
+                "summary": "The opt-out a template send to this number meets (any written form, following wa_id / "
+                "BSUID links: what the gateway and the plugins check); viewer role enough",
+                "parameters": [_PNID, _NUMBER],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/OptOut"}, "Opted out: the entry"),
+                    **_errors(400, 401, 404, 503),
+                },
+            },
             "delete": {
                 "summary": "Opt a number back in",
                 "parameters": [_PNID, _NUMBER, _REASON_QUERY],
                 "responses": {"204": {"description": "Opted back in"}, **_errors(400, 401, 403, 404, 503)},
-            }
+            },
         },
     }
 )
