@@ -10,7 +10,8 @@ Add it to the adapter (``adapter.use(BlocklistMiddleware(blocklist, phone_number
   ``POST /{phone_number_id}/messages`` by the proxy gateway's own classifier (:mod:`plugins._graph`): a send to a
   blocked ``to``, a read receipt or typing indicator on a blocked user's message, a ``batch`` or ``method``, a group
   send to a phone number... are removed too, with the gateway's Graph error in the log and in
-  ``turn_state[REFUSALS_KEY]``.
+  ``turn_state[REFUSALS_KEY]``. A template (or marketing) send to a user who opted out is removed with code 139901;
+  a template in ``channel_data`` without its own ``to`` / ``recipient`` is read as sent to the activity's recipient.
   botbuilder sends whatever is left in the list after the ``on_send_activities`` handlers have run (not calling
   ``next_send`` does not stop it), so the refused activities are taken out of that list in place;
   ``send_activity`` then returns None for them.
@@ -23,6 +24,7 @@ serves several business numbers.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Awaitable, Callable, Collection
@@ -69,6 +71,23 @@ def graph_body(activity: Activity) -> bytes | None:
         return json.dumps(data).encode()
     except (TypeError, ValueError):
         raise invalid("the activity's channel_data names Graph fields but is not JSON") from None
+
+
+def _addressed(activity: Activity, who: str | None) -> Activity:
+    """The activity, with the recipient's id as ``to`` when its ``channel_data`` is a template without its own
+    ``to`` / ``recipient``: the channel connector sends it to the activity's recipient, so that is whose opt-out
+    applies (issue 19). Anything else is returned as it is."""
+    data = activity.channel_data
+    if not who or not isinstance(data, dict):
+        return activity
+    kind = data.get("type")
+    if not isinstance(kind, str) or kind.strip().lower() != "template":
+        return activity
+    if any(isinstance(k, str) and k.lower() in ("to", "recipient") for k in data):
+        return activity
+    addressed = copy.copy(activity)  # the bot's own activity is sent as it wrote it
+    addressed.channel_data = {**data, "to": who}
+    return addressed
 
 
 RefusedCallback = Callable[[TurnContext, list[Activity]], Awaitable[None]]
@@ -159,7 +178,7 @@ class BlocklistMiddleware(Middleware):  # type: ignore[misc]  # botbuilder ships
     async def _graph_refusal(self, pnid: str, activity: Activity) -> Refused | None:
         """The gateway's refusal of the Graph body in the activity's ``channel_data``, if it carries one."""
         try:
-            body = graph_body(activity)
+            body = graph_body(_addressed(activity, self._user_id(activity.recipient)))
         except Refused as refusal:
             return refusal
         if body is None:

@@ -160,17 +160,35 @@ async def test_botframework_channel_data_template_to_an_opted_out_user_is_remove
     )
     results: dict[str, Any] = {}
 
+    # The second template names no recipient: the channel connector sends it to the activity's recipient.
+    unaddressed = {"type": "template", "template": TEMPLATE["template"]}
+
     async def callback(context: TurnContext) -> None:
         offer = Activity(type=ActivityTypes.message, text="offer", channel_data=dict(TEMPLATE))
         results["template"] = await context.send_activity(offer)
+        other = Activity(type=ActivityTypes.message, text="other offer", channel_data=dict(unaddressed))
+        results["unaddressed"] = await context.send_activity(other)
         results["text"] = await context.send_activity("Listo, no le escribimos más")
         results["refusals"] = context.turn_state.get(REFUSALS_KEY, [])
 
     await adapter.continue_conversation(reference, callback)
-    assert results["template"] is None and results["text"] is not None
-    [(activity, envelope)] = results["refusals"]
-    assert activity.text == "offer" and envelope["error"]["code"] == RECIPIENT_OPTED_OUT
+    assert results["template"] is None and results["unaddressed"] is None and results["text"] is not None
+    assert [(a.text, envelope["error"]["code"]) for a, envelope in results["refusals"]] == [
+        ("offer", RECIPIENT_OPTED_OUT),
+        ("other offer", RECIPIENT_OPTED_OUT),
+    ]
+    assert results["refusals"][1][0].channel_data == unaddressed  # the bot's activity is left as it wrote it
     assert [a.text for a in adapter.activity_buffer] == ["Listo, no le escribimos más"]
+
+    await service.opt_in(PNID, USER, actor=SUPERVISOR)
+    sent: dict[str, Any] = {}
+
+    async def again(context: TurnContext) -> None:
+        other = Activity(type=ActivityTypes.message, text="other offer", channel_data=dict(unaddressed))
+        sent["unaddressed"] = await context.send_activity(other)
+
+    await adapter.continue_conversation(reference, again)
+    assert sent["unaddressed"] is not None and adapter.activity_buffer[-1].channel_data == unaddressed
 
 
 async def test_store_failure_follows_on_error(fake_graph: FakeGraph) -> None:
