@@ -120,11 +120,13 @@ async def test_inbound_is_removed_until_the_expiry(
 ) -> None:
     await wrote_recently(service, PNID, NUMBER)
     await service.block(PNID, NUMBER, actor=SUPERVISOR, expires_at_ms=service.now_ms() + 60_000)
-    body = p.encode(p.envelope(p.change(PNID, contacts=[p.contact(NUMBER)], messages=[p.message("text", NUMBER)])))
-    assert (await _post_webhook(client, body)).status == 200
+    def message() -> bytes:  # a new message each time (the same body again would be a replay)
+        return p.encode(p.envelope(p.change(PNID, contacts=[p.contact(NUMBER)], messages=[p.message("text", NUMBER)])))
+
+    assert (await _post_webhook(client, message())).status == 200
     assert contact_center.received == []  # nothing left to forward
     clock.advance(60)
-    assert (await _post_webhook(client, body)).status == 200
+    assert (await _post_webhook(client, message())).status == 200
     assert len(contact_center.received) == 1
 
 
