@@ -298,6 +298,8 @@ async def refused(port: int) -> bool:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:  # accepted as the listener was closing: ask again
+        return False
     writer.close()
     return False
 
