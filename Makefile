@@ -37,7 +37,7 @@ check-config: $(VENV)/.run-installed
 	$(BIN)/wa-blocklist check-config --config $(CONFIG)
 
 test: $(VENV)/.test-installed tests/js/node_modules/.installed
-	$(BIN)/ruff check proxy plugins tests bench tools
+	$(BIN)/ruff check wa_blocklist proxy plugins tests bench tools
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -48,8 +48,8 @@ bench: $(VENV)/.test-installed
 	PY=$(BIN)/python bash bench/instructions.sh
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check proxy plugins tests bench tools
-	$(BIN)/ruff format --check proxy plugins tests bench tools
+	$(BIN)/ruff check wa_blocklist proxy plugins tests bench tools
+	$(BIN)/ruff format --check wa_blocklist proxy plugins tests bench tools
 	$(BIN)/mypy
 
 clean:

@@ -40,7 +40,7 @@ from pathlib import Path
 import redis
 import yaml
 
-from proxy.store import BlockEntry, redis_server_binary
+from wa_blocklist.proxy.store import BlockEntry, redis_server_binary
 
 REPO = Path(__file__).resolve().parent.parent
 PNID = "106540352242922"
@@ -254,8 +254,8 @@ http {{
         log = (self.work / f"proxy-{port}.log").open("wb")
         pin = PROXY_CPUS if workers == 1 else []  # several workers are not confined to one core
         process = subprocess.Popen(
-            [*pin, sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port),
-             "--workers", str(workers)],
+            [*pin, sys.executable, "-m", "wa_blocklist.proxy.cli", "serve", "--config", str(config),
+             "--port", str(port), "--workers", str(workers)],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "WA_BLOCKLIST_UVLOOP": "1" if uvloop else "0"},
         )  # fmt: skip

@@ -61,7 +61,7 @@ measure() {  # label, then the command to run under callgrind (LOAD: extra argum
   local collected; collected=$(grep -oP "Collected : \K[0-9]+" "$log")
   printf '%-36s %9d instructions/request\n' "$label" $((collected / 1000))
 }
-serve() { echo $PY -m proxy.cli serve --config "$WORK/cfg-$1-$2.yaml" --port $PORT; }
+serve() { echo $PY -m wa_blocklist.proxy.cli serve --config "$WORK/cfg-$1-$2.yaml" --port $PORT; }
 measure pass-through $(serve false true)
 measure enforce $(serve true true)
 measure enforce-no-cache $(serve true false)
@@ -69,7 +69,7 @@ measure aiohttp-bare-relay $PY -m bench.floor proxy $PORT "http://127.0.0.1:$UP"
 # the user the webhook scenario's deliveries filter out (bench.fixed_load's second user)
 $PY -c "
 import redis, time
-from proxy.store import BlockEntry
+from wa_blocklist.proxy.store import BlockEntry
 entry = BlockEntry('573109999999', 'phone', '573109999999', int(time.time() * 1000), 'bench', 'b', 'b')
 redis.Redis(port=$RP).hset('wabl:{106540352242922}:blocks', '573109999999', entry.dumps())"
 LOAD="webhook bench-secret" measure webhook-1-of-2-blocked $(serve true true)

@@ -1,7 +1,7 @@
 """Checking an outgoing Graph API request against the blocklist, shared by the send-side plugins.
 
-The request is classified by :mod:`proxy.classify`, the proxy gateway's own classifier (one set of rules, default
-deny), and each class is handled as the gateway handles it:
+The request is classified by :mod:`wa_blocklist.proxy.classify`, the proxy gateway's own classifier (one set of rules,
+default deny), and each class is handled as the gateway handles it:
 
 * **refused** (a batch, a method override, a parameter given twice, a path Meta might read differently, a surface
   that is not on the allow-list...): the classifier's Graph error, unchanged;
@@ -29,7 +29,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from proxy.classify import (
+from wa_blocklist.proxy.classify import (
     PartNameScanner,
     Reach,
     Refused,
@@ -41,8 +41,8 @@ from proxy.classify import (
     reach,
     read_params,
 )
-from proxy.errors import BlocklistError, UnknownConnector
-from proxy.graph import RECIPIENT_BLOCKED, RECIPIENT_OPTED_OUT, SERVICE_UNAVAILABLE
+from wa_blocklist.proxy.errors import BlocklistError, UnknownConnector
+from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED, RECIPIENT_OPTED_OUT, SERVICE_UNAVAILABLE
 
 from ._webhook import OnError
 from .client import BlocklistClient, ReferenceCheck

@@ -6,10 +6,10 @@
         async with graph.post(f"https://graph.facebook.com/v21.0/{pnid}/messages", json=message) as response:
             ...
 
-Every Graph request is classified by the proxy gateway's own classifier (:mod:`proxy.classify`, see
-:mod:`plugins._graph`). A send (``messages``, ``marketing_messages``, ``calls``), read receipt or typing indicator
-to a blocked user, and every request the gateway refuses (a batch, a method override, a parameter given twice, a
-surface off the allow-list...), raises :class:`GraphSendRefused` — an :class:`aiohttp.ClientResponseError` whose
+Every Graph request is classified by the proxy gateway's own classifier (:mod:`wa_blocklist.proxy.classify`, see
+:mod:`wa_blocklist.plugins._graph`). A send (``messages``, ``marketing_messages``, ``calls``), read receipt or typing
+indicator to a blocked user, and every request the gateway refuses (a batch, a method override, a parameter given twice,
+a surface off the allow-list...), raises :class:`GraphSendRefused` — an :class:`aiohttp.ClientResponseError` whose
 ``graph_error`` is the gateway's Graph error body (code 139900 blocked, 100 or 10 refused) — and never leaves the
 process. Allow-listed requests (media, templates, profiles...) pass untouched.
 """
@@ -22,8 +22,8 @@ import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 from aiohttp.client_middlewares import ClientMiddlewareType
 
-from proxy.classify import Refused
-from proxy.graph import error_envelope
+from wa_blocklist.proxy.classify import Refused
+from wa_blocklist.proxy.graph import error_envelope
 
 from ._graph import PartNameScanner, check_request
 from ._webhook import OnError, check_on_error

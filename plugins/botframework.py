@@ -7,9 +7,9 @@ Add it to the adapter (``adapter.use(BlocklistMiddleware(blocklist, phone_number
   against its recipient (``activity.recipient.id``), and the ones to a blocked user are removed from the batch;
 * an activity whose ``channel_data`` carries a Graph message body (a ``to``, ``recipient``, ``status``,
   ``message_id``... as channel connectors that pass WhatsApp payloads through take it) is classified as
-  ``POST /{phone_number_id}/messages`` by the proxy gateway's own classifier (:mod:`plugins._graph`): a send to a
-  blocked ``to``, a read receipt or typing indicator on a blocked user's message, a ``batch`` or ``method``, a group
-  send to a phone number... are removed too, with the gateway's Graph error in the log and in
+  ``POST /{phone_number_id}/messages`` by the proxy gateway's own classifier (:mod:`wa_blocklist.plugins._graph`): a
+  send to a blocked ``to``, a read receipt or typing indicator on a blocked user's message, a ``batch`` or ``method``, a
+  group send to a phone number... are removed too, with the gateway's Graph error in the log and in
   ``turn_state[REFUSALS_KEY]``. A template (or marketing) send to a user who opted out is removed with code 139901;
   a template in ``channel_data`` without its own ``to`` / ``recipient`` is read as sent to the activity's recipient.
   botbuilder sends whatever is left in the list after the ``on_send_activities`` handlers have run (not calling
@@ -33,11 +33,11 @@ from typing import Any
 from botbuilder.core import Middleware, TurnContext  # type: ignore[import-untyped]
 from botbuilder.schema import Activity, ActivityTypes, ChannelAccount  # type: ignore[import-untyped]
 
-from proxy import identity
-from proxy.blocklist import InboundUser
-from proxy.classify import CHECKED_FIELDS, OVERRIDES, Refused, invalid
-from proxy.errors import BlocklistError, UnknownConnector
-from proxy.graph import error_envelope
+from wa_blocklist.proxy import identity
+from wa_blocklist.proxy.blocklist import InboundUser
+from wa_blocklist.proxy.classify import CHECKED_FIELDS, OVERRIDES, Refused, invalid
+from wa_blocklist.proxy.errors import BlocklistError, UnknownConnector
+from wa_blocklist.proxy.graph import error_envelope
 
 from ._graph import check_request
 from ._webhook import OnError, check_on_error

@@ -4,11 +4,11 @@ Two modes, one interface:
 
 * **direct** — :meth:`BlocklistClient.direct` connects to the store named in the proxy's config (``store.redis_url``,
   or the embedded Redis that a running proxy serves in ``store.data_dir``; a bot never starts that one) and calls
-  :class:`proxy.blocklist.BlocklistService`, exactly as the proxy does.
+  :class:`wa_blocklist.proxy.blocklist.BlocklistService`, exactly as the proxy does.
   Checks follow wa_id ↔ BSUID links, and inbound users can be recorded so the 24-hour rule also works for a bot
   that runs without the proxy.
 * **HTTP** — :meth:`BlocklistClient.http` calls the proxy's admin API with a bearer token; errors come back as
-  the matching :mod:`proxy.errors` class.
+  the matching :mod:`wa_blocklist.proxy.errors` class.
 
 Both modes answer the blocklist (:meth:`BlocklistClient.any_blocked`) and the opt-outs of issue 19
 (:meth:`BlocklistClient.any_opted_out`: users who asked to stop template and marketing sends).
@@ -37,11 +37,11 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from yarl import URL
 
-from proxy import errors, identity
-from proxy.blocklist import Actor, BlocklistService, Clock, InboundUser, NotOptedOut
-from proxy.config import Config, load_config
-from proxy.errors import BlocklistError, InvalidNumber, StoreUnavailable
-from proxy.store import BlockEntry, open_store
+from wa_blocklist.proxy import errors, identity
+from wa_blocklist.proxy.blocklist import Actor, BlocklistService, Clock, InboundUser, NotOptedOut
+from wa_blocklist.proxy.config import Config, load_config
+from wa_blocklist.proxy.errors import BlocklistError, InvalidNumber, StoreUnavailable
+from wa_blocklist.proxy.store import BlockEntry, open_store
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +179,8 @@ class BlocklistClient(ABC):
 
     @abstractmethod
     async def region(self, pnid: str) -> str:
-        """The connector's region for national numbers (:attr:`proxy.config.ConnectorConfig.region`); "" when it has
-        none or is not a configured connector.
+        """The connector's region for national numbers (:attr:`wa_blocklist.proxy.config.ConnectorConfig.region`); ""
+        when it has none or is not a configured connector.
 
         Raises:
             StoreUnavailable: HTTP mode, the admin API cannot be reached.
@@ -196,8 +196,8 @@ class BlocklistClient(ABC):
 
     @abstractmethod
     async def any_blocked(self, pnid: str, identities: Sequence[identity.Identity]) -> bool:
-        """True if any of these identities (already read, e.g. by :func:`proxy.classify.identities`) is blocked on
-        the connector, following wa_id ↔ BSUID links.
+        """True if any of these identities (already read, e.g. by :func:`wa_blocklist.proxy.classify.identities`) is
+        blocked on the connector, following wa_id ↔ BSUID links.
 
         Raises:
             UnknownConnector, StoreUnavailable: as :meth:`is_blocked`.
@@ -464,7 +464,7 @@ _BY_STATUS: dict[int, type[BlocklistError]] = {
 
 
 def api_error(status: int, body: Any) -> BlocklistError:
-    """The :mod:`proxy.errors` exception for an admin API error response ``{"error": {"code", "message"}}``."""
+    """The :mod:`wa_blocklist.proxy.errors` exception for an admin API error body ``{"error": {"code", "message"}}``."""
     code, message = "", ""
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         code = str(body["error"].get("code", ""))

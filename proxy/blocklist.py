@@ -348,7 +348,7 @@ class BlocklistService:
     async def first_blocked(self, pnid: str, identities: Sequence[Identity]) -> str | None:
         """The first blocked key among several identities, or None.
 
-        One Redis round trip, or none when the exact local cache (see :mod:`proxy.cache`) holds the answer.
+        One Redis round trip, or none when the exact local cache (see :mod:`wa_blocklist.proxy.cache`) holds the answer.
         A "blocked" answer from a temporary block is never cached: it must not outlive the block's expiry.
         """
         keys = [who.key for who in identities]
@@ -365,7 +365,8 @@ class BlocklistService:
         return found[0] if found else None
 
     def readings(self, pnid: str, text: str) -> builtins.list[Identity]:
-        """Every user a send to ``text`` on this connector may reach (see :func:`proxy.identity.recipient_readings`).
+        """Every user a send to ``text`` on this connector may reach (see
+        :func:`wa_blocklist.proxy.identity.recipient_readings`).
 
         Raises:
             UnknownConnector, InvalidNumber: as :meth:`parse_number`.

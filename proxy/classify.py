@@ -1,12 +1,13 @@
 """One classification of every Graph API request the outbound gateway receives: default deny.
 
-Pure (no aiohttp server, no Redis), so the plugins can use it as well as :mod:`proxy.gateway`. A request is
+Pure (no aiohttp server, no Redis), so the plugins can use it as well as :mod:`wa_blocklist.proxy.gateway`. A request is
 exactly one of:
 
 * **send** (``POST /{id}/messages``, ``marketing_messages``, ``calls``): the users it may reach (``to``,
   ``recipient``) and the messages it refers to (read receipts, typing indicators) are returned for checking;
 * **encrypted** (``POST /{id}/messages_encrypted``): the recipient cannot be read, a connector policy decides;
-* **block users** (``GET|POST|DELETE /{id}/block_users``): Meta's Block Users API, see :mod:`proxy.block_users`;
+* **block users** (``GET|POST|DELETE /{id}/block_users``): Meta's Block Users API, see
+  :mod:`wa_blocklist.proxy.block_users`;
 * **participants** / **join requests** (``POST /{group_id}/participants`` and ``.../join_requests``): who is being
   let into a group;
 * **pass**: a surface of the allow-list (``graph_surfaces.yaml`` plus the operator's ``gateway.allow``), none of

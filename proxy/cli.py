@@ -469,7 +469,7 @@ def _serve(
     from .startup import StartupError, announce, check_port_free, claim_embedded_store, listen_error, release
 
     setup_logging()  # JSON lines, or human-readable on a terminal; secrets redacted
-    log = logging.getLogger("proxy.serve")
+    log = logging.getLogger("wa_blocklist.proxy.serve")
     host = host or config.server.host
     port = port if port is not None else config.server.port
     lock = None

@@ -107,7 +107,7 @@ class AdminConfig:
 
 @dataclass(frozen=True)
 class ReloadConfig:
-    """Guards against a config that would switch enforcement off (see :mod:`proxy.reload`)."""
+    """Guards against a config that would switch enforcement off (see :mod:`wa_blocklist.proxy.reload`)."""
 
     allow_no_connectors: bool = False
     """A config with no connectors is accepted (check-config, serve, reload): every send is then unchecked."""

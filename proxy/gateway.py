@@ -1,15 +1,15 @@
 """The outbound gateway: a Graph-API-compatible reverse proxy that refuses every way of reaching a blocked user.
 
 Every request that reaches the root of the proxy and is not the webhook receiver, the admin app or a health
-endpoint lands here, and is classified by :mod:`proxy.classify` (default deny) into exactly one of:
+endpoint lands here, and is classified by :mod:`wa_blocklist.proxy.classify` (default deny) into exactly one of:
 
 1. **send** (``POST /{pnid}/messages``, ``marketing_messages``, ``calls``): the body is read (at most 1 MB after
    gzip decoding), every ``to`` / ``recipient`` is read with every reading Meta may give it
-   (:func:`proxy.identity.recipient_readings` with the connector's region) and checked against the connector's
-   blocklist; a read receipt or typing indicator is checked against the sender of the message it names
+   (:func:`wa_blocklist.proxy.identity.recipient_readings` with the connector's region) and checked against the
+   connector's blocklist; a read receipt or typing indicator is checked against the sender of the message it names
    (learned from verified webhooks); a send to a group passes.
 2. **encrypted** (``messages_encrypted``): refused unless the connector has ``allow_encrypted_messages``.
-3. **block users** (``/{pnid}/block_users``): :mod:`proxy.block_users`.
+3. **block users** (``/{pnid}/block_users``): :mod:`wa_blocklist.proxy.block_users`.
 4. **participants** / **join requests** (``POST /{group_id}/...``): users added, and the users behind approved
    join requests, checked against every connector's blocklist.
 5. **pass**: an allow-listed surface that cannot reach a user (``proxy/graph_surfaces.yaml`` + ``gateway.allow``):
@@ -104,7 +104,8 @@ REQUEST_HEADERS_DROPPED_IN_HAND = REQUEST_HEADERS_DROPPED | {"content-length"}
 """Also not copied when the body is in hand: the client sets the length."""
 
 _DROPPED_TAGGED = REQUEST_HEADERS_DROPPED_IN_HAND | {REQUEST_ID_HEADER.lower()}
-"""... and inside a request, whose own ID replaces the caller's header (as :func:`proxy.logs.tag_upstream` does)."""
+"""... and inside a request, whose own ID replaces the caller's header (as :func:`wa_blocklist.proxy.logs.tag_upstream`
+does)."""
 
 RESPONSE_HEADERS_DROPPED = HOP_BY_HOP
 """Not copied from Meta's response to the caller."""
@@ -149,7 +150,7 @@ def store_unavailable() -> GraphRefusal:
 
 @dataclass(frozen=True)
 class Route:
-    """What a plugin recognised in a decoded request path (kept for :mod:`plugins._graph`).
+    """What a plugin recognised in a decoded request path (kept for :mod:`wa_blocklist.plugins._graph`).
 
     Attributes:
         node: the first path segment after the optional version (a phone number ID, group ID, media ID...).
@@ -587,7 +588,7 @@ class Gateway:
 
 class _PacedBody:
     """A request body streamed upstream piece by piece, given up when the caller sends nothing for ``idle`` seconds
-    or falls below the ``pace`` (:class:`proxy.uploads.Pace`).
+    or falls below the ``pace`` (:class:`wa_blocklist.proxy.uploads.Pace`).
 
     A whole-body deadline would cut a large upload on a slow but steady line; a bound on the pause between pieces
     frees the task and the upstream connection that a stalled caller would otherwise hold, and the pace cuts a
@@ -755,9 +756,9 @@ def _too_large(limit: int) -> GraphRefusal:
 def _readings(values: Iterable[tuple[str, str]], region: str, *, strict: bool) -> list[Identity]:
     """Every user each ``(field, value)`` may reach; an unreadable value is refused.
 
-    ``strict`` False is for a second reading of the body (:attr:`proxy.classify.Params.also`), whose values carry
-    whatever followed them in the other reading (``573001234567"}}``): their digits alone are read too, and a value
-    without digits is no recipient at all.
+    ``strict`` False is for a second reading of the body (:attr:`wa_blocklist.proxy.classify.Params.also`), whose values
+    carry whatever followed them in the other reading (``573001234567"}}``): their digits alone are read too, and a
+    value without digits is no recipient at all.
     """
     found: list[Identity] = []
     for name, value in values:
@@ -801,7 +802,7 @@ def parse_fields(body: bytes, content_type: str, query: str) -> dict[str, list[A
 
 
 def send_recipients(edge: str, fields: dict[str, list[Any]], region: str = "") -> list[Identity]:
-    """The users a send, marketing message or call reaches (see :func:`proxy.classify.reach`).
+    """The users a send, marketing message or call reaches (see :func:`wa_blocklist.proxy.classify.reach`).
 
     Raises:
         GraphRefusal: 400 when a recipient field is present but cannot be read.

@@ -154,7 +154,7 @@ def recipient_readings(text: str, region: str = "") -> list[Identity]:
 
     Args:
         text: the ``to`` / ``recipient`` value.
-        region: the connector's ISO region (:attr:`proxy.config.ConnectorConfig.region`), for the national
+        region: the connector's ISO region (:attr:`wa_blocklist.proxy.config.ConnectorConfig.region`), for the national
             reading; "" when the connector has none.
 
     Raises:

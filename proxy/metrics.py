@@ -121,7 +121,7 @@ class Metrics:
         self._cache.cache = cache
 
     def request_done(self, info: RequestInfo, status: int, seconds: float) -> None:
-        """The request middleware's hook (see :func:`proxy.logs.make_request_middleware`)."""
+        """The request middleware's hook (see :func:`wa_blocklist.proxy.logs.make_request_middleware`)."""
         children = self._per_request.get((info.face, info.outcome))
         if children is None:  # faces and outcomes are a handful of fixed words, so this stays small
             children = (self.requests.labels(info.face, info.outcome), self.request_seconds.labels(info.face))

@@ -2,8 +2,9 @@
 
 An opt-out is the outbound-only cousin of a block: the user may still write (their messages are forwarded) and
 free-form replies inside the service window still go out, but ``messages`` with ``type: template`` and
-``marketing_messages`` to them are refused with :data:`proxy.graph.RECIPIENT_OPTED_OUT`. A user opts out or back in
-by sending one of the connector's keywords as a whole message (text, or the title of a button reply), compared after
+``marketing_messages`` to them are refused with :data:`wa_blocklist.proxy.graph.RECIPIENT_OPTED_OUT`. A user opts out or
+back in by sending one of the connector's keywords as a whole message (text, or the title of a button reply), compared
+after
 :func:`normalise`: case, accents, surrounding spaces and punctuation do not matter, other words around it do
 ("STOP" opts out, "please don't stop" does not).
 """

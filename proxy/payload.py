@@ -141,7 +141,7 @@ class Item:
         new_bsuid: the user's new BSUID (``system`` message ``user_changed_user_id``, ``user_id_update``).
         call_id: a user-initiated ``connect`` call's ID (rejected at Meta when the caller is blocked).
         text: what the user typed or tapped (a text message's body, a button reply's text or title), for the
-            opt-out keywords of :mod:`proxy.optout`; "" for other messages.
+            opt-out keywords of :mod:`wa_blocklist.proxy.optout`; "" for other messages.
     """
 
     kind: Kind

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from .config import Config
 
-log = logging.getLogger("proxy.serve")
+log = logging.getLogger("wa_blocklist.proxy.serve")
 
 DEVELOPMENT_VALUES = frozenset(
     {"dev-admin-token-change-me", "dev-viewer-token-change-me", "dev-app-secret", "dev-verify-token"}

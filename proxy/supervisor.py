@@ -52,7 +52,8 @@ def serve_workers(args: argparse.Namespace, config: Config) -> int:
     embedded = EmbeddedRedis(Path(config.store.data_dir), config.store.appendfsync) if config.store.embedded else None
     if embedded is not None:
         embedded.start()
-    command = [sys.executable, "-m", "proxy.cli", "serve", "--config", args.config, "--port", str(port), "--reuse-port"]
+    command = [sys.executable, "-m", "wa_blocklist.proxy.cli", "serve", "--config", args.config, "--port", str(port)]
+    command.append("--reuse-port")
     if args.host:
         command += ["--host", args.host]
     # The lifeline: workers inherit the read end only; the write end stays here (not inheritable, PEP 446) and is

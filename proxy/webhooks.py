@@ -5,12 +5,14 @@ that connector's; an account-level change (no phone number ID: template status, 
 routed by its WhatsApp Business Account (``entry[].id``) to the contact centers of the connectors with that
 ``waba_id`` (each URL once), else to ``webhooks.account_events_to``. Flow of one POST:
 
-1. read the raw body (at most ``webhooks.max_body_bytes``), parse it, check its shape (:mod:`proxy.payload`);
-2. verify ``X-Hub-Signature-256`` on the raw bytes (:mod:`proxy.signature`) before anything is learned from it;
+1. read the raw body (at most ``webhooks.max_body_bytes``), parse it, check its shape
+   (:mod:`wa_blocklist.proxy.payload`);
+2. verify ``X-Hub-Signature-256`` on the raw bytes (:mod:`wa_blocklist.proxy.signature`) before anything is learned from
+   it;
 3. per connector, one Redis round trip records who wrote (only user-sent items count), learns wa_id↔BSUID links and
    who sent which message / join request, and says who is blocked (nothing is recorded from an unverified body);
-4. remove the blocked users' items as the policy table of :mod:`proxy.payload` says; reject their incoming calls at
-   Meta in the background; a blocked user's change of number carries the block to the new wa_id;
+4. remove the blocked users' items as the policy table of :mod:`wa_blocklist.proxy.payload` says; reject their incoming
+   calls at Meta in the background; a blocked user's change of number carries the block to the new wa_id;
 5. forward each contact center's share, concurrently: the original bytes and signature when it gets the whole POST
    unchanged, otherwise the kept changes serialised the way Meta serialises and re-signed;
 6. answer Meta 200 only when every contact center answered 2xx, otherwise 5xx so Meta retries (at least once).
@@ -289,7 +291,7 @@ async def _deliver_all(
 
 
 def parse_payload(body: bytes) -> dict[str, Any]:
-    """Parse and shape-check a webhook body (see :func:`proxy.payload.parse`).
+    """Parse and shape-check a webhook body (see :func:`wa_blocklist.proxy.payload.parse`).
 
     Raises:
         BadRequest: with code ``invalid_json``, ``wrong_object`` or ``invalid_payload``.
@@ -361,7 +363,7 @@ def _unknown_connectors(config: Config, unknown: list[wp.Change]) -> None:
 
 
 def users_of(changes: Iterable[wp.Change], policy: wp.Policy = wp.POLICY) -> list[InboundUser]:
-    """The users a connector's changes name, each once (see :func:`proxy.payload.users`)."""
+    """The users a connector's changes name, each once (see :func:`wa_blocklist.proxy.payload.users`)."""
     return [InboundUser(p.wa_id, p.bsuid, active) for p, active in wp.users(list(changes), policy)]
 
 
@@ -481,7 +483,7 @@ def _destinations(
 
 
 def rebuild(payload: dict[str, Any], kept: dict[tuple[int, int], dict[str, Any]]) -> bytes:
-    """The payload with only the kept changes, in Meta's form (see :func:`proxy.signature.meta_dumps`)."""
+    """The payload with only the kept changes, in Meta's form (see :func:`wa_blocklist.proxy.signature.meta_dumps`)."""
     return meta_dumps(wp.rebuild(payload, kept))
 
 

@@ -20,11 +20,11 @@ import redis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from proxy.app import create_app
-from proxy.blocklist import BlocklistService, InboundUser
-from proxy.config import Config, parse_config
-from proxy.keys import SERVICE
-from proxy.store import redis_server_binary
+from wa_blocklist.proxy.app import create_app
+from wa_blocklist.proxy.blocklist import BlocklistService, InboundUser
+from wa_blocklist.proxy.config import Config, parse_config
+from wa_blocklist.proxy.keys import SERVICE
+from wa_blocklist.proxy.store import redis_server_binary
 
 from fakes import FakeContactCenter, FakeGraph
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from plugins.client import BlocklistClient
-from proxy.blocklist import Actor, BlocklistService
-from proxy.config import Config
+from wa_blocklist.plugins.client import BlocklistClient
+from wa_blocklist.proxy.blocklist import Actor, BlocklistService
+from wa_blocklist.proxy.config import Config
 
 from conftest import ADMIN_TOKEN, PNID, FakeClock, wrote_recently
 

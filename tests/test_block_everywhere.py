@@ -16,12 +16,12 @@ from aiohttp.test_utils import TestClient
 from playwright.async_api import expect
 from test_admin_page import OpenAdmin, blocks_dialog, browser, open_admin, sign_in
 
-from proxy.app import create_app
-from proxy.blocklist import Actor, BlocklistService
-from proxy.config import parse_config
-from proxy.errors import BadRequest, UnknownConnector
-from proxy.keys import SERVICE
-from proxy.store import BlocklistStore
+from wa_blocklist.proxy.app import create_app
+from wa_blocklist.proxy.blocklist import Actor, BlocklistService
+from wa_blocklist.proxy.config import parse_config
+from wa_blocklist.proxy.errors import BadRequest, UnknownConnector
+from wa_blocklist.proxy.keys import SERVICE
+from wa_blocklist.proxy.store import BlocklistStore
 
 from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, base_config_data, wrote_recently
 from fakes import FakeGraph
@@ -152,7 +152,7 @@ def test_the_cli_blocks_on_all_connectors(tmp_path: Path, redis_url: str) -> Non
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "proxy.cli", *args, "--config", str(path)],
+            [sys.executable, "-m", "wa_blocklist.proxy.cli", *args, "--config", str(path)],
             capture_output=True, text=True, cwd=REPO, timeout=60,
         )  # fmt: skip
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from proxy.app import create_app
-from proxy.blocklist import Actor, BlocklistService
-from proxy.keys import META_SYNC, SERVICE, STORE
-from proxy.meta import MetaSync
+from wa_blocklist.proxy.app import create_app
+from wa_blocklist.proxy.blocklist import Actor, BlocklistService
+from wa_blocklist.proxy.keys import META_SYNC, SERVICE, STORE
+from wa_blocklist.proxy.meta import MetaSync
 
 from conftest import ADMIN_TOKEN, PNID, auth, free_port, wrote_recently
 from fakes import FakeGraph

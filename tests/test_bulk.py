@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_processes import record
 
-from proxy.blocklist import Actor, BlocklistService
-from proxy.bulk import MAX_ROWS
-from proxy.cli import ProgressBar
+from wa_blocklist.proxy.blocklist import Actor, BlocklistService
+from wa_blocklist.proxy.bulk import MAX_ROWS
+from wa_blocklist.proxy.cli import ProgressBar
 
 from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, base_config_data, wrote_recently
 
@@ -194,7 +194,7 @@ def config_file(tmp_path: Path, redis_url: str) -> Path:
 
 def cli(config: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "proxy.cli", *args, "--config", str(config)],
+        [sys.executable, "-m", "wa_blocklist.proxy.cli", *args, "--config", str(config)],
         capture_output=True, text=True, cwd=REPO, timeout=60, **kwargs,
     )  # fmt: skip
 
@@ -248,7 +248,7 @@ async def test_cli_progress_bar_on_a_terminal(config_file: Path, tmp_path: Path)
 def run_on_a_terminal(config: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
     """Run the CLI with its stderr on a pseudo-terminal; returns the result and what the terminal showed."""
     leader, follower = pty.openpty()
-    command = [sys.executable, "-m", "proxy.cli", *args, "--config", str(config)]
+    command = [sys.executable, "-m", "wa_blocklist.proxy.cli", *args, "--config", str(config)]
     try:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=follower, text=True, cwd=REPO)
     finally:
@@ -293,7 +293,7 @@ async def test_export_is_safe_whatever_separator_a_spreadsheet_splits_on(
             for cell in row:
                 assert cell.strip(' "')[:1] not in ("=", "+", "-", "@", "＝", "＋", "－", "＠"), (separator, cell)
     # A restore takes the text back exactly.
-    from proxy.csvsafe import unguard
+    from wa_blocklist.proxy.csvsafe import unguard
 
     rows = list(csv.DictReader(io.StringIO(text)))
     assert sorted(unguard(r["reason"]) for r in rows) == sorted(
@@ -304,7 +304,7 @@ async def test_export_is_safe_whatever_separator_a_spreadsheet_splits_on(
 @settings(max_examples=300, derandomize=True, database=None)
 @given(st.text(alphabet=st.sampled_from("ab =+-@＝,;\t\r\n'\u202e\u2066 ")))
 def test_guarded_cells_never_start_a_formula_and_unguard_is_exact(text: str) -> None:
-    from proxy.csvsafe import guard, strip_bidi, unguard
+    from wa_blocklist.proxy.csvsafe import guard, strip_bidi, unguard
 
     guarded = guard(text)
     assert unguard(guarded) == strip_bidi(text)

@@ -16,9 +16,9 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient
 
-from proxy.app import create_app
-from proxy.blocklist import Actor, InboundUser
-from proxy.classify import (
+from wa_blocklist.proxy.app import create_app
+from wa_blocklist.proxy.blocklist import Actor, InboundUser
+from wa_blocklist.proxy.classify import (
     GUARDED_EDGES,
     METHODS,
     PartNameScanner,
@@ -30,8 +30,8 @@ from proxy.classify import (
     decode_body,
     read_params,
 )
-from proxy.config import parse_config
-from proxy.errors import ConfigError
+from wa_blocklist.proxy.config import parse_config
+from wa_blocklist.proxy.errors import ConfigError
 
 from conftest import PNID, base_config_data, wrote_recently
 from fakes import FakeGraph

@@ -19,10 +19,10 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.config import load_config, parse_config
-from proxy.startup import DEVELOPMENT_VALUES, development_values_in_use
-from proxy.trial import describe, meta_bytes, sink_app, text_message_webhook
-from proxy.webhooks import sign
+from wa_blocklist.proxy.config import load_config, parse_config
+from wa_blocklist.proxy.startup import DEVELOPMENT_VALUES, development_values_in_use
+from wa_blocklist.proxy.trial import describe, meta_bytes, sink_app, text_message_webhook
+from wa_blocklist.proxy.webhooks import sign
 
 from conftest import APP_SECRET, PNID, base_config_data, free_port, wait_until
 
@@ -38,7 +38,7 @@ def plain_env(**extra: str) -> dict[str, str]:
 
 def run(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "proxy.cli", *args, "--config", str(config)],
+        [sys.executable, "-m", "wa_blocklist.proxy.cli", *args, "--config", str(config)],
         capture_output=True, text=True, cwd=REPO, timeout=60, env=env if env is not None else plain_env(),
     )  # fmt: skip
 
@@ -103,7 +103,7 @@ class Serve:
     def __init__(self, config: Path, port: int) -> None:
         self.port = port
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port)],
+            [sys.executable, "-m", "wa_blocklist.proxy.cli", "serve", "--config", str(config), "--port", str(port)],
             cwd=REPO, env=plain_env(**SECRETS), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
@@ -171,7 +171,7 @@ def test_port_from_the_environment_and_start_up_and_shutdown_lines(tmp_path: Pat
     config.write_text(yaml.safe_dump(data))
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
+        [sys.executable, "-m", "wa_blocklist.proxy.cli", "serve", "--config", str(config)],
         cwd=REPO, env=plain_env(PORT=str(port)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from proxy.config import load_config, parse_config
-from proxy.errors import ConfigError
+from wa_blocklist.proxy.config import load_config, parse_config
+from wa_blocklist.proxy.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -158,7 +158,7 @@ def test_check_config_command_prints_problems_and_exits_non_zero(tmp_path: Path)
     path.write_text(yaml.safe_dump(data))
     env = {"PATH": "/usr/bin:/bin", **ENV}
     done = subprocess.run(
-        [sys.executable, "-m", "proxy.cli", "check-config", "--config", str(path)],
+        [sys.executable, "-m", "wa_blocklist.proxy.cli", "check-config", "--config", str(path)],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2
@@ -167,7 +167,7 @@ def test_check_config_command_prints_problems_and_exits_non_zero(tmp_path: Path)
 
     path.write_text(yaml.safe_dump(minimal()))
     done = subprocess.run(
-        [sys.executable, "-m", "proxy.cli", "check-config", "--config", str(path)],
+        [sys.executable, "-m", "wa_blocklist.proxy.cli", "check-config", "--config", str(path)],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from proxy.admin.openapi import OPENAPI
-from proxy.config import (
+from wa_blocklist.proxy.admin.openapi import OPENAPI
+from wa_blocklist.proxy.config import (
     AdminConfig,
     AdminToken,
     ConnectorConfig,
@@ -28,7 +28,7 @@ from proxy.config import (
     StoreConfig,
     WebhookConfig,
 )
-from proxy.startup import DEVELOPMENT_VALUES
+from wa_blocklist.proxy.startup import DEVELOPMENT_VALUES
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -17,14 +17,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from test_processes import Proxy, record, redis_alive
 
-from proxy.app import create_app
-from proxy.blocklist import Actor, BlocklistService
-from proxy.config import StoreConfig
-from proxy.errors import StoreUnavailable
-from proxy.graph import RECIPIENT_BLOCKED
-from proxy.identity import from_wa_id
-from proxy.keys import CONFIG, SERVICE
-from proxy.store import open_store
+from wa_blocklist.proxy.app import create_app
+from wa_blocklist.proxy.blocklist import Actor, BlocklistService
+from wa_blocklist.proxy.config import StoreConfig
+from wa_blocklist.proxy.errors import StoreUnavailable
+from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED
+from wa_blocklist.proxy.identity import from_wa_id
+from wa_blocklist.proxy.keys import CONFIG, SERVICE
+from wa_blocklist.proxy.store import open_store
 
 import payloads as p
 from conftest import (

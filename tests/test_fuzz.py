@@ -17,13 +17,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy import identity
-from proxy.app import create_app, server_options
-from proxy.blocklist import Actor, BlocklistService
-from proxy.config import Config, parse_config
-from proxy.errors import ConfigError, InvalidNumber
-from proxy.gateway import parse_fields
-from proxy.keys import SERVICE
+from wa_blocklist.proxy import identity
+from wa_blocklist.proxy.app import create_app, server_options
+from wa_blocklist.proxy.blocklist import Actor, BlocklistService
+from wa_blocklist.proxy.config import Config, parse_config
+from wa_blocklist.proxy.errors import ConfigError, InvalidNumber
+from wa_blocklist.proxy.gateway import parse_fields
+from wa_blocklist.proxy.keys import SERVICE
 
 import payloads as p
 from conftest import APP_SECRET, PNID, ConfigFactory, FakeClock, auth, base_config_data, wrote_recently

@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.app import create_app
-from proxy.blocklist import Actor
-from proxy.keys import SERVICE
-from proxy.logs import (
+from wa_blocklist.proxy.app import create_app
+from wa_blocklist.proxy.blocklist import Actor
+from wa_blocklist.proxy.keys import SERVICE
+from wa_blocklist.proxy.logs import (
     REDACTED,
     HumanFormatter,
     JsonFormatter,
@@ -160,7 +160,7 @@ async def test_oauth_and_debug_token_parameters_never_reach_the_access_log(
 async def test_unreadable_requests_get_our_answer_which_quotes_nothing(
     aiohttp_server: Any, make_config: ConfigFactory, restore_root_logging: None, raw: bytes
 ) -> None:
-    from proxy.app import server_options
+    from wa_blocklist.proxy.app import server_options
 
     stream = io.StringIO()
     setup_logging(stream, level=logging.DEBUG)
@@ -244,18 +244,18 @@ async def test_no_secret_in_any_log_line(
 ) -> None:
     stream = io.StringIO()
     setup_logging(stream)  # not a TTY: JSON
-    logging.getLogger("proxy.test").warning("calling %s", f"https://graph/x?access_token={GRAPH_TOKEN}")
-    logging.getLogger("proxy.test").error("header was Bearer %s", ADMIN_TOKEN)
+    logging.getLogger("wa_blocklist.proxy.test").warning("calling %s", f"https://graph/x?access_token={GRAPH_TOKEN}")
+    logging.getLogger("wa_blocklist.proxy.test").error("header was Bearer %s", ADMIN_TOKEN)
     try:
         raise ValueError(f"token={GRAPH_TOKEN} access_token={GRAPH_TOKEN}")
     except ValueError:
-        logging.getLogger("proxy.test").exception("failed")
+        logging.getLogger("wa_blocklist.proxy.test").exception("failed")
     await logged_client.get(f"/v21.0/me?access_token={GRAPH_TOKEN}")
     text = stream.getvalue()
     assert GRAPH_TOKEN not in text and ADMIN_TOKEN not in text
     records = lines(stream)
     assert records[0]["message"] == f"calling https://graph/x?access_token={REDACTED}"
-    assert records[0]["level"] == "warning" and records[0]["logger"] == "proxy.test"
+    assert records[0]["level"] == "warning" and records[0]["logger"] == "wa_blocklist.proxy.test"
     assert "exception" in records[2] and "ValueError" in records[2]["exception"]
     assert any(r.get("face") == "gateway" for r in records)
 
@@ -263,7 +263,7 @@ async def test_no_secret_in_any_log_line(
 def test_human_readable_on_a_terminal(restore_root_logging: None) -> None:
     terminal = Tty()
     setup_logging(terminal)
-    logging.getLogger("proxy.test").info("hello %s", "there")
+    logging.getLogger("wa_blocklist.proxy.test").info("hello %s", "there")
     record = logging.LogRecord("aiohttp.access", logging.INFO, __file__, 1, "GET / 200", None, None)
     record.request = {  # type: ignore[attr-defined]
         "request_id": "r1", "method": "POST", "path": "/v21.0/1/messages", "face": "gateway", "connector": "1",
@@ -271,7 +271,7 @@ def test_human_readable_on_a_terminal(restore_root_logging: None) -> None:
     }  # fmt: skip
     logging.getLogger("aiohttp.access").handle(record)
     out = terminal.getvalue().splitlines()
-    assert out[0].endswith("INFO  proxy.test: hello there")
+    assert out[0].endswith("INFO  wa_blocklist.proxy.test: hello there")
     assert out[1].endswith("POST /v21.0/1/messages 400 gateway blocked 1 1.5ms [r1]")
     assert not out[0].startswith("{")
     assert isinstance(logging.getLogger().handlers[0].formatter, HumanFormatter)
@@ -305,7 +305,7 @@ def test_fresh_request_ids_are_unique_and_differ_in_a_forked_worker() -> None:
 )  # fmt: skip
 @settings(max_examples=300, derandomize=True, database=None)
 def test_the_quick_skip_never_skips_a_secret(text: str) -> None:
-    from proxy import logs
+    from wa_blocklist.proxy import logs
 
     full = logs._SECRET_IN_TEXT.sub(
         lambda m: f"{m.group('name')}{m.group('sep')}{m.group('scheme') or ''}{REDACTED}", text

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from playwright.async_api import expect
 from test_admin_page import OpenAdmin, blocks_dialog, browser, open_admin, sign_in
 
-from proxy.blocklist import Actor, BlocklistService
-from proxy.config import parse_config
-from proxy.errors import ConfigError
-from proxy.graph import RECIPIENT_OPTED_OUT
-from proxy.optout import DEFAULT_OPTIN_KEYWORDS, DEFAULT_OPTOUT_KEYWORDS, KeywordMatcher, normalise
+from wa_blocklist.proxy.blocklist import Actor, BlocklistService
+from wa_blocklist.proxy.config import parse_config
+from wa_blocklist.proxy.errors import ConfigError
+from wa_blocklist.proxy.graph import RECIPIENT_OPTED_OUT
+from wa_blocklist.proxy.optout import DEFAULT_OPTIN_KEYWORDS, DEFAULT_OPTOUT_KEYWORDS, KeywordMatcher, normalise
 
 import payloads as p
 from conftest import APP_SECRET, PNID, PNID_BR, VIEWER_TOKEN, auth, base_config_data
@@ -155,7 +155,7 @@ async def test_baja_refuses_the_next_template_but_not_a_reply_and_alta_lifts_it(
 async def test_keywords_from_unverified_webhooks_change_nothing(
     make_config: Any, aiohttp_client: Any, clock: Any, contact_center: FakeContactCenter
 ) -> None:
-    from proxy.app import create_app
+    from wa_blocklist.proxy.app import create_app
 
     def unsigned(data: dict[str, Any]) -> None:
         data["connectors"][0]["require_signature"] = False

@@ -8,9 +8,9 @@ from botbuilder.core import MessageFactory, TurnContext
 from botbuilder.core.adapters import TestAdapter
 from botbuilder.schema import Activity, ChannelAccount, ConversationAccount, ConversationReference
 
-from plugins.botframework import REFUSED_KEY, BlocklistMiddleware
-from plugins.client import BlocklistClient
-from proxy.blocklist import BlocklistService
+from wa_blocklist.plugins.botframework import REFUSED_KEY, BlocklistMiddleware
+from wa_blocklist.plugins.client import BlocklistClient
+from wa_blocklist.proxy.blocklist import BlocklistService
 
 from conftest import PNID, PNID_BR, free_port
 from plugin_support import (

@@ -32,13 +32,13 @@ from pywa_async import WhatsApp
 from pywa_async.errors import WhatsAppError
 from pywa_async.types.templates import TemplateLanguage
 
-from plugins.aiohttp_client import GraphSendRefused, graph_client_middleware
-from plugins.botframework import REFUSALS_KEY, REFUSED_KEY, BlocklistMiddleware
-from plugins.client import BlocklistClient
-from plugins.httpx_transport import blocklist_session
-from proxy.blocklist import BlocklistService, InboundUser
-from proxy.config import Config
-from proxy.graph import RECIPIENT_BLOCKED
+from wa_blocklist.plugins.aiohttp_client import GraphSendRefused, graph_client_middleware
+from wa_blocklist.plugins.botframework import REFUSALS_KEY, REFUSED_KEY, BlocklistMiddleware
+from wa_blocklist.plugins.client import BlocklistClient
+from wa_blocklist.plugins.httpx_transport import blocklist_session
+from wa_blocklist.proxy.blocklist import BlocklistService, InboundUser
+from wa_blocklist.proxy.config import Config
+from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED
 
 from conftest import PNID, free_port
 from fakes import FakeGraph

@@ -13,11 +13,11 @@ import yaml
 from aiohttp.test_utils import TestClient
 from test_processes import Proxy, redis_alive
 
-from plugins.client import BlocklistClient, DirectBlocklistClient, InboundUser, ReferenceCheck
-from proxy import identity
-from proxy.blocklist import BlocklistService
-from proxy.config import Config
-from proxy.errors import (
+from wa_blocklist.plugins.client import BlocklistClient, DirectBlocklistClient, InboundUser, ReferenceCheck
+from wa_blocklist.proxy import identity
+from wa_blocklist.proxy.blocklist import BlocklistService
+from wa_blocklist.proxy.config import Config
+from wa_blocklist.proxy.errors import (
     Forbidden,
     InvalidNumber,
     NotBlocked,

@@ -12,11 +12,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pywa_async.errors import WhatsAppError
 
-from plugins.client import BlocklistClient
-from plugins.examples import aiohttp_bot, botframework_bot, pywa_bot, starlette_bot
-from plugins.examples._env import WhatsAppSettings
-from proxy.blocklist import BlocklistService
-from proxy.graph import RECIPIENT_BLOCKED
+from wa_blocklist.plugins.client import BlocklistClient
+from wa_blocklist.plugins.examples import aiohttp_bot, botframework_bot, pywa_bot, starlette_bot
+from wa_blocklist.plugins.examples._env import WhatsAppSettings
+from wa_blocklist.proxy.blocklist import BlocklistService
+from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED
 
 from conftest import APP_SECRET, PNID, VERIFY_TOKEN
 from fakes import FakeGraph, sign

@@ -20,12 +20,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from plugins.aiohttp_client import GraphSendRefused, graph_client_middleware
-from plugins.aiohttp_webhook import webhook_middleware
-from plugins.asgi import WebhookBlocklistMiddleware
-from plugins.client import BlocklistClient
-from proxy.blocklist import BlocklistService, InboundUser
-from proxy.graph import RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE
+from wa_blocklist.plugins.aiohttp_client import GraphSendRefused, graph_client_middleware
+from wa_blocklist.plugins.aiohttp_webhook import webhook_middleware
+from wa_blocklist.plugins.asgi import WebhookBlocklistMiddleware
+from wa_blocklist.plugins.client import BlocklistClient
+from wa_blocklist.proxy.blocklist import BlocklistService, InboundUser
+from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE
 
 from conftest import APP_SECRET, PNID, free_port
 from fakes import FakeGraph, sign

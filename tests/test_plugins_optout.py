@@ -24,12 +24,12 @@ from pywa_async import WhatsApp
 from pywa_async.errors import WhatsAppError
 from pywa_async.types.templates import TemplateLanguage
 
-from plugins.aiohttp_client import GraphSendRefused, graph_client_middleware
-from plugins.botframework import REFUSALS_KEY, BlocklistMiddleware
-from plugins.client import BlocklistClient
-from plugins.pywa import blocklist_session
-from proxy.blocklist import Actor, BlocklistService, InboundUser
-from proxy.graph import RECIPIENT_OPTED_OUT, SERVICE_UNAVAILABLE
+from wa_blocklist.plugins.aiohttp_client import GraphSendRefused, graph_client_middleware
+from wa_blocklist.plugins.botframework import REFUSALS_KEY, BlocklistMiddleware
+from wa_blocklist.plugins.client import BlocklistClient
+from wa_blocklist.plugins.pywa import blocklist_session
+from wa_blocklist.proxy.blocklist import Actor, BlocklistService, InboundUser
+from wa_blocklist.proxy.graph import RECIPIENT_OPTED_OUT, SERVICE_UNAVAILABLE
 
 import payloads as p
 from conftest import APP_SECRET, PNID, VIEWER_TOKEN, auth, free_port

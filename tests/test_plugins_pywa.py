@@ -15,10 +15,16 @@ from pywa_async.errors import WhatsAppError
 from pywa_async.listeners import UserUpdateListenerIdentifier
 from starlette.applications import Starlette
 
-from plugins.client import BlocklistClient, DirectBlocklistClient
-from plugins.pywa import BlocklistTransport, ProxyRoutingTransport, blocklist_session, guard_webhooks, not_blocked
-from proxy.blocklist import Actor, BlocklistService, InboundUser
-from proxy.graph import RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE
+from wa_blocklist.plugins.client import BlocklistClient, DirectBlocklistClient
+from wa_blocklist.plugins.pywa import (
+    BlocklistTransport,
+    ProxyRoutingTransport,
+    blocklist_session,
+    guard_webhooks,
+    not_blocked,
+)
+from wa_blocklist.proxy.blocklist import Actor, BlocklistService, InboundUser
+from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE
 
 from conftest import APP_SECRET, PNID, VERIFY_TOKEN, free_port, wrote_recently
 from fakes import FakeGraph, sign

@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from plugins._webhook import filter_payload
-from plugins.client import BlocklistClient
-from proxy.blocklist import BlocklistService
-from proxy.config import Config
+from wa_blocklist.plugins._webhook import filter_payload
+from wa_blocklist.plugins.client import BlocklistClient
+from wa_blocklist.proxy.blocklist import BlocklistService
+from wa_blocklist.proxy.config import Config
 
 from conftest import PNID, PNID_BR
 from plugin_support import (

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from proxy.blocklist import BlocklistService, InboundUser
-from proxy.config import load_config
-from proxy.store import open_store
+from wa_blocklist.proxy.blocklist import BlocklistService, InboundUser
+from wa_blocklist.proxy.config import load_config
+from wa_blocklist.proxy.store import open_store
 
 from conftest import ADMIN_TOKEN, PNID, base_config_data, free_port, wait_until
 
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "proxy.cli", *args, "--config", str(config)],
+        [sys.executable, "-m", "wa_blocklist.proxy.cli", *args, "--config", str(config)],
         capture_output=True, text=True, cwd=REPO, timeout=60,
     )  # fmt: skip
 
@@ -97,7 +97,8 @@ class Proxy:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(self.config), "--port", str(self.port)],
+            [sys.executable, "-m", "wa_blocklist.proxy.cli", "serve", "--config", str(self.config),
+             "--port", str(self.port)],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         wait_until(self.ready, timeout=30, what="the proxy to serve")
@@ -192,7 +193,7 @@ def test_workers_share_the_port_and_are_restarted(embedded_config: Path) -> None
     port = free_port()
     proxy = Proxy(embedded_config, port)
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(embedded_config), "--port", str(port),
+        [sys.executable, "-m", "wa_blocklist.proxy.cli", "serve", "--config", str(embedded_config), "--port", str(port),
          "--workers", "2"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -231,7 +232,7 @@ def test_workers_die_with_a_killed_supervisor(embedded_config: Path, record_prop
     port = free_port()
     proxy = Proxy(embedded_config, port)
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(embedded_config), "--port", str(port),
+        [sys.executable, "-m", "wa_blocklist.proxy.cli", "serve", "--config", str(embedded_config), "--port", str(port),
          "--workers", "2"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

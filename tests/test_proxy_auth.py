@@ -21,9 +21,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from proxy.app import create_app
-from proxy.blocklist import BlocklistService
-from proxy.keys import SERVICE
+from wa_blocklist.proxy.app import create_app
+from wa_blocklist.proxy.blocklist import BlocklistService
+from wa_blocklist.proxy.keys import SERVICE
 
 from conftest import PNID, ConfigFactory, FakeClock, auth, free_port, require_binary, wait_until, wrote_recently
 

@@ -18,8 +18,8 @@ import yaml
 from aiohttp.test_utils import TestClient
 from test_processes import REPO, Proxy
 
-from proxy.keys import CONFIG, METRICS, SERVICE
-from proxy.reload import reload_config
+from wa_blocklist.proxy.keys import CONFIG, METRICS, SERVICE
+from wa_blocklist.proxy.reload import reload_config
 
 from conftest import ADMIN_TOKEN, PNID, PNID_BR, auth, base_config_data, free_port, wait_until
 
@@ -45,7 +45,8 @@ class LoggedProxy(Proxy):
     def start(self) -> None:
         with self.log.open("ab") as sink:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "proxy.cli", "serve", "--config", str(self.config), "--port", str(self.port)],
+                [sys.executable, "-m", "wa_blocklist.proxy.cli", "serve", "--config", str(self.config),
+                 "--port", str(self.port)],
                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink,
             )  # fmt: skip
         wait_until(self.ready, timeout=30, what="the proxy to serve")
@@ -188,11 +189,11 @@ async def test_a_reload_that_would_switch_enforcement_off_is_refused_logged_and_
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     before = app[CONFIG]
-    with caplog.at_level(logging.INFO, logger="proxy.reload"):
+    with caplog.at_level(logging.INFO, logger="wa_blocklist.proxy.reload"):
         assert not reload_config(app, path)
     assert app[CONFIG] is before
     assert _refusals(app) == 1
-    [record] = [r for r in caplog.records if r.name == "proxy.reload"]
+    [record] = [r for r in caplog.records if r.name == "wa_blocklist.proxy.reload"]
     assert record.levelno == logging.ERROR and "refused" in record.getMessage()
     assert "reload.allow_" in record.getMessage()  # the message names the option that would allow it
 
@@ -210,7 +211,7 @@ def test_check_config_and_serve_refuse_a_config_without_connectors(tmp_path: Pat
     path.write_text(yaml.safe_dump(data))
     for command in (["check-config"], ["serve", "--port", str(free_port())]):
         done = subprocess.run(
-            [sys.executable, "-m", "proxy.cli", *command, "--config", str(path)],
+            [sys.executable, "-m", "wa_blocklist.proxy.cli", *command, "--config", str(path)],
             capture_output=True, text=True, cwd=REPO, timeout=60,
         )  # fmt: skip
         assert done.returncode == 2, done.stderr
@@ -218,7 +219,7 @@ def test_check_config_and_serve_refuse_a_config_without_connectors(tmp_path: Pat
     data["reload"] = {"allow_no_connectors": True}
     path.write_text(yaml.safe_dump(data))
     done = subprocess.run(
-        [sys.executable, "-m", "proxy.cli", "check-config", "--config", str(path)],
+        [sys.executable, "-m", "wa_blocklist.proxy.cli", "check-config", "--config", str(path)],
         capture_output=True, text=True, cwd=REPO, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0 and "OK (0 connector(s)" in done.stdout

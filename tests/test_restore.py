@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.blocklist import Actor, BlocklistService, strip_controls
-from proxy.csvsafe import strip_bidi
+from wa_blocklist.proxy.blocklist import Actor, BlocklistService, strip_controls
+from wa_blocklist.proxy.csvsafe import strip_bidi
 
 from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, base_config_data, wrote_recently
 
@@ -173,7 +173,7 @@ def test_cli_export_then_restore_round_trip(tmp_path: Path, redis_url: str) -> N
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "proxy.cli", *args, "--config", str(path)],
+            [sys.executable, "-m", "wa_blocklist.proxy.cli", *args, "--config", str(path)],
             capture_output=True, text=True, cwd=REPO, timeout=60,
         )  # fmt: skip
 

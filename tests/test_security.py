@@ -18,12 +18,12 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 from test_processes import REPO, Proxy
 
-from plugins.client import BlocklistClient
-from proxy.app import create_app, server_options
-from proxy.blocklist import Actor, BlocklistService
-from proxy.config import Config, load_config
-from proxy.keys import SERVICE
-from proxy.store import open_store
+from wa_blocklist.plugins.client import BlocklistClient
+from wa_blocklist.proxy.app import create_app, server_options
+from wa_blocklist.proxy.blocklist import Actor, BlocklistService
+from wa_blocklist.proxy.config import Config, load_config
+from wa_blocklist.proxy.keys import SERVICE
+from wa_blocklist.proxy.store import open_store
 
 import payloads as p
 from conftest import (
@@ -365,7 +365,8 @@ async def test_every_face_leaves_an_audit_record_with_its_source(
     ):
         done = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "proxy.cli", *command, "--connector", PNID, "--config", str(config_path)],
+            [sys.executable, "-m", "wa_blocklist.proxy.cli", *command, "--connector", PNID,
+             "--config", str(config_path)],
             capture_output=True, text=True, cwd=REPO, timeout=60,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
@@ -438,7 +439,7 @@ async def test_an_opted_out_connector_cannot_carry_unsigned_items_for_one_that_r
 async def test_wrong_tokens_close_the_address_with_exponential_back_off(
     client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="proxy.admin.auth")
+    caplog.set_level(logging.INFO, logger="wa_blocklist.proxy.admin.auth")
     wrong = {"Authorization": "Bearer wrong-token-guess-0001"}
     statuses = []
     for _ in range(20):  # a burst of guesses, as fast as the client can send them
@@ -452,7 +453,7 @@ async def test_wrong_tokens_close_the_address_with_exponential_back_off(
     assert resp.status == 429  # even the right token: a closed address learns nothing
     body = await resp.json()
     assert body["error"]["code"] == "too_many_attempts" and int(resp.headers["Retry-After"]) >= 1
-    failures = [r for r in caplog.records if r.name == "proxy.admin.auth"]
+    failures = [r for r in caplog.records if r.name == "wa_blocklist.proxy.admin.auth"]
     assert len(failures) == 6 and {r.levelno for r in failures} == {logging.WARNING}
     assert all("127.0.0.1" in r.getMessage() for r in failures)
     assert "closed for 1 s" in failures[-1].getMessage()
@@ -460,7 +461,7 @@ async def test_wrong_tokens_close_the_address_with_exponential_back_off(
 
 
 def test_back_off_doubles_reopens_and_forgets() -> None:
-    from proxy.admin.auth import AuthThrottle, TooManyAttempts
+    from wa_blocklist.proxy.admin.auth import AuthThrottle, TooManyAttempts
 
     now = [1000.0]
     throttle = AuthThrottle(free=2, base_seconds=1, max_seconds=8, forget_seconds=60, max_addresses=3,

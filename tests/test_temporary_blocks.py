@@ -10,11 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from proxy.blocklist import Actor, BlocklistService, InboundUser, expiry_ms, parse_duration
-from proxy.errors import BadRequest, NotBlocked
-from proxy.expiry import SWEEP_SECONDS, sweep_once
-from proxy.identity import recipient
-from proxy.store import BlockEntry
+from wa_blocklist.proxy.blocklist import Actor, BlocklistService, InboundUser, expiry_ms, parse_duration
+from wa_blocklist.proxy.errors import BadRequest, NotBlocked
+from wa_blocklist.proxy.expiry import SWEEP_SECONDS, sweep_once
+from wa_blocklist.proxy.identity import recipient
+from wa_blocklist.proxy.store import BlockEntry
 
 import payloads as p
 from conftest import APP_SECRET, PNID, FakeClock, auth, wrote_recently
@@ -120,6 +120,7 @@ async def test_inbound_is_removed_until_the_expiry(
 ) -> None:
     await wrote_recently(service, PNID, NUMBER)
     await service.block(PNID, NUMBER, actor=SUPERVISOR, expires_at_ms=service.now_ms() + 60_000)
+
     def message() -> bytes:  # a new message each time (the same body again would be a replay)
         return p.encode(p.envelope(p.change(PNID, contacts=[p.contact(NUMBER)], messages=[p.message("text", NUMBER)])))
 
@@ -231,8 +232,8 @@ async def test_sweep_removes_expired_entries_with_an_audit_record(
 
 
 async def test_background_sweep_runs_in_the_app(make_config: Any, clock: FakeClock, aiohttp_client: Any) -> None:
-    from proxy.app import create_app
-    from proxy.keys import SERVICE
+    from wa_blocklist.proxy.app import create_app
+    from wa_blocklist.proxy.keys import SERVICE
 
     app = create_app(make_config(), clock=clock)
     app[SWEEP_SECONDS] = 0.02
@@ -311,7 +312,7 @@ async def test_cli_duration(tmp_path: Any, redis_url: str) -> None:
     await record(path, NUMBER)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "proxy.cli", *args, "--connector", PNID, "--config", str(path)]
+        command = [sys.executable, "-m", "wa_blocklist.proxy.cli", *args, "--connector", PNID, "--config", str(path)]
         return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=60)
 
     bad = cli("block", NUMBER, "--duration", "2y")

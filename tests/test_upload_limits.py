@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from proxy.app import create_app
-from proxy.config import Config
+from wa_blocklist.proxy.app import create_app
+from wa_blocklist.proxy.config import Config
 
 from conftest import PNID
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from proxy.uploads import Pace, TooManyUploads, UploadLimiter, UploadTooSlow, paced_pieces
+from wa_blocklist.proxy.uploads import Pace, TooManyUploads, UploadLimiter, UploadTooSlow, paced_pieces
 
 
 def test_the_limiter_keeps_slots_for_others_and_frees_them() -> None:

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from proxy.app import create_app
-from proxy.blocklist import Actor, InboundUser
-from proxy.identity import recipient
-from proxy.keys import SERVICE
-from proxy.signature import meta_dumps
+from wa_blocklist.proxy.app import create_app
+from wa_blocklist.proxy.blocklist import Actor, InboundUser
+from wa_blocklist.proxy.identity import recipient
+from wa_blocklist.proxy.keys import SERVICE
+from wa_blocklist.proxy.signature import meta_dumps
 
 from conftest import APP_SECRET
 from fakes import sign

@@ -25,10 +25,10 @@ from typing import Any
 from aiohttp import web
 from playwright.async_api import async_playwright, expect
 
-from proxy.app import create_app
-from proxy.blocklist import Actor, InboundUser
-from proxy.config import parse_config
-from proxy.keys import SERVICE
+from wa_blocklist.proxy.app import create_app
+from wa_blocklist.proxy.blocklist import Actor, InboundUser
+from wa_blocklist.proxy.config import parse_config
+from wa_blocklist.proxy.keys import SERVICE
 
 TOKEN = "screenshot-admin-token"
 PNID = "106540352242922"

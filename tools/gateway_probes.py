@@ -31,10 +31,10 @@ sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
 from aiohttp.test_utils import TestServer
 from meta_reading import World, reaches
 
-from proxy.app import create_app
-from proxy.blocklist import Actor, InboundUser
-from proxy.config import parse_config
-from proxy.keys import SERVICE
+from wa_blocklist.proxy.app import create_app
+from wa_blocklist.proxy.blocklist import Actor, InboundUser
+from wa_blocklist.proxy.config import parse_config
+from wa_blocklist.proxy.keys import SERVICE
 
 from fakes import FakeContactCenter, FakeGraph
 

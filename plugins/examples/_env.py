@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from plugins.client import BlocklistClient
+from wa_blocklist.plugins.client import BlocklistClient
 
 
 def blocklist_from_env(actor: str) -> BlocklistClient:

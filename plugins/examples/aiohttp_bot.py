@@ -4,12 +4,12 @@ Run::
 
     export WA_PHONE_NUMBER_ID=... WA_ACCESS_TOKEN=... META_APP_SECRET=... META_VERIFY_TOKEN=...
     export WA_BLOCKLIST_CONFIG=config.yaml        # or WA_BLOCKLIST_URL=http://127.0.0.1:8080 WA_BLOCKLIST_TOKEN=...
-    python -m plugins.examples.aiohttp_bot        # listens on 127.0.0.1:9000
+    python -m wa_blocklist.plugins.examples.aiohttp_bot        # listens on 127.0.0.1:9000
 
-* Webhooks: :func:`plugins.aiohttp_webhook.webhook_middleware` removes blocked users' items and re-signs the body,
-  so ``handle_webhook`` verifies the signature as usual and never sees a blocked user.
-* Sends: :func:`plugins.aiohttp_client.graph_client_middleware` on the Graph session raises ``GraphSendRefused``
-  (HTTP 400, Graph code 139900) for a blocked recipient instead of sending.
+* Webhooks: :func:`wa_blocklist.plugins.aiohttp_webhook.webhook_middleware` removes blocked users' items and re-signs
+  the body, so ``handle_webhook`` verifies the signature as usual and never sees a blocked user.
+* Sends: :func:`wa_blocklist.plugins.aiohttp_client.graph_client_middleware` on the Graph session raises
+  ``GraphSendRefused`` (HTTP 400, Graph code 139900) for a blocked recipient instead of sending.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from plugins.aiohttp_client import GraphSendRefused, graph_client_middleware
-from plugins.aiohttp_webhook import webhook_middleware
-from plugins.client import BlocklistClient
-from plugins.examples._env import WhatsAppSettings, blocklist_from_env
+from wa_blocklist.plugins.aiohttp_client import GraphSendRefused, graph_client_middleware
+from wa_blocklist.plugins.aiohttp_webhook import webhook_middleware
+from wa_blocklist.plugins.client import BlocklistClient
+from wa_blocklist.plugins.examples._env import WhatsAppSettings, blocklist_from_env
 
 log = logging.getLogger(__name__)
 

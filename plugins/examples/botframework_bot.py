@@ -6,7 +6,7 @@ Run::
     export WA_PHONE_NUMBER_ID=106540352242922      # the business number this bot answers on WhatsApp
     export MICROSOFT_APP_ID=... MICROSOFT_APP_PASSWORD=...   # empty for the Bot Framework Emulator
     export WA_BLOCKLIST_CONFIG=config.yaml        # or WA_BLOCKLIST_URL=http://127.0.0.1:8080 WA_BLOCKLIST_TOKEN=...
-    python -m plugins.examples.botframework_bot   # listens on 127.0.0.1:3978/api/messages
+    python -m wa_blocklist.plugins.examples.botframework_bot   # listens on 127.0.0.1:3978/api/messages
 
 ``POST /api/notify`` with ``{"user": "<wa_id>", "text": "..."}`` sends a proactive message to a user the bot has
 talked to: it answers 200 ``{"sent": true}``, or ``{"sent": false}`` when the user is blocked.
@@ -28,9 +28,9 @@ from botbuilder.core import (  # type: ignore[import-untyped]
 from botbuilder.schema import Activity, ConversationReference  # type: ignore[import-untyped]
 from botframework.connector.auth import ClaimsIdentity  # type: ignore[import-untyped]
 
-from plugins.botframework import REFUSED_KEY, BlocklistMiddleware
-from plugins.client import BlocklistClient
-from plugins.examples._env import blocklist_from_env
+from wa_blocklist.plugins.botframework import REFUSED_KEY, BlocklistMiddleware
+from wa_blocklist.plugins.client import BlocklistClient
+from wa_blocklist.plugins.examples._env import blocklist_from_env
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from pywa_async.client import WhatsApp
 from pywa_async.types.message import Message
 from starlette.applications import Starlette
 
-from plugins.client import BlocklistClient
-from plugins.examples._env import WhatsAppSettings, blocklist_from_env
-from plugins.pywa import blocklist_session, guard_webhooks
+from wa_blocklist.plugins.client import BlocklistClient
+from wa_blocklist.plugins.examples._env import WhatsAppSettings, blocklist_from_env
+from wa_blocklist.plugins.pywa import blocklist_session, guard_webhooks
 
 WEBHOOK_PATH = "/webhooks/whatsapp"
 

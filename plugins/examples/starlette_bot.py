@@ -25,10 +25,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from plugins.asgi import WebhookBlocklistMiddleware
-from plugins.client import BlocklistClient
-from plugins.examples._env import WhatsAppSettings, blocklist_from_env
-from plugins.httpx_transport import BlocklistTransport
+from wa_blocklist.plugins.asgi import WebhookBlocklistMiddleware
+from wa_blocklist.plugins.client import BlocklistClient
+from wa_blocklist.plugins.examples._env import WhatsAppSettings, blocklist_from_env
+from wa_blocklist.plugins.httpx_transport import BlocklistTransport
 
 WEBHOOK_PATH = "/webhooks/whatsapp"
 

@@ -1,4 +1,4 @@
-"""Admin API routes for CSV export and import of a connector's blocklist (see :mod:`proxy.bulk`)."""
+"""Admin API routes for CSV export and import of a connector's blocklist (see :mod:`wa_blocklist.proxy.bulk`)."""
 
 from __future__ import annotations
 

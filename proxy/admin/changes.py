@@ -4,7 +4,7 @@
   makes the block permanent): an explicit action, audited as ``update``. Blocking an already-blocked number with
   ``POST`` leaves its reason as it is; this is how a supervisor changes it.
 - ``POST /api/connectors/{pnid}/blocks/restore`` (CSV body, admin only): an export put back as it was, without the
-  24-hour rule, audited with the source ``admin_api_restore`` (see :func:`proxy.bulk.restore_csv`).
+  24-hour rule, audited with the source ``admin_api_restore`` (see :func:`wa_blocklist.proxy.bulk.restore_csv`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from importlib import resources
 from aiohttp import web
 from aiohttp.helpers import ETAG_ANY
 
-STATIC_PACKAGE = "proxy.admin"
+STATIC_PACKAGE = "wa_blocklist.proxy.admin"
 STATIC_FILES: dict[str, str] = {
     "index.html": "text/html",
     "admin.js": "text/javascript",
