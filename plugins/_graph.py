@@ -1,20 +1,20 @@
 """Checking an outgoing Graph API request against the blocklist, shared by the send-side plugins.
 
-The request is classified by :mod:`wa_blocklist.proxy.classify`, the proxy gateway's own classifier (one set of rules,
-default deny), and each class is handled as the gateway handles it:
+The request is classified by :mod:`wa_blocklist.proxy.graph.classify`, the proxy gateway's own classifier (one set of
+rules, default deny), and each class is handled as the gateway handles it:
 
 * **refused** (a batch, a method override, a parameter given twice, a path Meta might read differently, a surface
   that is not on the allow-list...): the classifier's Graph error, unchanged;
 * **send** (``messages``, ``marketing_messages``, ``calls``): every ``to`` / ``recipient`` is read with the
   connector's region (:meth:`BlocklistClient.region`) and checked; a read receipt or typing indicator is checked
   against the sender of the message it names (:meth:`BlocklistClient.check_message`); a blocked user gets HTTP 400
-  with code 139900; a template or marketing send (the classifier's :attr:`~proxy.classify.Reach.template`, the
-  gateway's own reading) to a user who opted out (:meth:`BlocklistClient.any_opted_out`) gets HTTP 400 with code
-  139901, and a free-form send to them goes out;
+  with code 139900; a template or marketing send (the classifier's
+  :attr:`~wa_blocklist.proxy.graph.classify.Reach.template`, the gateway's own reading) to a user who opted out
+  (:meth:`BlocklistClient.any_opted_out`) gets HTTP 400 with code 139901, and a free-form send to them goes out;
 * **participants** / **join requests** (``POST /{group_id}/...``): the users let into a group, checked on every
   connector (:meth:`BlocklistClient.check_join_request` for approvals);
-* **pass** (the allow-list in ``proxy/graph_surfaces.yaml``): unchanged, after its body (if it has one) was read for
-  ``batch`` / ``method``; an upload is sent as it is, its multipart part names watched (:class:`PartNameScanner`).
+* **pass** (the allow-list in ``proxy/graph/graph_surfaces.yaml``): unchanged, after its body (if it has one) was read
+  for ``batch`` / ``method``; an upload is sent as it is, its multipart part names watched (:class:`PartNameScanner`).
 
 Two classes are refused here although the proxy may let them through, because a plugin cannot apply the proxy's
 side of them: ``messages_encrypted`` (the recipient cannot be read; the proxy lets a connector allow it) and
@@ -29,7 +29,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from wa_blocklist.proxy.classify import (
+from wa_blocklist.proxy.base.errors import BlocklistError, UnknownConnector
+from wa_blocklist.proxy.graph.classify import (
     PartNameScanner,
     Reach,
     Refused,
@@ -41,8 +42,7 @@ from wa_blocklist.proxy.classify import (
     reach,
     read_params,
 )
-from wa_blocklist.proxy.errors import BlocklistError, UnknownConnector
-from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED, RECIPIENT_OPTED_OUT, SERVICE_UNAVAILABLE
+from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED, RECIPIENT_OPTED_OUT, SERVICE_UNAVAILABLE
 
 from ._webhook import OnError
 from .client import BlocklistClient, ReferenceCheck

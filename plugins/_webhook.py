@@ -1,11 +1,11 @@
 """Removing blocked users' items from a Meta webhook payload, shared by every webhook-side plugin.
 
-The payload is walked by the proxy's own walker (:mod:`wa_blocklist.proxy.payload`, the policy table of
-docs/webhooks.md) and signatures are checked by :mod:`wa_blocklist.proxy.signature`, so a plugin and the proxy remove
-exactly the same items. Nothing is learned from a body (activity, wa_id↔BSUID links) unless its ``X-Hub-Signature-256``
-verified under the app secret: a forged POST to a bot's public webhook URL must not un-block anyone or make a stranger
-"recently active". The check itself is the blocklist's (:class:`wa_blocklist.plugins.client.BlocklistClient`), never
-re-implemented here.
+The payload is walked by the proxy's own walker (:mod:`wa_blocklist.proxy.graph.payload`, the policy table of
+docs/webhooks.md) and signatures are checked by :mod:`wa_blocklist.proxy.graph.signature`, so a plugin and the proxy
+remove exactly the same items. Nothing is learned from a body (activity, wa_id↔BSUID links) unless its
+``X-Hub-Signature-256`` verified under the app secret: a forged POST to a bot's public webhook URL must not un-block
+anyone or make a stranger "recently active". The check itself is the blocklist's
+(:class:`wa_blocklist.plugins.client.BlocklistClient`), never re-implemented here.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from wa_blocklist.proxy import payload as wp
-from wa_blocklist.proxy.blocklist import InboundUser
-from wa_blocklist.proxy.errors import BlocklistError, UnknownConnector
-from wa_blocklist.proxy.signature import SIGNATURE_HEADER, meta_dumps, sign, verify
+from wa_blocklist.proxy.base.errors import BlocklistError, UnknownConnector
+from wa_blocklist.proxy.blocklist.service import InboundUser
+from wa_blocklist.proxy.graph import payload as wp
+from wa_blocklist.proxy.graph.signature import SIGNATURE_HEADER, meta_dumps, sign, verify
 
 from .client import BlocklistClient, DirectBlocklistClient
 

@@ -6,7 +6,7 @@
         async with graph.post(f"https://graph.facebook.com/v21.0/{pnid}/messages", json=message) as response:
             ...
 
-Every Graph request is classified by the proxy gateway's own classifier (:mod:`wa_blocklist.proxy.classify`, see
+Every Graph request is classified by the proxy gateway's own classifier (:mod:`wa_blocklist.proxy.graph.classify`, see
 :mod:`wa_blocklist.plugins._graph`). A send (``messages``, ``marketing_messages``, ``calls``), read receipt or typing
 indicator to a blocked user, and every request the gateway refuses (a batch, a method override, a parameter given twice,
 a surface off the allow-list...), raises :class:`GraphSendRefused` — an :class:`aiohttp.ClientResponseError` whose
@@ -22,8 +22,8 @@ import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 from aiohttp.client_middlewares import ClientMiddlewareType
 
-from wa_blocklist.proxy.classify import Refused
-from wa_blocklist.proxy.graph import error_envelope
+from wa_blocklist.proxy.graph.classify import Refused
+from wa_blocklist.proxy.graph.errors import error_envelope
 
 from ._graph import PartNameScanner, check_request
 from ._webhook import OnError, check_on_error

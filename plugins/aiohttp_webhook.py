@@ -20,8 +20,8 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Handler, Middleware
 
-from wa_blocklist.proxy.bodies import read_body
-from wa_blocklist.proxy.errors import BodyTooLarge
+from wa_blocklist.proxy.base.bodies import read_body
+from wa_blocklist.proxy.base.errors import BodyTooLarge
 
 from ._webhook import SIGNATURE_HEADER, OnError, check_on_error, check_recording, decide
 from .client import BlocklistClient

@@ -33,11 +33,11 @@ from typing import Any
 from botbuilder.core import Middleware, TurnContext  # type: ignore[import-untyped]
 from botbuilder.schema import Activity, ActivityTypes, ChannelAccount  # type: ignore[import-untyped]
 
-from wa_blocklist.proxy import identity
-from wa_blocklist.proxy.blocklist import InboundUser
-from wa_blocklist.proxy.classify import CHECKED_FIELDS, OVERRIDES, Refused, invalid
-from wa_blocklist.proxy.errors import BlocklistError, UnknownConnector
-from wa_blocklist.proxy.graph import error_envelope
+from wa_blocklist.proxy.base.errors import BlocklistError, UnknownConnector
+from wa_blocklist.proxy.blocklist.service import InboundUser
+from wa_blocklist.proxy.graph import identity
+from wa_blocklist.proxy.graph.classify import CHECKED_FIELDS, OVERRIDES, Refused, invalid
+from wa_blocklist.proxy.graph.errors import error_envelope
 
 from ._graph import check_request
 from ._webhook import OnError, check_on_error

@@ -4,11 +4,11 @@ Two modes, one interface:
 
 * **direct** — :meth:`BlocklistClient.direct` connects to the store named in the proxy's config (``store.redis_url``,
   or the embedded Redis that a running proxy serves in ``store.data_dir``; a bot never starts that one) and calls
-  :class:`wa_blocklist.proxy.blocklist.BlocklistService`, exactly as the proxy does.
+  :class:`wa_blocklist.proxy.blocklist.service.BlocklistService`, exactly as the proxy does.
   Checks follow wa_id ↔ BSUID links, and inbound users can be recorded so the 24-hour rule also works for a bot
   that runs without the proxy.
 * **HTTP** — :meth:`BlocklistClient.http` calls the proxy's admin API with a bearer token; errors come back as
-  the matching :mod:`wa_blocklist.proxy.errors` class.
+  the matching :mod:`wa_blocklist.proxy.base.errors` class.
 
 Both modes answer the blocklist (:meth:`BlocklistClient.any_blocked`) and the opt-outs of issue 19
 (:meth:`BlocklistClient.any_opted_out`: users who asked to stop template and marketing sends).
@@ -37,11 +37,12 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from yarl import URL
 
-from wa_blocklist.proxy import errors, identity
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService, Clock, InboundUser, NotOptedOut
+from wa_blocklist.proxy.base import errors
+from wa_blocklist.proxy.base.errors import BlocklistError, InvalidNumber, StoreUnavailable
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, Clock, InboundUser, NotOptedOut
 from wa_blocklist.proxy.config import Config, load_config
-from wa_blocklist.proxy.errors import BlocklistError, InvalidNumber, StoreUnavailable
-from wa_blocklist.proxy.store import BlockEntry, open_store
+from wa_blocklist.proxy.graph import identity
+from wa_blocklist.proxy.store.blocks import BlockEntry, open_store
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class BlocklistClient(ABC):
         clock: Clock = time.time,
     ) -> DirectBlocklistClient:
         """A client that connects to the proxy's store itself (the proxy must be running when it uses the embedded
-        store; :meth:`start` fails with a clear :class:`~proxy.errors.StoreUnavailable` otherwise).
+        store; :meth:`start` fails with a clear :class:`~wa_blocklist.proxy.base.errors.StoreUnavailable` otherwise).
 
         Args:
             config: a validated :class:`~proxy.config.Config` or the path of the proxy's ``config.yaml``.
@@ -196,8 +197,8 @@ class BlocklistClient(ABC):
 
     @abstractmethod
     async def any_blocked(self, pnid: str, identities: Sequence[identity.Identity]) -> bool:
-        """True if any of these identities (already read, e.g. by :func:`wa_blocklist.proxy.classify.identities`) is
-        blocked on the connector, following wa_id ↔ BSUID links.
+        """True if any of these identities (already read, e.g. by :func:`wa_blocklist.proxy.graph.classify.identities`)
+        is blocked on the connector, following wa_id ↔ BSUID links.
 
         Raises:
             UnknownConnector, StoreUnavailable: as :meth:`is_blocked`.
@@ -464,7 +465,10 @@ _BY_STATUS: dict[int, type[BlocklistError]] = {
 
 
 def api_error(status: int, body: Any) -> BlocklistError:
-    """The :mod:`wa_blocklist.proxy.errors` exception for an admin API error body ``{"error": {"code", "message"}}``."""
+    """The :mod:`wa_blocklist.proxy.base.errors` exception for an admin API error body.
+
+    The body is ``{"error": {"code", "message"}}``.
+    """
     code, message = "", ""
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         code = str(body["error"].get("code", ""))

@@ -1,7 +1,7 @@
 """An httpx transport that enforces the blocklist on Graph API sends, for pywa and any other httpx-based bot.
 
 ``httpx.AsyncClient(transport=BlocklistTransport(blocklist))``: every Graph request is classified by the proxy
-gateway's own classifier (:mod:`wa_blocklist.proxy.classify`, see :mod:`wa_blocklist.plugins._graph`). A message,
+gateway's own classifier (:mod:`wa_blocklist.proxy.graph.classify`, see :mod:`wa_blocklist.plugins._graph`). A message,
 marketing message, call, read receipt or typing indicator to a user blocked on the sending connector, and every request
 the gateway refuses (a batch, a method override, a parameter given twice, a surface off the allow-list...), never leaves
 the process: the transport answers it with the gateway's Graph error (HTTP 400, code 139900 for a blocked user; 400/403
@@ -17,8 +17,8 @@ from typing import Any, NoReturn, cast
 
 import httpx
 
-from wa_blocklist.proxy.classify import Refused
-from wa_blocklist.proxy.graph import error_envelope
+from wa_blocklist.proxy.graph.classify import Refused
+from wa_blocklist.proxy.graph.errors import error_envelope
 
 from ._graph import PartNameScanner, check_request
 from ._webhook import OnError, check_on_error

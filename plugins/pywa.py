@@ -3,8 +3,8 @@
 Both directions, with or without the proxy in front of Meta:
 
 * **Sends** — :class:`BlocklistTransport` is an httpx transport for ``WhatsApp(session=httpx.AsyncClient(...))``.
-  Every Graph call is classified by the proxy gateway's own classifier (:mod:`wa_blocklist.proxy.classify`): a message,
-  template, call, read receipt or typing indicator to a blocked user, and every request the gateway refuses (a
+  Every Graph call is classified by the proxy gateway's own classifier (:mod:`wa_blocklist.proxy.graph.classify`): a
+  message, template, call, read receipt or typing indicator to a blocked user, and every request the gateway refuses (a
   batch, a method override, a parameter given twice...), never leaves the bot; the transport answers it with the
   gateway's Graph error (HTTP 400, code 139900 for a blocked user; code 100 or 10 for a refused request), so pywa
   raises its usual typed :class:`pywa.errors.WhatsAppError`. With ``upstream=`` every Graph call is routed through
@@ -38,9 +38,9 @@ from pywa.filters import Filter
 from pywa.filters import new as new_filter
 from pywa_async.client import WhatsApp
 
-from wa_blocklist.proxy.blocklist import InboundUser
-from wa_blocklist.proxy.errors import BlocklistError, UnknownConnector
-from wa_blocklist.proxy.signature import verify
+from wa_blocklist.proxy.base.errors import BlocklistError, UnknownConnector
+from wa_blocklist.proxy.blocklist.service import InboundUser
+from wa_blocklist.proxy.graph.signature import verify
 
 from ._webhook import OnError, check_on_error, check_recording, filter_body
 from .client import BlocklistClient

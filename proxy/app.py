@@ -10,34 +10,37 @@ import aiohttp
 from aiohttp import web
 
 from .admin import create_admin_app
-from .blocklist import BlocklistService, Clock
-from .cache import CheckCache
-from .config import Config
-from .expiry import DEFAULT_SWEEP_SECONDS, SWEEP_SECONDS, expiry_sweep_ctx
-from .gateway import gateway_client, setup_gateway, webhook_client
-from .health import setup_health
-from .keys import (
+from .appkeys import (
     CLOCK,
     CONFIG,
     GATEWAY_CLIENT,
     GATEWAY_SESSION,
     GRAPH_SESSION,
+    META_SYNC,
     METRICS,
     SERVICE,
     STORE,
     WEBHOOK_CLIENT,
 )
-from .logs import (
+from .base.logs import (
     RedactingAccessLogger,
     install_plain_http_errors,
     make_request_middleware,
     request_id_trace,
     send_request_id,
 )
+from .base.tasks import background
+from .blocklist.meta_sync import MetaClient, MetaSync
+from .blocklist.service import BlocklistService, Clock
+from .config import Config
+from .inbound.receiver import setup_webhooks
 from .metrics import Metrics
-from .store import open_store
-from .tasks import background
-from .webhooks import setup_webhooks
+from .ops.expiry import DEFAULT_SWEEP_SECONDS, SWEEP_SECONDS, expiry_sweep_ctx
+from .ops.health import setup_health
+from .outbound.gateway import gateway_client, webhook_client
+from .outbound.routes import setup_gateway
+from .store.blocks import open_store
+from .store.cache import CheckCache
 
 
 def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
@@ -52,7 +55,7 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     install_plain_http_errors()  # aiohttp's own 400 bodies quote the offending header line
     metrics = Metrics()
     # auto_decompress off: the gateway forwards the bytes it received (a gzip send stays gzip for Meta) and decodes
-    # only what it inspects (proxy.classify.decode_body).
+    # only what it inspects (graph/classify.py: decode_body).
     app = web.Application(
         middlewares=[make_request_middleware(metrics.request_done)], handler_args={"auto_decompress": False}
     )
@@ -69,6 +72,7 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     setup_health(app)
     setup_webhooks(app)
     setup_gateway(app)  # keep last: the gateway's catch-all route must come after every other route
+    app.cleanup_ctx.append(_meta_sync_ctx)
     return app
 
 
@@ -140,4 +144,17 @@ async def _graph_session_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _webhook_session_ctx(app: web.Application) -> AsyncIterator[None]:
     async with webhook_client() as client:
         app[WEBHOOK_CLIENT] = client
+        yield
+
+
+async def _meta_sync_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Attach the Meta sync listener and run its retry task while the app runs (only when a connector syncs)."""
+    config = app[CONFIG]
+    if not any(c.sync_to_meta for c in config.connectors):
+        yield
+        return
+    sync = MetaSync(app[STORE], config, MetaClient(app[GRAPH_SESSION], config.graph), app[CLOCK])
+    sync.attach(app[SERVICE])
+    app[META_SYNC] = sync
+    async with background(sync.run(), "meta-sync"):
         yield

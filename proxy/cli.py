@@ -17,13 +17,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from .blocklist import Actor, BlocklistService, parse_duration
-from .bulk import export_csv, import_csv, restore_csv
+from .base.errors import BlocklistError, ConfigError
+from .base.phone_format import international
+from .blocklist.csv_io import export_csv, import_csv, restore_csv
+from .blocklist.meta_sync import MetaSync
+from .blocklist.service import Actor, BlocklistService, parse_duration
 from .config import Config, connector_problems, load_config
-from .errors import BlocklistError, ConfigError
-from .meta import MetaSync
-from .phone_format import international
-from .store import BlockEntry, open_store
+from .store.blocks import BlockEntry, open_store
 
 DEFAULT_CONFIG = os.environ.get("WA_BLOCKLIST_CONFIG", "config.yaml")
 # Commands that only use the store: a secret the environment left empty does not stop them.
@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("error: --workers must be at least 1", file=sys.stderr)
             return 2
         if args.workers > 1:
-            from .supervisor import serve_workers
+            from .run.supervisor import serve_workers
 
             return serve_workers(args, config)
         return _serve(config, args.host, args.port, reuse_port=args.reuse_port, config_path=args.config)
@@ -384,7 +384,7 @@ class ProgressBar:
 
 
 def _simulate_inbound(config: Config, pnid: str, args: argparse.Namespace) -> int:
-    from .trial import proxy_webhook_url, simulate_inbound
+    from .run.trial import proxy_webhook_url, simulate_inbound
 
     connector = config.connector(pnid)
     if connector is None:
@@ -402,8 +402,8 @@ def _simulate_inbound(config: Config, pnid: str, args: argparse.Namespace) -> in
 def _sink(config: Config, pnid: str, args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from .startup import StartupError, check_port_free, listen_error
-    from .trial import sink_address, sink_app
+    from .run.startup import StartupError, check_port_free, listen_error
+    from .run.trial import sink_address, sink_app
 
     connector = config.connector(pnid)
     if connector is None:
@@ -464,9 +464,9 @@ def _serve(
     from aiohttp import web
 
     from .app import create_app, server_options
-    from .logs import setup_logging
-    from .reload import reload_on_sighup
-    from .startup import StartupError, announce, check_port_free, claim_embedded_store, listen_error, release
+    from .base.logs import setup_logging
+    from .run.reload import reload_on_sighup
+    from .run.startup import StartupError, announce, check_port_free, claim_embedded_store, listen_error, release
 
     setup_logging()  # JSON lines, or human-readable on a terminal; secrets redacted
     log = logging.getLogger("wa_blocklist.proxy.serve")
@@ -479,7 +479,7 @@ def _serve(
             check_port_free(host, port)
         app = create_app(config)
         if reuse_port:  # a worker of serve --workers
-            from .supervisor import exit_with_supervisor
+            from .run.supervisor import exit_with_supervisor
 
             exit_with_supervisor(app)
         if config_path is not None:

@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from . import identity
-from .classify import Surface, compile_surface
-from .errors import ConfigError, InvalidNumber
-from .optout import DEFAULT_OPTIN_KEYWORDS, DEFAULT_OPTOUT_KEYWORDS, MAX_KEYWORD, KeywordMatcher, normalise
+from .base.errors import ConfigError, InvalidNumber
+from .graph import identity
+from .graph.classify import Surface, compile_surface
+from .graph.optout import DEFAULT_OPTIN_KEYWORDS, DEFAULT_OPTOUT_KEYWORDS, MAX_KEYWORD, KeywordMatcher, normalise
 
 ROLES = ("viewer", "admin")
 STORE_ERROR_POLICIES = ("deny", "allow")
@@ -107,7 +107,7 @@ class AdminConfig:
 
 @dataclass(frozen=True)
 class ReloadConfig:
-    """Guards against a config that would switch enforcement off (see :mod:`wa_blocklist.proxy.reload`)."""
+    """Guards against a config that would switch enforcement off (see :mod:`wa_blocklist.proxy.run.reload`)."""
 
     allow_no_connectors: bool = False
     """A config with no connectors is accepted (check-config, serve, reload): every send is then unchecked."""

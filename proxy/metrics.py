@@ -21,8 +21,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 from prometheus_client.registry import Collector
 
-from .cache import CheckCache
-from .logs import RequestInfo
+from .base.logs import RequestInfo
+from .store.cache import CheckCache
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -121,7 +121,7 @@ class Metrics:
         self._cache.cache = cache
 
     def request_done(self, info: RequestInfo, status: int, seconds: float) -> None:
-        """The request middleware's hook (see :func:`wa_blocklist.proxy.logs.make_request_middleware`)."""
+        """The request middleware's hook (see :func:`wa_blocklist.proxy.base.logs.make_request_middleware`)."""
         children = self._per_request.get((info.face, info.outcome))
         if children is None:  # faces and outcomes are a handful of fixed words, so this stays small
             children = (self.requests.labels(info.face, info.outcome), self.request_seconds.labels(info.face))

@@ -21,10 +21,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from wa_blocklist.proxy.app import create_app
-from wa_blocklist.proxy.blocklist import BlocklistService, InboundUser
+from wa_blocklist.proxy.appkeys import SERVICE
+from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
 from wa_blocklist.proxy.config import Config, parse_config
-from wa_blocklist.proxy.keys import SERVICE
-from wa_blocklist.proxy.store import redis_server_binary
+from wa_blocklist.proxy.store.blocks import redis_server_binary
 
 from fakes import FakeContactCenter, FakeGraph
 

@@ -10,9 +10,9 @@ the same body, file parts as text, gzip, BOM and UTF-16 decoded) and every item 
 ``relative_url`` and body). A request *reaches* a blocked user if any combination sends to, marks read a message of,
 lets into a group, or approves the join request of, that user.
 
-Written independently of :mod:`wa_blocklist.proxy.classify` (it shares only
-:func:`wa_blocklist.proxy.identity.match_key`, the WhatsApp number variants, which are facts about WhatsApp rather than
-a reading of a request).
+Written independently of :mod:`wa_blocklist.proxy.graph.classify` (it shares only
+:func:`wa_blocklist.proxy.graph.identity.match_key`, the WhatsApp number variants, which are facts about WhatsApp
+rather than a reading of a request).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from wa_blocklist.proxy.identity import match_key
+from wa_blocklist.proxy.graph.identity import match_key
 
 SEND_EDGES = {"messages", "marketing_messages", "calls"}
 

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from wa_blocklist.plugins.client import BlocklistClient
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 from wa_blocklist.proxy.config import Config
 
 from conftest import ADMIN_TOKEN, PNID, FakeClock, wrote_recently

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient
 
-from wa_blocklist.proxy.blocklist import BlocklistService
+from wa_blocklist.proxy.blocklist.service import BlocklistService
 
 from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, wrote_recently
 
@@ -256,7 +256,7 @@ async def test_openapi_document_is_public_and_lists_every_route(client: TestClie
 
 
 async def test_check_follows_links(client: TestClient[Any, Any], service: BlocklistService) -> None:
-    from wa_blocklist.proxy.blocklist import InboundUser
+    from wa_blocklist.proxy.blocklist.service import InboundUser
 
     await service.record_inbound(PNID, [InboundUser(wa_id="573001234567", bsuid="CO.user42")])
     await client.post(BLOCKS, json={"number": "+57 300 123 4567"}, headers=auth())
@@ -306,8 +306,8 @@ async def test_list_cursors_are_validated_strictly(client: TestClient[Any, Any],
 async def test_bidi_controls_of_an_entry_stored_before_cleaning_are_not_shown(
     client: TestClient[Any, Any], service: BlocklistService
 ) -> None:
-    from wa_blocklist.proxy.identity import from_wa_id
-    from wa_blocklist.proxy.store import BlockEntry
+    from wa_blocklist.proxy.graph.identity import from_wa_id
+    from wa_blocklist.proxy.store.blocks import BlockEntry
 
     who = from_wa_id("573001234567")
     legacy = BlockEntry(number=who.value, kind=who.kind, key=who.key, blocked_at_ms=service.now_ms(),

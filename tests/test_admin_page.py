@@ -16,8 +16,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from playwright.async_api import Browser, Locator, Page, Request, async_playwright, expect
 
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService
-from wa_blocklist.proxy.phone_format import international
+from wa_blocklist.proxy.base.phone_format import international
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 
 from conftest import ADMIN_TOKEN, PNID, VIEWER_TOKEN, FakeClock, auth, require_binary, wrote_recently
 
@@ -492,8 +492,8 @@ ADMIN_API_ERROR_CODES = [
 def test_the_page_owns_a_sentence_for_every_error_code_in_both_languages() -> None:
     from pathlib import Path
 
-    from wa_blocklist.proxy import errors
     from wa_blocklist.proxy.admin import auth as admin_auth
+    from wa_blocklist.proxy.base import errors
 
     raised = {
         cls.code

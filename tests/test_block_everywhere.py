@@ -17,11 +17,11 @@ from playwright.async_api import expect
 from test_admin_page import OpenAdmin, blocks_dialog, browser, open_admin, sign_in
 
 from wa_blocklist.proxy.app import create_app
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService
+from wa_blocklist.proxy.appkeys import SERVICE
+from wa_blocklist.proxy.base.errors import BadRequest, UnknownConnector
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 from wa_blocklist.proxy.config import parse_config
-from wa_blocklist.proxy.errors import BadRequest, UnknownConnector
-from wa_blocklist.proxy.keys import SERVICE
-from wa_blocklist.proxy.store import BlocklistStore
+from wa_blocklist.proxy.store.blocks import BlocklistStore
 
 from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, base_config_data, wrote_recently
 from fakes import FakeGraph

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from wa_blocklist.proxy.app import create_app
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService
-from wa_blocklist.proxy.keys import META_SYNC, SERVICE, STORE
-from wa_blocklist.proxy.meta import MetaSync
+from wa_blocklist.proxy.appkeys import META_SYNC, SERVICE, STORE
+from wa_blocklist.proxy.blocklist.meta_sync import MetaSync
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 
 from conftest import ADMIN_TOKEN, PNID, auth, free_port, wrote_recently
 from fakes import FakeGraph

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService, InboundUser
+from wa_blocklist.proxy.base.errors import BadRequest, InvalidNumber, NotBlocked, NotRecentlyActive, UnknownConnector
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, InboundUser
 from wa_blocklist.proxy.config import Config
-from wa_blocklist.proxy.errors import BadRequest, InvalidNumber, NotBlocked, NotRecentlyActive, UnknownConnector
-from wa_blocklist.proxy.store import open_store
+from wa_blocklist.proxy.store.blocks import open_store
 
 from conftest import PNID, PNID_BR, FakeClock, wrote_recently
 
@@ -87,7 +87,7 @@ async def test_mexico_and_argentina_variants(svc: BlocklistService) -> None:
     await wrote_recently(svc, PNID, "5215512345678", "5491112345678")
     await svc.block(PNID, "+52 55 1234 5678", actor=SUPERVISOR)
     await svc.block(PNID, "+54 11 1234 5678", actor=SUPERVISOR)
-    from wa_blocklist.proxy.identity import from_wa_id
+    from wa_blocklist.proxy.graph.identity import from_wa_id
 
     assert await svc.is_blocked(PNID, from_wa_id("5215512345678"))
     assert await svc.is_blocked(PNID, from_wa_id("5491112345678"))

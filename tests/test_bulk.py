@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_processes import record
 
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService
-from wa_blocklist.proxy.bulk import MAX_ROWS
+from wa_blocklist.proxy.blocklist.csv_io import MAX_ROWS
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 from wa_blocklist.proxy.cli import ProgressBar
 
 from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, base_config_data, wrote_recently
@@ -293,7 +293,7 @@ async def test_export_is_safe_whatever_separator_a_spreadsheet_splits_on(
             for cell in row:
                 assert cell.strip(' "')[:1] not in ("=", "+", "-", "@", "＝", "＋", "－", "＠"), (separator, cell)
     # A restore takes the text back exactly.
-    from wa_blocklist.proxy.csvsafe import unguard
+    from wa_blocklist.proxy.base.csvsafe import unguard
 
     rows = list(csv.DictReader(io.StringIO(text)))
     assert sorted(unguard(r["reason"]) for r in rows) == sorted(
@@ -304,7 +304,7 @@ async def test_export_is_safe_whatever_separator_a_spreadsheet_splits_on(
 @settings(max_examples=300, derandomize=True, database=None)
 @given(st.text(alphabet=st.sampled_from("ab =+-@＝,;\t\r\n'\u202e\u2066 ")))
 def test_guarded_cells_never_start_a_formula_and_unguard_is_exact(text: str) -> None:
-    from wa_blocklist.proxy.csvsafe import guard, strip_bidi, unguard
+    from wa_blocklist.proxy.base.csvsafe import guard, strip_bidi, unguard
 
     guarded = guard(text)
     assert unguard(guarded) == strip_bidi(text)

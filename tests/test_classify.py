@@ -1,4 +1,5 @@
-"""The gateway's one classification (proxy/classify.py): the allow-list table, and every refusal through the proxy.
+"""The gateway's one classification (proxy/graph/classify.py): the allow-list table, and every refusal through the
+proxy.
 
 Every refusal is sent as raw bytes to a running proxy in front of the fake Graph API, which must receive nothing;
 every allow-listed surface is sent the same way and must arrive unchanged.
@@ -17,8 +18,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from wa_blocklist.proxy.app import create_app
-from wa_blocklist.proxy.blocklist import Actor, InboundUser
-from wa_blocklist.proxy.classify import (
+from wa_blocklist.proxy.base.errors import ConfigError
+from wa_blocklist.proxy.blocklist.service import Actor, InboundUser
+from wa_blocklist.proxy.config import parse_config
+from wa_blocklist.proxy.graph.classify import (
     GUARDED_EDGES,
     METHODS,
     PartNameScanner,
@@ -30,8 +33,6 @@ from wa_blocklist.proxy.classify import (
     decode_body,
     read_params,
 )
-from wa_blocklist.proxy.config import parse_config
-from wa_blocklist.proxy.errors import ConfigError
 
 from conftest import PNID, base_config_data, wrote_recently
 from fakes import FakeGraph

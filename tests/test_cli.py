@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wa_blocklist.proxy.config import load_config, parse_config
-from wa_blocklist.proxy.startup import DEVELOPMENT_VALUES, development_values_in_use
-from wa_blocklist.proxy.trial import describe, meta_bytes, sink_app, text_message_webhook
-from wa_blocklist.proxy.webhooks import sign
+from wa_blocklist.proxy.inbound.receiver import sign
+from wa_blocklist.proxy.run.startup import DEVELOPMENT_VALUES, development_values_in_use
+from wa_blocklist.proxy.run.trial import describe, meta_bytes, sink_app, text_message_webhook
 
 from conftest import APP_SECRET, PNID, base_config_data, free_port, wait_until
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from wa_blocklist.proxy.base.errors import ConfigError
 from wa_blocklist.proxy.config import load_config, parse_config
-from wa_blocklist.proxy.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 

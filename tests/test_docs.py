@@ -28,7 +28,7 @@ from wa_blocklist.proxy.config import (
     StoreConfig,
     WebhookConfig,
 )
-from wa_blocklist.proxy.startup import DEVELOPMENT_VALUES
+from wa_blocklist.proxy.run.startup import DEVELOPMENT_VALUES
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -18,13 +18,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from test_processes import Proxy, record, redis_alive
 
 from wa_blocklist.proxy.app import create_app
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService
+from wa_blocklist.proxy.appkeys import CONFIG, SERVICE
+from wa_blocklist.proxy.base.errors import StoreUnavailable
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 from wa_blocklist.proxy.config import StoreConfig
-from wa_blocklist.proxy.errors import StoreUnavailable
-from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED
-from wa_blocklist.proxy.identity import from_wa_id
-from wa_blocklist.proxy.keys import CONFIG, SERVICE
-from wa_blocklist.proxy.store import open_store
+from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
+from wa_blocklist.proxy.graph.identity import from_wa_id
+from wa_blocklist.proxy.store.blocks import open_store
 
 import payloads as p
 from conftest import (

@@ -10,8 +10,8 @@ from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 
 from wa_blocklist.proxy.app import create_app
-from wa_blocklist.proxy.blocklist import BlocklistService
-from wa_blocklist.proxy.keys import METRICS, SERVICE
+from wa_blocklist.proxy.appkeys import METRICS, SERVICE
+from wa_blocklist.proxy.blocklist.service import BlocklistService
 
 import payloads as p
 from conftest import APP_SECRET, APP_SECRET_BR, PNID, PNID_BR, FakeClock, auth

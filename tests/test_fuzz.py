@@ -17,13 +17,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wa_blocklist.proxy import identity
 from wa_blocklist.proxy.app import create_app, server_options
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService
+from wa_blocklist.proxy.appkeys import SERVICE
+from wa_blocklist.proxy.base.errors import ConfigError, InvalidNumber
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 from wa_blocklist.proxy.config import Config, parse_config
-from wa_blocklist.proxy.errors import ConfigError, InvalidNumber
-from wa_blocklist.proxy.gateway import parse_fields
-from wa_blocklist.proxy.keys import SERVICE
+from wa_blocklist.proxy.graph import identity
+from wa_blocklist.proxy.outbound.gateway import parse_fields
 
 import payloads as p
 from conftest import APP_SECRET, PNID, ConfigFactory, FakeClock, auth, base_config_data, wrote_recently

@@ -17,10 +17,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from wa_blocklist.proxy.app import create_app, server_options
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService, InboundUser
+from wa_blocklist.proxy.appkeys import METRICS, SERVICE
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, InboundUser
 from wa_blocklist.proxy.config import Config
-from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED
-from wa_blocklist.proxy.keys import METRICS, SERVICE
+from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 
 from conftest import PNID, PNID_BR, RedisServer, auth, free_port, wrote_recently
 from fakes import FakeGraph
@@ -663,9 +663,9 @@ async def test_a_caller_hanging_up_is_logged_as_such_not_as_a_graph_failure(
     served_streaming: Any, phase: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     upstream, url, app = served_streaming
-    caplog.set_level(logging.INFO, logger="wa_blocklist.proxy.gateway")
+    caplog.set_level(logging.INFO, logger="wa_blocklist.proxy.outbound.gateway")
     watch = LogWatch("caller went away")
-    gateway_log = logging.getLogger("wa_blocklist.proxy.gateway")
+    gateway_log = logging.getLogger("wa_blocklist.proxy.outbound.gateway")
     gateway_log.addHandler(watch)
     try:
         _reader, writer = await asyncio.open_connection(*url.removeprefix("http://").split(":"))

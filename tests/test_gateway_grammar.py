@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from meta_reading import World, reaches
 
-from wa_blocklist.proxy.blocklist import Actor, InboundUser
+from wa_blocklist.proxy.blocklist.service import Actor, InboundUser
 
 from conftest import PNID, PNID_BR
 from fakes import FakeGraph
@@ -237,7 +237,7 @@ async def test_no_request_of_the_grammar_reaches_a_blocked_user(
 
 
 async def _prepare(client: TestClient[Any, Any]) -> None:
-    from wa_blocklist.proxy.keys import SERVICE
+    from wa_blocklist.proxy.appkeys import SERVICE
 
     service = client.app[SERVICE]
     for pnid in (PNID, PNID_BR):

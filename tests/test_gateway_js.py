@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from wa_blocklist.proxy.blocklist import Actor, InboundUser
-from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED
+from wa_blocklist.proxy.blocklist.service import Actor, InboundUser
+from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 
 from conftest import PNID, require_binary
 from fakes import FakeGraph

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from wa_blocklist.proxy.blocklist import Actor
-from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED
+from wa_blocklist.proxy.blocklist.service import Actor
+from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 
 from conftest import PNID, wrote_recently
 
@@ -92,7 +92,7 @@ async def test_pywa_block_users_goes_through_our_blocklist(wa, service, fake_gra
 async def test_pywa_mark_as_read_and_typing_pass_for_allowed_users_and_are_refused_for_blocked_ones(
     wa, service, fake_graph
 ):
-    from wa_blocklist.proxy.blocklist import InboundUser
+    from wa_blocklist.proxy.blocklist.service import InboundUser
 
     await service.record_inbound(
         PNID,

@@ -11,11 +11,11 @@ from aiohttp.test_utils import TestClient
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from wa_blocklist.proxy import identity
-from wa_blocklist.proxy.blocklist import BlocklistService
+from wa_blocklist.proxy.base.errors import ConfigError, InvalidNumber
+from wa_blocklist.proxy.blocklist.service import BlocklistService
 from wa_blocklist.proxy.config import Config, ConnectorConfig, parse_config
-from wa_blocklist.proxy.errors import ConfigError, InvalidNumber
-from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED
+from wa_blocklist.proxy.graph import identity
+from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 
 from conftest import ADMIN_TOKEN, PNID, PNID_BR, ConfigFactory, wrote_recently
 from fakes import FakeGraph

@@ -16,9 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wa_blocklist.proxy.app import create_app
-from wa_blocklist.proxy.blocklist import Actor
-from wa_blocklist.proxy.keys import SERVICE
-from wa_blocklist.proxy.logs import (
+from wa_blocklist.proxy.appkeys import SERVICE
+from wa_blocklist.proxy.base.logs import (
     REDACTED,
     HumanFormatter,
     JsonFormatter,
@@ -29,6 +28,7 @@ from wa_blocklist.proxy.logs import (
     redact_query,
     setup_logging,
 )
+from wa_blocklist.proxy.blocklist.service import Actor
 
 import payloads as p
 from conftest import ADMIN_TOKEN, APP_SECRET, PNID, ConfigFactory, FakeClock, auth, wrote_recently
@@ -305,7 +305,7 @@ def test_fresh_request_ids_are_unique_and_differ_in_a_forked_worker() -> None:
 )  # fmt: skip
 @settings(max_examples=300, derandomize=True, database=None)
 def test_the_quick_skip_never_skips_a_secret(text: str) -> None:
-    from wa_blocklist.proxy import logs
+    from wa_blocklist.proxy.base import logs
 
     full = logs._SECRET_IN_TEXT.sub(
         lambda m: f"{m.group('name')}{m.group('sep')}{m.group('scheme') or ''}{REDACTED}", text

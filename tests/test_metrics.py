@@ -9,8 +9,8 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from wa_blocklist.proxy.app import create_app
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService
-from wa_blocklist.proxy.keys import METRICS
+from wa_blocklist.proxy.appkeys import METRICS
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 
 import payloads as p
 from conftest import APP_SECRET, PNID, ConfigFactory, FakeClock, auth, wrote_recently

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from playwright.async_api import expect
 from test_admin_page import OpenAdmin, blocks_dialog, browser, open_admin, sign_in
 
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService
+from wa_blocklist.proxy.base.errors import ConfigError
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 from wa_blocklist.proxy.config import parse_config
-from wa_blocklist.proxy.errors import ConfigError
-from wa_blocklist.proxy.graph import RECIPIENT_OPTED_OUT
-from wa_blocklist.proxy.optout import DEFAULT_OPTIN_KEYWORDS, DEFAULT_OPTOUT_KEYWORDS, KeywordMatcher, normalise
+from wa_blocklist.proxy.graph.errors import RECIPIENT_OPTED_OUT
+from wa_blocklist.proxy.graph.optout import DEFAULT_OPTIN_KEYWORDS, DEFAULT_OPTOUT_KEYWORDS, KeywordMatcher, normalise
 
 import payloads as p
 from conftest import APP_SECRET, PNID, PNID_BR, VIEWER_TOKEN, auth, base_config_data

@@ -25,9 +25,9 @@ import pytest
 import yaml
 from test_processes import Proxy
 
-from wa_blocklist.proxy.blocklist import BlocklistService, InboundUser
+from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
 from wa_blocklist.proxy.config import load_config
-from wa_blocklist.proxy.store import open_store
+from wa_blocklist.proxy.store.blocks import open_store
 
 from conftest import ADMIN_TOKEN, APP_SECRET, PNID, VERIFY_TOKEN, base_config_data, free_port
 from fakes import FakeGraph, sign

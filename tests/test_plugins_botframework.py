@@ -10,7 +10,7 @@ from botbuilder.schema import Activity, ChannelAccount, ConversationAccount, Con
 
 from wa_blocklist.plugins.botframework import REFUSED_KEY, BlocklistMiddleware
 from wa_blocklist.plugins.client import BlocklistClient
-from wa_blocklist.proxy.blocklist import BlocklistService
+from wa_blocklist.proxy.blocklist.service import BlocklistService
 
 from conftest import PNID, PNID_BR, free_port
 from plugin_support import (

@@ -36,9 +36,9 @@ from wa_blocklist.plugins.aiohttp_client import GraphSendRefused, graph_client_m
 from wa_blocklist.plugins.botframework import REFUSALS_KEY, REFUSED_KEY, BlocklistMiddleware
 from wa_blocklist.plugins.client import BlocklistClient
 from wa_blocklist.plugins.httpx_transport import blocklist_session
-from wa_blocklist.proxy.blocklist import BlocklistService, InboundUser
+from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
 from wa_blocklist.proxy.config import Config
-from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED
+from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 
 from conftest import PNID, free_port
 from fakes import FakeGraph

@@ -14,10 +14,7 @@ from aiohttp.test_utils import TestClient
 from test_processes import Proxy, redis_alive
 
 from wa_blocklist.plugins.client import BlocklistClient, DirectBlocklistClient, InboundUser, ReferenceCheck
-from wa_blocklist.proxy import identity
-from wa_blocklist.proxy.blocklist import BlocklistService
-from wa_blocklist.proxy.config import Config
-from wa_blocklist.proxy.errors import (
+from wa_blocklist.proxy.base.errors import (
     Forbidden,
     InvalidNumber,
     NotBlocked,
@@ -26,6 +23,9 @@ from wa_blocklist.proxy.errors import (
     Unauthorized,
     UnknownConnector,
 )
+from wa_blocklist.proxy.blocklist.service import BlocklistService
+from wa_blocklist.proxy.config import Config
+from wa_blocklist.proxy.graph import identity
 
 from conftest import ADMIN_TOKEN, PNID, PNID_BR, VIEWER_TOKEN, base_config_data, free_port, wrote_recently
 from plugin_support import (

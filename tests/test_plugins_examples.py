@@ -15,8 +15,8 @@ from pywa_async.errors import WhatsAppError
 from wa_blocklist.plugins.client import BlocklistClient
 from wa_blocklist.plugins.examples import aiohttp_bot, botframework_bot, pywa_bot, starlette_bot
 from wa_blocklist.plugins.examples._env import WhatsAppSettings
-from wa_blocklist.proxy.blocklist import BlocklistService
-from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED
+from wa_blocklist.proxy.blocklist.service import BlocklistService
+from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 
 from conftest import APP_SECRET, PNID, VERIFY_TOKEN
 from fakes import FakeGraph, sign

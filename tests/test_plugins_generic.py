@@ -24,8 +24,8 @@ from wa_blocklist.plugins.aiohttp_client import GraphSendRefused, graph_client_m
 from wa_blocklist.plugins.aiohttp_webhook import webhook_middleware
 from wa_blocklist.plugins.asgi import WebhookBlocklistMiddleware
 from wa_blocklist.plugins.client import BlocklistClient
-from wa_blocklist.proxy.blocklist import BlocklistService, InboundUser
-from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE
+from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
+from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE
 
 from conftest import APP_SECRET, PNID, free_port
 from fakes import FakeGraph, sign

@@ -28,8 +28,8 @@ from wa_blocklist.plugins.aiohttp_client import GraphSendRefused, graph_client_m
 from wa_blocklist.plugins.botframework import REFUSALS_KEY, BlocklistMiddleware
 from wa_blocklist.plugins.client import BlocklistClient
 from wa_blocklist.plugins.pywa import blocklist_session
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService, InboundUser
-from wa_blocklist.proxy.graph import RECIPIENT_OPTED_OUT, SERVICE_UNAVAILABLE
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, InboundUser
+from wa_blocklist.proxy.graph.errors import RECIPIENT_OPTED_OUT, SERVICE_UNAVAILABLE
 
 import payloads as p
 from conftest import APP_SECRET, PNID, VIEWER_TOKEN, auth, free_port

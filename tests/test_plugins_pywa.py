@@ -23,8 +23,8 @@ from wa_blocklist.plugins.pywa import (
     guard_webhooks,
     not_blocked,
 )
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService, InboundUser
-from wa_blocklist.proxy.graph import RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, InboundUser
+from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE
 
 from conftest import APP_SECRET, PNID, VERIFY_TOKEN, free_port, wrote_recently
 from fakes import FakeGraph, sign

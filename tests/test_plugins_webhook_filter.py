@@ -7,7 +7,7 @@ from typing import Any
 
 from wa_blocklist.plugins._webhook import filter_payload
 from wa_blocklist.plugins.client import BlocklistClient
-from wa_blocklist.proxy.blocklist import BlocklistService
+from wa_blocklist.proxy.blocklist.service import BlocklistService
 from wa_blocklist.proxy.config import Config
 
 from conftest import PNID, PNID_BR

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from wa_blocklist.proxy.blocklist import BlocklistService, InboundUser
+from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
 from wa_blocklist.proxy.config import load_config
-from wa_blocklist.proxy.store import open_store
+from wa_blocklist.proxy.store.blocks import open_store
 
 from conftest import ADMIN_TOKEN, PNID, base_config_data, free_port, wait_until
 

@@ -22,8 +22,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from wa_blocklist.proxy.app import create_app
-from wa_blocklist.proxy.blocklist import BlocklistService
-from wa_blocklist.proxy.keys import SERVICE
+from wa_blocklist.proxy.appkeys import SERVICE
+from wa_blocklist.proxy.blocklist.service import BlocklistService
 
 from conftest import PNID, ConfigFactory, FakeClock, auth, free_port, require_binary, wait_until, wrote_recently
 

@@ -18,8 +18,8 @@ import yaml
 from aiohttp.test_utils import TestClient
 from test_processes import REPO, Proxy
 
-from wa_blocklist.proxy.keys import CONFIG, METRICS, SERVICE
-from wa_blocklist.proxy.reload import reload_config
+from wa_blocklist.proxy.appkeys import CONFIG, METRICS, SERVICE
+from wa_blocklist.proxy.run.reload import reload_config
 
 from conftest import ADMIN_TOKEN, PNID, PNID_BR, auth, base_config_data, free_port, wait_until
 
@@ -189,11 +189,11 @@ async def test_a_reload_that_would_switch_enforcement_off_is_refused_logged_and_
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     before = app[CONFIG]
-    with caplog.at_level(logging.INFO, logger="wa_blocklist.proxy.reload"):
+    with caplog.at_level(logging.INFO, logger="wa_blocklist.proxy.run.reload"):
         assert not reload_config(app, path)
     assert app[CONFIG] is before
     assert _refusals(app) == 1
-    [record] = [r for r in caplog.records if r.name == "wa_blocklist.proxy.reload"]
+    [record] = [r for r in caplog.records if r.name == "wa_blocklist.proxy.run.reload"]
     assert record.levelno == logging.ERROR and "refused" in record.getMessage()
     assert "reload.allow_" in record.getMessage()  # the message names the option that would allow it
 

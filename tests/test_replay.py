@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from wa_blocklist.proxy.base.errors import StoreUnavailable
 from wa_blocklist.proxy.config import Config
-from wa_blocklist.proxy.errors import StoreUnavailable
-from wa_blocklist.proxy.replay import ReplayGuard
-from wa_blocklist.proxy.store import open_store
+from wa_blocklist.proxy.inbound.replay import ReplayGuard
+from wa_blocklist.proxy.store.blocks import open_store
 
 import payloads as p
 from conftest import PNID, PNID_BR, RedisServer

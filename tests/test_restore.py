@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService, strip_controls
-from wa_blocklist.proxy.csvsafe import strip_bidi
+from wa_blocklist.proxy.base.csvsafe import strip_bidi
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, strip_controls
 
 from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, base_config_data, wrote_recently
 

@@ -26,9 +26,9 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from wa_blocklist.proxy.app import create_app, server_options
-from wa_blocklist.proxy.blocklist import BlocklistService, InboundUser
+from wa_blocklist.proxy.appkeys import SERVICE
+from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
 from wa_blocklist.proxy.config import parse_config
-from wa_blocklist.proxy.keys import SERVICE
 
 from conftest import ADMIN_TOKEN, PNID, PNID_BR, base_config_data, free_port
 

@@ -20,10 +20,10 @@ from test_processes import REPO, Proxy
 
 from wa_blocklist.plugins.client import BlocklistClient
 from wa_blocklist.proxy.app import create_app, server_options
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService
+from wa_blocklist.proxy.appkeys import SERVICE
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 from wa_blocklist.proxy.config import Config, load_config
-from wa_blocklist.proxy.keys import SERVICE
-from wa_blocklist.proxy.store import open_store
+from wa_blocklist.proxy.store.blocks import open_store
 
 import payloads as p
 from conftest import (

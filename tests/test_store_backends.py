@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService, InboundUser
-from wa_blocklist.proxy.cache import CheckCache
+from wa_blocklist.proxy.base.errors import NotBlocked, NotRecentlyActive
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, InboundUser
 from wa_blocklist.proxy.config import Config, StoreConfig
-from wa_blocklist.proxy.errors import NotBlocked, NotRecentlyActive
-from wa_blocklist.proxy.identity import from_wa_id
-from wa_blocklist.proxy.store import open_store, redis_server_binary
+from wa_blocklist.proxy.graph.identity import from_wa_id
+from wa_blocklist.proxy.store.blocks import open_store, redis_server_binary
+from wa_blocklist.proxy.store.cache import CheckCache
 
 from conftest import PNID, PNID_BR, FakeClock, free_port, wait_until
 

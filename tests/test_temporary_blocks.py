@@ -10,11 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from wa_blocklist.proxy.blocklist import Actor, BlocklistService, InboundUser, expiry_ms, parse_duration
-from wa_blocklist.proxy.errors import BadRequest, NotBlocked
-from wa_blocklist.proxy.expiry import SWEEP_SECONDS, sweep_once
-from wa_blocklist.proxy.identity import recipient
-from wa_blocklist.proxy.store import BlockEntry
+from wa_blocklist.proxy.base.errors import BadRequest, NotBlocked
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, InboundUser, expiry_ms, parse_duration
+from wa_blocklist.proxy.graph.identity import recipient
+from wa_blocklist.proxy.ops.expiry import SWEEP_SECONDS, sweep_once
+from wa_blocklist.proxy.store.blocks import BlockEntry
 
 import payloads as p
 from conftest import APP_SECRET, PNID, FakeClock, auth, wrote_recently
@@ -233,7 +233,7 @@ async def test_sweep_removes_expired_entries_with_an_audit_record(
 
 async def test_background_sweep_runs_in_the_app(make_config: Any, clock: FakeClock, aiohttp_client: Any) -> None:
     from wa_blocklist.proxy.app import create_app
-    from wa_blocklist.proxy.keys import SERVICE
+    from wa_blocklist.proxy.appkeys import SERVICE
 
     app = create_app(make_config(), clock=clock)
     app[SWEEP_SECONDS] = 0.02

@@ -1,4 +1,4 @@
-"""Limits for streamed uploads (proxy/uploads.py): admission per client and in all, and a minimum pace."""
+"""Limits for streamed uploads (proxy/outbound/uploads.py): admission per client and in all, and a minimum pace."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from wa_blocklist.proxy.uploads import Pace, TooManyUploads, UploadLimiter, UploadTooSlow, paced_pieces
+from wa_blocklist.proxy.outbound.uploads import Pace, TooManyUploads, UploadLimiter, UploadTooSlow, paced_pieces
 
 
 def test_the_limiter_keeps_slots_for_others_and_frees_them() -> None:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wa_blocklist.proxy import payload as wp
-from wa_blocklist.proxy.signature import meta_dumps, sign, verify, verify_any
+from wa_blocklist.proxy.graph import payload as wp
+from wa_blocklist.proxy.graph.signature import meta_dumps, sign, verify, verify_any
 
 import payloads as p
 

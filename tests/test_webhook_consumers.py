@@ -22,8 +22,8 @@ from aiohttp.test_utils import TestServer
 from pywa import utils as pywa_utils
 
 from wa_blocklist.proxy.app import create_app
-from wa_blocklist.proxy.blocklist import Actor
-from wa_blocklist.proxy.keys import SERVICE
+from wa_blocklist.proxy.appkeys import SERVICE
+from wa_blocklist.proxy.blocklist.service import Actor
 
 import payloads as p
 from conftest import APP_SECRET, PNID, PNID_BR, require_binary, wrote_recently

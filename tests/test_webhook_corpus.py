@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from wa_blocklist.proxy.app import create_app
-from wa_blocklist.proxy.blocklist import Actor, InboundUser
-from wa_blocklist.proxy.identity import recipient
-from wa_blocklist.proxy.keys import SERVICE
-from wa_blocklist.proxy.signature import meta_dumps
+from wa_blocklist.proxy.appkeys import SERVICE
+from wa_blocklist.proxy.blocklist.service import Actor, InboundUser
+from wa_blocklist.proxy.graph.identity import recipient
+from wa_blocklist.proxy.graph.signature import meta_dumps
 
 from conftest import APP_SECRET
 from fakes import sign

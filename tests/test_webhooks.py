@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wa_blocklist.proxy.app import create_app
-from wa_blocklist.proxy.blocklist import Actor, InboundUser
-from wa_blocklist.proxy.keys import METRICS, SERVICE, WEBHOOK_TASKS
-from wa_blocklist.proxy.signature import meta_dumps
+from wa_blocklist.proxy.appkeys import METRICS, SERVICE, WEBHOOK_TASKS
+from wa_blocklist.proxy.blocklist.service import Actor, InboundUser
+from wa_blocklist.proxy.graph.signature import meta_dumps
 
 import payloads as p
 from conftest import (
@@ -422,7 +422,7 @@ async def test_calls_of_allowed_users_and_business_initiated_calls_pass_untouche
 
 async def test_call_rejection_without_access_token_logs_a_warning(client, contact_center, fake_graph, service, caplog):
     await block(service, PNID, BLOCKED)
-    caplog.set_level(logging.WARNING, logger="wa_blocklist.proxy.webhooks")
+    caplog.set_level(logging.WARNING, logger="wa_blocklist.proxy.inbound.receiver")
     resp = await post(client, p.envelope(p.calls_change(PNID, p.call("connect", BLOCKED))))
     assert resp.status == 200
     assert contact_center.received == []

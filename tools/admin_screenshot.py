@@ -26,9 +26,9 @@ from aiohttp import web
 from playwright.async_api import async_playwright, expect
 
 from wa_blocklist.proxy.app import create_app
-from wa_blocklist.proxy.blocklist import Actor, InboundUser
+from wa_blocklist.proxy.appkeys import SERVICE
+from wa_blocklist.proxy.blocklist.service import Actor, InboundUser
 from wa_blocklist.proxy.config import parse_config
-from wa_blocklist.proxy.keys import SERVICE
 
 TOKEN = "screenshot-admin-token"
 PNID = "106540352242922"

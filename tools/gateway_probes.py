@@ -32,9 +32,9 @@ from aiohttp.test_utils import TestServer
 from meta_reading import World, reaches
 
 from wa_blocklist.proxy.app import create_app
-from wa_blocklist.proxy.blocklist import Actor, InboundUser
+from wa_blocklist.proxy.appkeys import SERVICE
+from wa_blocklist.proxy.blocklist.service import Actor, InboundUser
 from wa_blocklist.proxy.config import parse_config
-from wa_blocklist.proxy.keys import SERVICE
 
 from fakes import FakeContactCenter, FakeGraph
 

@@ -1,5 +1,5 @@
 """The admin face: JSON API under ``/admin/api/`` and the web page at ``/admin/``."""
 
-from .api import create_admin_app
+from .app import create_admin_app
 
 __all__ = ["create_admin_app"]

@@ -33,9 +33,9 @@ from typing import Literal
 
 from aiohttp import web
 
+from ..base.csvsafe import strip_bidi
+from ..base.errors import BlocklistError, Forbidden, Unauthorized
 from ..config import AdminConfig, AdminToken, ProxyAuthConfig
-from ..csvsafe import strip_bidi
-from ..errors import BlocklistError, Forbidden, Unauthorized
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,8 @@
   makes the block permanent): an explicit action, audited as ``update``. Blocking an already-blocked number with
   ``POST`` leaves its reason as it is; this is how a supervisor changes it.
 - ``POST /api/connectors/{pnid}/blocks/restore`` (CSV body, admin only): an export put back as it was, without the
-  24-hour rule, audited with the source ``admin_api_restore`` (see :func:`wa_blocklist.proxy.bulk.restore_csv`).
+  24-hour rule, audited with the source ``admin_api_restore`` (see
+  :func:`wa_blocklist.proxy.blocklist.csv_io.restore_csv`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ..blocklist import parse_duration, parse_expires_at
-from ..bodies import read_body
-from ..bulk import MAX_BYTES, restore_csv
-from ..errors import BadRequest
-from ..keys import CONFIG, SERVICE
-from .api import MAX_BODY, actor, parse_json
+from ..appkeys import CONFIG, SERVICE
+from ..base.bodies import read_body
+from ..base.errors import BadRequest
+from ..blocklist.csv_io import MAX_BYTES, restore_csv
+from ..blocklist.service import parse_duration, parse_expires_at
+from .http import MAX_BODY, actor, parse_json
 
 routes = web.RouteTableDef()
 

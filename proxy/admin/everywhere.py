@@ -3,7 +3,7 @@
 - ``POST /api/everywhere/blocks`` ``{"number", "reason", "duration" | "expires_at", "connectors": [pnid...],
   "include_unsynced"}``: block on the listed connectors (all when ``connectors`` is left out); 200 with one outcome
   per connector (the 24-hour rule is applied per connector, see
-  :meth:`wa_blocklist.proxy.blocklist.BlocklistService.block_everywhere`).
+  :meth:`wa_blocklist.proxy.blocklist.service.BlocklistService.block_everywhere`).
 - ``DELETE /api/everywhere/blocks/{number}?reason=&connectors=a,b``: unblock on the listed (or all) connectors.
 - ``GET /api/everywhere/blocks/{number}``: on which connectors the number is blocked.
 - ``GET/POST /api/connectors/{pnid}/optouts``, ``GET/DELETE /api/connectors/{pnid}/optouts/{number}``: opt-outs (the
@@ -16,11 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..blocklist import MAX_REASON, NotOptedOut, parse_expiry
-from ..bodies import read_body
-from ..errors import BadRequest
-from ..keys import CONFIG, SERVICE
-from .api import MAX_BODY, actor, parse_json
+from ..appkeys import CONFIG, SERVICE
+from ..base.bodies import read_body
+from ..base.errors import BadRequest
+from ..blocklist.service import MAX_REASON, NotOptedOut, parse_expiry
+from .http import MAX_BODY, actor, parse_json
 
 routes = web.RouteTableDef()
 

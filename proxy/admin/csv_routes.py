@@ -1,0 +1,56 @@
+"""Admin API routes for CSV export and import of a connector's blocklist (see
+:mod:`wa_blocklist.proxy.blocklist.csv_io`)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..appkeys import CONFIG, SERVICE
+from ..base.bodies import read_body
+from ..base.errors import BadRequest
+from ..blocklist.csv_io import MAX_BYTES, export_csv, import_csv
+from .http import actor
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/connectors/{pnid}/blocks.csv")
+async def export_blocks(request: web.Request) -> web.StreamResponse:
+    """The connector's blocklist as a CSV download."""
+    service = request.config_dict[SERVICE]
+    pnid = request.match_info["pnid"]
+    chunks = export_csv(service, pnid)
+    first = await anext(chunks)  # errors (unknown connector, store down) still answer in the admin format
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="blocklist-{pnid}.csv"',
+            "Cache-Control": "no-store",
+        }
+    )
+    await response.prepare(request)
+    await response.write(first.encode())
+    async for chunk in chunks:
+        await response.write(chunk.encode())
+    await response.write_eof()
+    return response
+
+
+@routes.post("/api/connectors/{pnid}/blocks/import")
+async def import_blocks(request: web.Request) -> web.Response:
+    """Import a CSV body (``number,reason[,duration]``); ``?dry_run=true`` checks without writing."""
+    service = request.config_dict[SERVICE]
+    pnid = request.match_info["pnid"]
+    service.connector(pnid)
+    flag = request.query.get("dry_run", "false").strip().lower()
+    if flag not in ("true", "false", "1", "0", ""):
+        raise BadRequest("dry_run must be true or false")
+    body = await read_body(request, MAX_BYTES, within=request.config_dict[CONFIG].server.body_timeout_seconds)
+    report = await import_csv(
+        service,
+        pnid,
+        body,
+        actor=actor(request, "admin_api_import"),
+        dry_run=flag in ("true", "1"),
+    )
+    return web.json_response(report.to_json())

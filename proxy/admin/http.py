@@ -1,0 +1,140 @@
+"""What every admin route shares: the JSON error body and its middleware, the auth middleware, who is acting,
+and strict JSON reading.
+
+Errors are always ``{"error": {"code": "<slug>", "message": "<sentence>"}}`` with a fitting status; bad input
+is a 4xx, never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ..appkeys import CONFIG
+from ..base.errors import BadRequest, BlocklistError, Forbidden, Unauthorized
+from ..blocklist.service import Actor
+from .auth import AuthThrottle, Principal, TooManyAttempts, authenticate
+
+log = logging.getLogger(__name__)
+
+PRINCIPAL = web.RequestKey("admin_principal", Principal)
+"""Who makes the request (a token's name or a person's e-mail address) and their role."""
+THROTTLE = web.AppKey("admin_auth_throttle", AuthThrottle)
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+MAX_BODY = 64 * 1024
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects accepted in a body (the API's own bodies are flat objects)."""
+MAX_NUMBER_CHARS = 32
+"""Longest JSON number literal accepted: a phone number has at most 15 digits; a longer one is refused before any
+conversion, so a 5,000-digit integer costs nothing (and never hits Python's int/str conversion limit)."""
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(error_body(code, message), status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every error of the admin app in the admin error format."""
+    try:
+        return await handler(request)
+    except Unauthorized as exc:
+        return json_error(exc.status, exc.code, exc.message, {"WWW-Authenticate": 'Bearer realm="wa-blocklist"'})
+    except TooManyAttempts as exc:
+        return json_error(exc.status, exc.code, exc.message, {"Retry-After": str(exc.retry_after)})
+    except BlocklistError as exc:
+        return json_error(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _STATUS_CODES.get(exc.status, "http_error")
+        missing = "no such admin API route" if request.path.startswith("/admin/api/") else "no such admin page"
+        messages = {404: missing, 413: f"the request body is larger than {MAX_BODY} bytes"}
+        return json_error(exc.status, code, messages.get(exc.status, exc.reason))
+    except Exception:
+        log.exception("admin API failure on %s %s", request.method, request.path)
+        return json_error(500, "internal_error", "an internal error occurred; it has been logged")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Auth for every API route (a token or a person signed in by a trusted reverse proxy); only the ``admin`` role
+    may change anything."""
+    if request.path.startswith("/admin/api/") and request.path != "/admin/api/openapi.json":
+        who = authenticate(request, request.config_dict[CONFIG].admin, request.app[THROTTLE])
+        if request.method not in _READ_METHODS and who.role != "admin":
+            what = "the token" if who.kind == "token" else ""
+            raise Forbidden(f"{what} {who.name!r} has the {who.role} role and cannot change blocks".strip())
+        request[PRINCIPAL] = who
+    return await handler(request)
+
+
+def actor(request: web.Request, source: str = "admin_api") -> Actor:
+    """The audit trail's "who" for a change made through this request."""
+    return Actor(name=request[PRINCIPAL].name, source=source)
+
+
+def _number(kind: type[int] | type[float]) -> Any:
+    def convert(text: str) -> int | float:
+        if len(text) > MAX_NUMBER_CHARS:
+            raise BadRequest(f"a number in the body is longer than {MAX_NUMBER_CHARS} characters; send it as a string")
+        value = kind(text)
+        if value in (float("inf"), float("-inf")):
+            raise BadRequest("a number in the body is out of range")
+        return value
+
+    return convert
+
+
+def _no_constant(text: str) -> Any:
+    raise BadRequest(f"{text} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_int=_number(int), parse_float=_number(float), parse_constant=_no_constant)
+
+
+def parse_json(raw: bytes) -> Any:
+    """Decode a JSON body with the admin API's limits: nesting depth, number length, no NaN/Infinity.
+
+    Raises:
+        BadRequest: not UTF-8 JSON, nested deeper than :data:`MAX_JSON_DEPTH`, or a number longer than
+            :data:`MAX_NUMBER_CHARS` characters.
+    """
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not valid JSON") from None
+    # The decoder recurses once per level: the bound is checked first, on the brackets outside strings.
+    if _depth(text) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return _DECODER.decode(text)
+    except json.JSONDecodeError:
+        raise BadRequest("the request body is not valid JSON") from None
+
+
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _depth(text: str) -> int:
+    """The deepest bracket nesting of a JSON text, strings skipped (an unterminated one ends the scan)."""
+    if "[" not in text and "{" not in text:
+        return 0
+    depth = deepest = 0
+    for match in _STRING_OR_BRACKET.finditer(text):
+        char = match.group()
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest

@@ -1,0 +1,1 @@
+"""The inbound face: the webhook receiver and its replay guard."""

@@ -1,0 +1,1 @@
+"""Operations: health and metrics endpoints, the expiry sweep."""

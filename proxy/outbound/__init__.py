@@ -1,0 +1,1 @@
+"""The outbound face: the Graph-compatible gateway, the Block Users API, paced uploads."""
