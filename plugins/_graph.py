@@ -44,7 +44,7 @@ from wa_blocklist.proxy.graph.classify import (
 )
 from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED, RECIPIENT_OPTED_OUT, SERVICE_UNAVAILABLE
 
-from ._webhook import OnError
+from ._webhook import OnError, refuses
 from .client import BlocklistClient, ReferenceCheck
 
 log = logging.getLogger(__name__)
@@ -159,10 +159,8 @@ async def check_request(
             denied(f"phone number ID {target.node[:40]} is not a connector of the blocklist; the request was not sent")
         )
     except BlocklistError as exc:
-        log.warning(
-            "blocklist check of a Graph request failed (%s): %s", exc.code, "refused" if on_error == "deny" else "sent"
-        )
-        return Verdict(unavailable_refusal() if on_error == "deny" else None)
+        refuse = refuses(on_error, exc, "check of a Graph request", refused="refused", allowed="sent")
+        return Verdict(unavailable_refusal() if refuse else None)
     return Verdict()
 
 

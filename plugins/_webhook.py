@@ -34,6 +34,7 @@ __all__ = [
     "filter_body",
     "filter_payload",
     "is_blocked_or_policy",
+    "refuses",
     "signature_valid",
 ]
 
@@ -49,6 +50,21 @@ def check_on_error(on_error: str) -> OnError:
     if on_error not in ("deny", "allow"):
         raise ValueError(f"on_error must be 'deny' or 'allow', not {on_error!r}")
     return on_error  # type: ignore[return-value]
+
+
+def refuses(on_error: OnError, exc: BlocklistError, what: str, *, refused: str, allowed: str) -> bool:
+    """The plugins' one ``on_error`` policy: log that the blocklist could not answer, and say whether to refuse.
+
+    Args:
+        on_error: ``deny`` refuses (or defers) what could not be checked, ``allow`` lets it through unchecked.
+        exc: what the blocklist raised.
+        what: what was being checked, for the log line.
+        refused: what happens with ``deny``, for the log line.
+        allowed: what happens with ``allow``, for the log line.
+    """
+    refuse = on_error == "deny"
+    log.warning("%s: blocklist unavailable (%s); %s", what, exc.code, refused if refuse else allowed)
+    return refuse
 
 
 def check_recording(blocklist: BlocklistClient, record_inbound: bool, app_secret: str | None) -> None:
@@ -207,10 +223,7 @@ async def is_blocked_or_policy(
     except BlocklistError as exc:
         if exc.status == 400:  # not a number or BSUID: nothing the blocklist can hold
             return False
-        log.warning(
-            "blocklist check for a %s failed (%s): %s", what, exc.code, "refused" if on_error == "deny" else "allowed"
-        )
-        return None if on_error == "deny" else False
+        return None if refuses(on_error, exc, f"check of a {what}", refused="refused", allowed="allowed") else False
 
 
 @dataclass(frozen=True)
@@ -247,10 +260,9 @@ async def decide(
             body, blocklist, app_secret=app_secret, signature=signature, record_inbound=record_inbound
         )
     except BlocklistError as exc:
-        if on_error == "deny":
-            log.warning("webhook: blocklist unavailable (%s); answered 503 so that Meta retries", exc.code)
+        retry = "answered 503 so that Meta retries"
+        if refuses(on_error, exc, "webhook", refused=retry, allowed="forwarded unchecked"):
             return Decision((503, "blocklist unavailable, retry later"), body, None)
-        log.warning("webhook: blocklist unavailable (%s); forwarded unchecked", exc.code)
         return Decision(None, body, None)
     if result.empty:
         return Decision((200, "ok"), b"", None)

@@ -40,7 +40,7 @@ from wa_blocklist.proxy.graph.classify import CHECKED_FIELDS, OVERRIDES, Refused
 from wa_blocklist.proxy.graph.errors import error_envelope
 
 from ._graph import check_request
-from ._webhook import OnError, check_on_error
+from ._webhook import OnError, check_on_error, refuses
 from .client import BlocklistClient
 
 log = logging.getLogger(__name__)
@@ -156,8 +156,7 @@ class BlocklistMiddleware(Middleware):  # type: ignore[misc]  # botbuilder ships
         except UnknownConnector:
             return False
         except BlocklistError as exc:
-            log.warning("botframework: blocklist unavailable (%s); %s", exc.code, self.on_error)
-            return self.on_error == "deny"
+            return refuses(self.on_error, exc, "botframework", refused="deny", allowed="allow")
         return blocked
 
     async def on_turn(self, context: TurnContext, logic: Callable[[], Awaitable[Any]]) -> None:

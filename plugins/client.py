@@ -382,16 +382,7 @@ class DirectBlocklistClient(BlocklistClient):
         self.service.connector(pnid)
         if record_inbound:
             return await self.service.record_inbound(pnid, users)
-        flags: list[bool] = []
-        for user in users:
-            found: list[identity.Identity] = []
-            if user.wa_id:
-                with contextlib.suppress(InvalidNumber):
-                    found.append(identity.from_wa_id(user.wa_id))
-            if user.bsuid and (bsuid := identity.bsuid(user.bsuid)) is not None:
-                found.append(bsuid)
-            flags.append(bool(found) and await self.service.first_blocked(pnid, found) is not None)
-        return flags
+        return [await self.service.inbound_blocked(pnid, user) for user in users]
 
     async def block(self, pnid: str, number: str, *, reason: str = "") -> tuple[Block, bool]:
         entry, created = await self.service.block(pnid, number, actor=self._actor, reason=reason)

@@ -42,7 +42,7 @@ from wa_blocklist.proxy.base.errors import BlocklistError, UnknownConnector
 from wa_blocklist.proxy.blocklist.service import InboundUser
 from wa_blocklist.proxy.graph.signature import verify
 
-from ._webhook import OnError, check_on_error, check_recording, filter_body
+from ._webhook import OnError, check_on_error, check_recording, filter_body, refuses
 from .client import BlocklistClient
 from .httpx_transport import BlocklistTransport, ProxyRoutingTransport, blocklist_session
 
@@ -112,11 +112,9 @@ def guard_webhooks(
                 update, blocklist, app_secret=None, signature=None, record_inbound=record_inbound, verified=verified
             )
         except BlocklistError as exc:
-            if on_error == "allow":
-                log.warning("pywa webhook: blocklist unavailable (%s); update handled unchecked", exc.code)
-                return await handle(update)
-            log.error("pywa webhook: blocklist unavailable (%s); update dropped", exc.code)
-            return "Service Unavailable", 503
+            if refuses(on_error, exc, "pywa webhook", refused="update dropped", allowed="update handled unchecked"):
+                return "Service Unavailable", 503
+            return await handle(update)
         if result.empty:
             return "ok", 200
         return await handle(result.body)
@@ -142,8 +140,8 @@ def not_blocked(blocklist: BlocklistClient, *, on_error: OnError = "deny") -> Fi
             (blocked,) = await blocklist.blocked_users(metadata.phone_number_id, [who])
         except UnknownConnector:
             return True
-        except BlocklistError:
-            return on_error == "allow"
+        except BlocklistError as exc:
+            return not refuses(on_error, exc, "pywa filter", refused="update skipped", allowed="update handled")
         return not blocked
 
     return new_filter(check, name="not_blocked")  # type: ignore[arg-type]  # pywa types it for the sync client

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..appkeys import CONFIG
-from ..base.errors import BadRequest, BlocklistError, Forbidden, Unauthorized
+from ..base.errors import BadRequest, BlocklistError, Forbidden, Unauthorized, json_error
 from ..blocklist.service import Actor
 from .auth import AuthThrottle, Principal, TooManyAttempts, authenticate
 
@@ -33,14 +33,6 @@ MAX_JSON_DEPTH = 32
 MAX_NUMBER_CHARS = 32
 """Longest JSON number literal accepted: a phone number has at most 15 digits; a longer one is refused before any
 conversion, so a 5,000-digit integer costs nothing (and never hits Python's int/str conversion limit)."""
-
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
-
-
-def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(error_body(code, message), status=status, headers=headers)
-
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -7,6 +7,8 @@ Graph error envelope. Messages never contain secrets.
 
 from __future__ import annotations
 
+from aiohttp import web
+
 
 class BlocklistError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -137,3 +139,8 @@ class StoreUnavailable(BlocklistError):
 
     status = 503
     code = "store_unavailable"
+
+
+def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """The admin-style error answer ``{"error": {"code", "message"}}`` (admin API, webhook receiver)."""
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)

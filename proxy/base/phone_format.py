@@ -25,3 +25,8 @@ def international(digits: str) -> str:
     if not phonenumbers.is_possible_number(number):
         return "+" + digits
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def masked(number: str) -> str:
+    """Enough of a number to correlate (logs, refusals), not the whole of it: ``5730012****``."""
+    return number if len(number) <= 6 else number[:-4] + "****"

@@ -32,6 +32,7 @@ from ..base import csvsafe
 from ..base.errors import BadRequest, BlocklistError, InvalidCsv, NotRecentlyActive, TooManyRows
 from .service import (
     Actor,
+    BlockCheck,
     BlocklistService,
     check_expiry,
     clean_reason,
@@ -240,9 +241,10 @@ async def _block(service: BlocklistService, pnid: str, result: RowResult, actor:
 
 
 async def _check(service: BlocklistService, pnid: str, result: RowResult) -> None:
-    if await service.store.get(pnid, result.key, service.now_ms()) is not None:
+    check = await service.may_block(pnid, result.number)
+    if check is BlockCheck.ALREADY_BLOCKED:
         result.outcome = "already_blocked"
-    elif await service.last_inbound_ms(pnid, result.number) is None:
+    elif check is BlockCheck.NOT_RECENTLY_ACTIVE:
         result.outcome, result.reason = "refused", _STALE
     else:
         result.outcome = "blocked"
@@ -296,7 +298,7 @@ async def restore_csv(
         nonlocal done
         async with semaphore:
             if dry_run:
-                exists = await service.store.get(pnid, result.key, service.now_ms()) is not None
+                exists = await service.find(pnid, result.number) is not None
                 result.outcome = "already_blocked" if exists else "blocked"
             else:
                 await _restore(service, pnid, result, actor)

@@ -17,6 +17,7 @@ from redis import exceptions as redis_errors
 from ..base.errors import StoreUnavailable
 from ..config import Config, ConnectorConfig, GraphConfig
 from ..store.blocks import BlockEntry, BlocklistStore
+from ..store.sync_queue import SyncQueue
 from .service import BlocklistService, Clock
 
 log = logging.getLogger(__name__)
@@ -106,38 +107,6 @@ SYNC_LEASE_MS = 60_000
 SYNC_BACKOFF_MS = (5_000, 30_000, 120_000, 600_000, 3_600_000)
 """Delay before retry N (the last one repeats): a failed sync is retried forever, never dropped."""
 
-# KEYS: pending due. ARGV: key now_ms lease_until_ms. Claims one due sync for this worker; returns its record.
-_CLAIM = """
-local due = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not due or tonumber(due) > tonumber(ARGV[2]) then return false end
-local record = redis.call('HGET', KEYS[1], ARGV[1])
-if not record then redis.call('ZREM', KEYS[2], ARGV[1]) return false end
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-return record
-"""
-
-# KEYS: pending due. ARGV: key record_json_as_claimed. Removes the sync only if no newer change replaced it.
-_DONE = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
-"""
-
-# KEYS: pending due. ARGV: key record_json_as_claimed new_record_json next_due_ms. Records a failed attempt.
-_FAILED = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-return 1
-"""
-
-
-def _sync_keys(pnid: str) -> list[str]:
-    # Same hash tag as the store's keys, so the scripts above stay legal on Redis Cluster.
-    return [f"wabl:{{{pnid}}}:meta_sync", f"wabl:{{{pnid}}}:meta_sync_due"]
-
-
 class MetaSync:
     """Applies blocks and unblocks made in the admin API, CLI or plugins at Meta (``sync_to_meta: true``).
 
@@ -158,15 +127,12 @@ class MetaSync:
     def __init__(
         self, store: BlocklistStore, config: Config, client: MetaClient | None = None, clock: Clock = time.time
     ) -> None:
-        self.redis = store.redis
+        self.queue = SyncQueue(store.redis)
         self.config = config
         self.client = client
         self.clock = clock
         self.wake = asyncio.Event()
         self._round = asyncio.Lock()  # one round at a time in this process; the lease guards across replicas
-        self._claim = self.redis.register_script(_CLAIM)
-        self._done = self.redis.register_script(_DONE)
-        self._failed = self.redis.register_script(_FAILED)
 
     def attach(self, service: BlocklistService) -> None:
         """Queue every change of ``service`` on a connector with ``sync_to_meta``."""
@@ -182,12 +148,8 @@ class MetaSync:
             return
         record = {"action": action, "user": entry.number, "kind": entry.kind, "attempts": 0,
                   "queued_at_ms": self.now_ms(), "last_error": ""}  # fmt: skip
-        pending, due = _sync_keys(pnid)
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(pending, entry.key, _dumps(record))
-                pipe.zadd(due, {entry.key: 0})  # due at once, whatever the clock of the process that applies it
-                await pipe.execute()
+            await self.queue.put(pnid, entry.key, _dumps(record))
         except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
             # The change itself is stored; only its sync could not be queued. Say so loudly.
             log.error(
@@ -202,15 +164,7 @@ class MetaSync:
     async def pending(self, pnid: str) -> dict[str, dict[str, Any]]:
         """Every sync still waiting for Meta on a connector: match key → record (action, user, attempts,
         last_error, next_attempt_ms)."""
-        pending, due = _sync_keys(pnid)
-        records = await self.redis.hgetall(pending)
-        out: dict[str, dict[str, Any]] = {}
-        for key, raw in records.items():
-            record = json.loads(raw)
-            score = await self.redis.zscore(due, key)
-            record["next_attempt_ms"] = int(score) if score is not None else None
-            out[str(key)] = record
-        return out
+        return await self.queue.pending(pnid)
 
     async def run_once(self) -> int:
         """Apply every due sync of every connector with ``sync_to_meta``; returns how many succeeded.
@@ -226,13 +180,12 @@ class MetaSync:
         for connector in self.config.connectors:
             if not connector.sync_to_meta:
                 continue
-            pending, due = _sync_keys(connector.phone_number_id)
+            pnid = connector.phone_number_id
             now = self.now_ms()
-            keys = await self.redis.zrangebyscore(due, "-inf", now, start=0, num=100)
-            for key in keys:
-                raw = await self._claim(keys=[pending, due], args=[str(key), now, now + SYNC_LEASE_MS])
+            for key in await self.queue.due(pnid, now):
+                raw = await self.queue.claim(pnid, key, now, now + SYNC_LEASE_MS)
                 if raw:
-                    done += await self._apply(connector, str(key), str(raw))
+                    done += await self._apply(connector, key, raw)
         return done
 
     async def _apply(self, connector: ConnectorConfig, key: str, raw: str) -> int:
@@ -246,15 +199,15 @@ class MetaSync:
             error = _sync_error(status, answer)
         except MetaError as exc:
             error = str(exc)
-        keys = _sync_keys(connector.phone_number_id)
+        pnid = connector.phone_number_id
         if not error:
-            await self._done(keys=keys, args=[key, raw])
+            await self.queue.done(pnid, key, raw)
             log.info("synced a %s on %s to Meta", record["action"], connector.phone_number_id)
             return 1
         attempts = int(record.get("attempts", 0)) + 1
         record.update(attempts=attempts, last_error=error[:500], last_attempt_ms=self.now_ms())
         delay = SYNC_BACKOFF_MS[min(attempts, len(SYNC_BACKOFF_MS)) - 1]
-        await self._failed(keys=keys, args=[key, raw, _dumps(record), self.now_ms() + delay])
+        await self.queue.failed(pnid, key, raw, _dumps(record), self.now_ms() + delay)
         log.warning(
             "Meta sync of a %s on %s failed (attempt %d, next in %ds): %s",
             record["action"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import enum
 import logging
 import re
 import time
@@ -25,6 +26,7 @@ from ..base.errors import (
     StoreUnavailable,
     UnknownConnector,
 )
+from ..base.phone_format import masked
 from ..config import Config, ConnectorConfig
 from ..graph import identity as ids
 from ..graph.identity import Identity
@@ -67,6 +69,15 @@ class InboundUser:
     wa_id: str = ""
     bsuid: str = ""
     active: bool = True
+
+
+class BlockCheck(enum.Enum):
+    """What blocking a user would do now (:meth:`BlocklistService.may_block`)."""
+
+    ALLOWED = "allowed"
+    ALREADY_BLOCKED = "already_blocked"
+    NOT_RECENTLY_ACTIVE = "not_recently_active"
+    """Meta's 24-hour rule: the user has not messaged the connector in the last 24 hours."""
 
 
 class BlocklistService:
@@ -180,7 +191,7 @@ class BlocklistService:
         assert stored is not None
         created = status == "created"
         if created:
-            log.info("blocked %s on %s by %s via %s", _mask(stored.number), pnid, actor.name, actor.source)
+            log.info("blocked %s on %s by %s via %s", masked(stored.number), pnid, actor.name, actor.source)
             await self._notify("block", pnid, stored)
         return stored, created
 
@@ -199,7 +210,7 @@ class BlocklistService:
             self.cache.invalidate(pnid)
         if removed is None:
             raise NotBlocked(f"{who.value} is not blocked on this connector")
-        log.info("unblocked %s on %s by %s via %s", _mask(removed.number), pnid, actor.name, actor.source)
+        log.info("unblocked %s on %s by %s via %s", masked(removed.number), pnid, actor.name, actor.source)
         await self._notify("unblock", pnid, removed)
         return removed
 
@@ -255,7 +266,7 @@ class BlocklistService:
         assert stored is not None
         created = status == "created"
         if created:
-            log.info("restored the block of %s on %s by %s via %s", _mask(stored.number), pnid, actor.name,
+            log.info("restored the block of %s on %s by %s via %s", masked(stored.number), pnid, actor.name,
                      actor.source)  # fmt: skip
             await self._notify("block", pnid, stored)
         return stored, created
@@ -306,7 +317,7 @@ class BlocklistService:
             if self.cache is not None:
                 self.cache.invalidate(pnid)
             if status == "updated":
-                log.info("updated the block of %s on %s by %s via %s", _mask(changed.number), pnid, actor.name,
+                log.info("updated the block of %s on %s by %s via %s", masked(changed.number), pnid, actor.name,
                          actor.source)  # fmt: skip
                 return changed
             if status == "missing":
@@ -319,12 +330,40 @@ class BlocklistService:
         Raises:
             NotBlocked: if there is none.
         """
+        entry = await self.find(pnid, number)
+        if entry is None:
+            raise NotBlocked(f"{self._lookup_identity(pnid, number).value} is not blocked on this connector")
+        return entry
+
+    async def find(self, pnid: str, number: str) -> BlockEntry | None:
+        """The block entry for a number in any of its forms, or None."""
         self.connector(pnid)
         who = self._lookup_identity(pnid, number)
-        entry = await self.store.get(pnid, who.key, self.now_ms())
-        if entry is None:
-            raise NotBlocked(f"{who.value} is not blocked on this connector")
-        return entry
+        return await self.store.get(pnid, who.key, self.now_ms())
+
+    async def inbound_blocked(self, pnid: str, user: InboundUser) -> bool:
+        """Whether the user of an inbound item is blocked, read-only: nothing is recorded or learned.
+
+        For bodies that were not verified, and for plugins that check without recording.
+        """
+        found: list[Identity] = []
+        if user.wa_id:
+            with contextlib.suppress(InvalidNumber):
+                found.append(ids.from_wa_id(user.wa_id))
+        if user.bsuid and (bsuid := ids.bsuid(user.bsuid)) is not None:
+            found.append(bsuid)
+        return bool(found) and await self.first_blocked(pnid, found) is not None
+
+    async def may_block(self, pnid: str, number: str) -> BlockCheck:
+        """What :meth:`block` would decide now, read-only: already blocked, or refused by the 24-hour rule.
+
+        The one home of that decision for the faces that answer before they block (CSV dry runs, the Block Users API).
+        """
+        if await self.find(pnid, number) is not None:
+            return BlockCheck.ALREADY_BLOCKED
+        if await self.last_inbound_ms(pnid, number) is None:
+            return BlockCheck.NOT_RECENTLY_ACTIVE
+        return BlockCheck.ALLOWED
 
     async def list(
         self, pnid: str, *, limit: int = 50, cursor: str | None = None, q: str = ""
@@ -483,7 +522,7 @@ class BlocklistService:
             if self.cache is not None:
                 self.cache.invalidate(pnid)
             if status == "created" and stored is not None:
-                log.info("block of %s on %s follows the user to %s", _mask(entry.number), pnid, _mask(stored.number))
+                log.info("block of %s on %s follows the user to %s", masked(entry.number), pnid, masked(stored.number))
                 await self._notify("block", pnid, stored)
                 created.append(stored)
         return created
@@ -548,7 +587,7 @@ class BlocklistService:
                     if self.cache is not None:
                         self.cache.invalidate(pnid)
                 for entry in entries:
-                    log.info("temporary block of %s on %s expired", _mask(entry.number), pnid)
+                    log.info("temporary block of %s on %s expired", masked(entry.number), pnid)
                     await self._notify("unblock", pnid, entry)
                 if len(entries) < limit:
                     break
@@ -676,7 +715,7 @@ class BlocklistService:
             pnid, "optout", entry, by=actor.name, source=actor.source, reason=entry.reason, at_ms=entry.blocked_at_ms
         )
         if created:
-            log.info("opted %s out on %s by %s via %s", _mask(who.value), pnid, actor.name, actor.source)
+            log.info("opted %s out on %s by %s via %s", masked(who.value), pnid, actor.name, actor.source)
             return entry, True
         existing = await self.store.optout(pnid, who.key)
         return (existing or entry), False
@@ -699,7 +738,7 @@ class BlocklistService:
             pnid, "optin", existing, by=actor.name, source=actor.source, reason=clean_reason(reason),
             at_ms=self.now_ms(),
         )  # fmt: skip
-        log.info("opted %s back in on %s by %s via %s", _mask(existing.number), pnid, actor.name, actor.source)
+        log.info("opted %s back in on %s by %s via %s", masked(existing.number), pnid, actor.name, actor.source)
         return existing
 
     async def optouts(self, pnid: str) -> builtins.list[BlockEntry]:
@@ -792,7 +831,7 @@ class BlocklistService:
             self.cache.invalidate(pnid)
         for flag, who in zip(flags, people, strict=True):
             if flag == 2 and who is not None:
-                log.info("flood protection blocked %s on %s", _mask(who.value), pnid)
+                log.info("flood protection blocked %s on %s", masked(who.value), pnid)
         return flags
 
     async def _notify(self, action: Literal["block", "unblock"], pnid: str, entry: BlockEntry) -> None:
@@ -993,8 +1032,3 @@ def _owner_identity(owner: tuple[str, str] | None) -> Identity | None:
         with contextlib.suppress(InvalidNumber):
             return ids.from_wa_id(wa_key)
     return ids.bsuid(bsuid) if bsuid else None
-
-
-def _mask(number: str) -> str:
-    """Logs show enough of a number to correlate, not the whole of it."""
-    return number if len(number) <= 6 else number[:-4] + "****"

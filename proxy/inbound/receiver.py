@@ -46,16 +46,15 @@ from ..base.errors import (
     DeliveryFailed,
     DeliveryTimeout,
     Forbidden,
-    InvalidNumber,
     StoreUnavailable,
     Unauthorized,
     UnknownWebhookConnector,
+    json_error,
 )
 from ..base.logs import note, tag_upstream
 from ..blocklist.meta_sync import MetaClient, MetaError
 from ..blocklist.service import BlocklistService, InboundUser
 from ..config import Config, ConnectorConfig
-from ..graph import identity as ids
 from ..graph import payload as wp
 from ..graph.optout import Keyword
 from ..graph.signature import LEGACY_SIGNATURE_HEADER, SIGNATURE_HEADER, meta_dumps, sign, sign_sha1, verify
@@ -427,13 +426,7 @@ def _keywords_and_counts(
 
 async def _blocked_unrecorded(service: BlocklistService, pnid: str, user: InboundUser) -> bool:
     # An unverified body (a connector with require_signature: false, sent unsigned) is checked, never learned from.
-    found: list[ids.Identity] = []
-    if user.wa_id:
-        with contextlib.suppress(InvalidNumber):
-            found.append(ids.from_wa_id(user.wa_id))
-    if user.bsuid and (bsuid := ids.bsuid(user.bsuid)) is not None:
-        found.append(bsuid)
-    return bool(found) and await service.first_blocked(pnid, found) is not None
+    return await service.inbound_blocked(pnid, user)
 
 
 async def _follow_number_changes(service: BlocklistService, share: _Share) -> None:
@@ -574,6 +567,4 @@ def _bad(code: str, message: str) -> BadRequest:
 
 def _error(status: int, code: str, message: str) -> web.Response:
     # nosniff: a browser must never render an error (which may quote the request) as anything but JSON.
-    return web.json_response(
-        {"error": {"code": code, "message": message}}, status=status, headers={"X-Content-Type-Options": "nosniff"}
-    )
+    return json_error(status, code, message, {"X-Content-Type-Options": "nosniff"})

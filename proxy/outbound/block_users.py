@@ -37,7 +37,7 @@ from yarl import URL
 
 from ..base.errors import BadRequest, InvalidNumber, NotBlocked, NotRecentlyActive, StoreUnavailable
 from ..blocklist.meta_sync import FORWARDED_BY_GATEWAY
-from ..blocklist.service import Actor
+from ..blocklist.service import Actor, BlockCheck
 from ..config import ConnectorConfig
 from ..graph import identity as ids
 from ..graph.classify import PERMISSION_DENIED, Target
@@ -147,12 +147,10 @@ async def _check_ours(gateway: Gateway, connector: ConnectorConfig, action: str,
     if action == "unblock":
         await _check_unblock(gateway, connector, user)
         return
-    try:
-        await gateway.service.get(pnid, user.identity.value)
-        return  # already blocked here: blocking again is idempotent, as at Meta
-    except NotBlocked:
-        pass
-    if await gateway.service.last_inbound_ms(pnid, user.identity.value) is None:
+    check = await gateway.service.may_block(pnid, user.identity.value)
+    if check is BlockCheck.ALREADY_BLOCKED:
+        return  # blocking again is idempotent, as at Meta
+    if check is BlockCheck.NOT_RECENTLY_ACTIVE:
         user.fail(
             REENGAGEMENT_REQUIRED,
             "Re-engagement required",

@@ -49,6 +49,7 @@ from ..base.bodies import read_body
 from ..base.errors import BodyTimeout, BodyTooLarge, InvalidNumber, StoreUnavailable
 from ..base.logs import REQUEST_ID_HEADER, note, tag_upstream
 from ..base.logs import current as current_request
+from ..base.phone_format import masked
 from ..blocklist.service import BlocklistService
 from ..config import Config, ConnectorConfig
 from ..graph import identity as ids
@@ -431,7 +432,7 @@ class Gateway:
                     400,
                     RECIPIENT_BLOCKED,
                     "Recipient is blocked on this connector",
-                    f"The user {_mask(blocked)} is blocked on connector {connector.name!r} "
+                    f"The user {masked(blocked)} is blocked on connector {connector.name!r} "
                     f"({connector.phone_number_id}) by its blocklist; the request was not sent to WhatsApp",
                 )
 
@@ -454,7 +455,7 @@ class Gateway:
                 400,
                 RECIPIENT_OPTED_OUT,
                 "Recipient opted out of template and marketing messages",
-                f"The user {_mask(opted_out)} opted out on connector {connector.name!r} "
+                f"The user {masked(opted_out)} opted out on connector {connector.name!r} "
                 f"({connector.phone_number_id}); templates and marketing messages are refused, free-form replies "
                 "in the customer service window are not; the request was not sent to WhatsApp",
             )
@@ -820,10 +821,6 @@ def send_recipients(edge: str, fields: dict[str, list[Any]], region: str = "") -
     except Refused as refused:
         raise GraphRefusal(refused.status, refused.code, refused.title, refused.details) from None
     return _readings(found.recipients, region, strict=True) + _readings(found.maybe_recipients, region, strict=False)
-
-
-def _mask(key: str) -> str:
-    return key if len(key) <= 6 else key[:-4] + "****"
 
 
 def gateway_client(config: Config) -> ReqwestClient:
