@@ -394,7 +394,7 @@ class DirectBlocklistClient(BlocklistClient):
     async def list(
         self, pnid: str, *, limit: int = 50, cursor: str | None = None, q: str = ""
     ) -> tuple[list[Block], str | None]:
-        entries, next_cursor = await self.service.list(pnid, limit=limit, cursor=cursor, q=q)
+        entries, next_cursor = await self.service.list_blocks(pnid, limit=limit, cursor=cursor, q=q)
         return [Block.from_entry(e) for e in entries], next_cursor
 
 

@@ -306,7 +306,7 @@ async def _list(service: BlocklistService, pnid: str, args: argparse.Namespace) 
         print(f"{'BLOCKED AT (UTC)':<25} {'NUMBER':<20} {'EXPIRES (UTC)':<25} {'BY':<20} REASON")
     while True:
         page = min(500, args.limit - shown) if args.limit else 500
-        entries, cursor = await service.list(pnid, limit=page, cursor=cursor, q=args.q)
+        entries, cursor = await service.list_blocks(pnid, limit=page, cursor=cursor, q=args.q)
         for entry in entries:
             print(_format(entry, args.json))
         shown += len(entries)

@@ -11,10 +11,10 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -24,12 +24,23 @@ from .graph import identity
 from .graph.classify import Surface, compile_surface
 from .graph.optout import DEFAULT_OPTIN_KEYWORDS, DEFAULT_OPTOUT_KEYWORDS, MAX_KEYWORD, KeywordMatcher, normalise
 
-ROLES = ("viewer", "admin")
-STORE_ERROR_POLICIES = ("deny", "allow")
-UNKNOWN_CONNECTOR_POLICIES = ("pass", "refuse")
-UNKNOWN_WEBHOOK_POLICIES = ("refuse", "drop")
-APPENDFSYNC_MODES = ("always", "everysec")
+Role = Literal["viewer", "admin"]
+StoreErrorPolicy = Literal["deny", "allow"]
+"""A connector's ``on_store_error``: refuse sends while the store is down, or let them through unchecked."""
+UnknownConnectorPolicy = Literal["pass", "refuse"]
+UnknownWebhookPolicy = Literal["refuse", "drop"]
+AppendFsync = Literal["always", "everysec"]
+BlockUsersUnblock = Literal["refuse", "allow"]
+UnknownReferences = Literal["refuse", "pass"]
+
+ROLES: tuple[Role, ...] = get_args(Role)
+STORE_ERROR_POLICIES: tuple[StoreErrorPolicy, ...] = get_args(StoreErrorPolicy)
+UNKNOWN_CONNECTOR_POLICIES: tuple[UnknownConnectorPolicy, ...] = get_args(UnknownConnectorPolicy)
+UNKNOWN_WEBHOOK_POLICIES: tuple[UnknownWebhookPolicy, ...] = get_args(UnknownWebhookPolicy)
+APPENDFSYNC_MODES: tuple[AppendFsync, ...] = get_args(AppendFsync)
 STORE_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
+
+_Choice = TypeVar("_Choice", bound=str)
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PNID = re.compile(r"^[0-9]{5,32}$")
@@ -58,7 +69,7 @@ class GraphConfig:
 class StoreConfig:
     redis_url: str = ""
     data_dir: str = "./data"
-    appendfsync: str = "always"
+    appendfsync: AppendFsync = "always"
     timeout_seconds: float = 2.0
     local_cache: bool = True
 
@@ -72,14 +83,14 @@ class StoreConfig:
 class AdminToken:
     name: str
     token: str = field(repr=False)
-    role: str = "viewer"
+    role: Role = "viewer"
 
 
 @dataclass(frozen=True)
 class PersonRole:
     """A role given to people signed in by an authenticating reverse proxy, by e-mail address or by group."""
 
-    role: str
+    role: Role
     email: str = ""
     group: str = ""
 
@@ -117,14 +128,14 @@ class ReloadConfig:
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    unknown_connectors: str = "refuse"
+    unknown_connectors: UnknownConnectorPolicy = "refuse"
     """``refuse`` (403) or ``pass``: sends and block_users for phone number IDs that are not connectors."""
     enforce: bool = True
     allow: tuple[Surface, ...] = ()
     """Harmless Graph surfaces the operator adds to the built-in allow-list (``{method, path}`` patterns)."""
-    block_users_unblock: str = "refuse"
+    block_users_unblock: BlockUsersUnblock = "refuse"
     """``refuse``: a block made by a supervisor cannot be lifted through the Graph face; ``allow``: it can."""
-    unknown_references: str = "refuse"
+    unknown_references: UnknownReferences = "refuse"
     """``refuse`` or ``pass``: read receipts on message IDs and join-request approvals the proxy has not seen."""
     uploads_total: int = 200
     """Streamed pass-through uploads at once, in all (kept well under the upstream pool of 1,000: sends always find
@@ -141,7 +152,7 @@ class GatewayConfig:
 class WebhookConfig:
     forward_timeout_seconds: float = 10.0
     max_body_bytes: int = 3 * 1024 * 1024
-    unknown_connectors: str = "refuse"
+    unknown_connectors: UnknownWebhookPolicy = "refuse"
     account_events_to: str = ""
     """Where account-level events (no phone number ID) of a WABA no connector names go; "" for nowhere."""
     deduplicate_replays: bool = True
@@ -161,7 +172,7 @@ class ConnectorConfig:
     access_token: str = field(default="", repr=False)
     sync_to_meta: bool = False
     allow_encrypted_messages: bool = False
-    on_store_error: str = "deny"
+    on_store_error: StoreErrorPolicy = "deny"
     require_signature: bool = True
     waba_id: str = ""
     """The WhatsApp Business Account the number belongs to: account-level webhook events of it go to this connector's
@@ -296,37 +307,20 @@ def parse_config(
     gateway = v.section("gateway", data)
     webhooks = v.section("webhooks", data)
     reload = v.section("reload", data)
-    v.known_keys("server", server, ("host", "port", "idle_timeout_seconds", "body_timeout_seconds"))
-    v.known_keys("graph", graph, ("base_url", "api_version", "timeout_seconds"))
-    v.known_keys("store", store, ("redis_url", "data_dir", "appendfsync", "timeout_seconds", "local_cache"))
-    v.known_keys("admin", admin, ("tokens", "metrics_token", "proxy_auth"))
-    v.known_keys("reload", reload, ("allow_no_connectors", "allow_replacing_all_connectors"))
+    v.known_keys("server", server, keys_of(ServerConfig))
+    v.known_keys("graph", graph, keys_of(GraphConfig))
+    v.known_keys("store", store, keys_of(StoreConfig))
+    v.known_keys("admin", admin, keys_of(AdminConfig))
+    v.known_keys("reload", reload, keys_of(ReloadConfig))
     v.known_keys(
         "gateway",
         gateway,
-        (
-            "unknown_connectors",
-            "enforce",
-            "allow",
-            "block_users_unblock",
-            "unknown_references",
-            "uploads_total",
-            "uploads_per_client",
-            "upload_min_bytes",
-            "upload_pace_seconds",
-        ),
+        keys_of(GatewayConfig),
     )
     v.known_keys(
         "webhooks",
         webhooks,
-        (
-            "forward_timeout_seconds",
-            "max_body_bytes",
-            "unknown_connectors",
-            "account_events_to",
-            "deduplicate_replays",
-            "replay_window_seconds",
-        ),
+        keys_of(WebhookConfig),
     )
 
     server_cfg = ServerConfig(
@@ -380,10 +374,10 @@ def parse_config(
         enforce=v.boolean("gateway.enforce", gateway.get("enforce"), default=True),
         allow=_gateway_allow(v, gateway.get("allow")),
         block_users_unblock=v.choice(
-            "gateway.block_users_unblock", gateway.get("block_users_unblock"), ("refuse", "allow"), "refuse"
+            "gateway.block_users_unblock", gateway.get("block_users_unblock"), get_args(BlockUsersUnblock), "refuse"
         ),
         unknown_references=v.choice(
-            "gateway.unknown_references", gateway.get("unknown_references"), ("refuse", "pass"), "refuse"
+            "gateway.unknown_references", gateway.get("unknown_references"), get_args(UnknownReferences), "refuse"
         ),
         uploads_total=v.integer("gateway.uploads_total", gateway.get("uploads_total"), 200, low=1, high=900),
         uploads_per_client=v.integer(
@@ -444,7 +438,7 @@ def _tokens(v: _Validator, raw: Any) -> list[AdminToken]:
         if not isinstance(item, dict):
             v.problem(key, "must be a mapping with name, token and role")
             continue
-        v.known_keys(key, item, ("name", "token", "role"))
+        v.known_keys(key, item, keys_of(AdminToken))
         name = v.string(f"{key}.name", item.get("name"), allow_empty=False)
         token = v.secret(f"{key}.token", item.get("token"))
         role = v.choice(f"{key}.role", item.get("role"), ROLES, "viewer")
@@ -467,7 +461,7 @@ def _proxy_auth(v: _Validator, raw: Any) -> ProxyAuthConfig:
     if not isinstance(raw, dict):
         v.problem("admin.proxy_auth", "must be a mapping with trusted_addresses and roles")
         return ProxyAuthConfig()
-    v.known_keys("admin.proxy_auth", raw, ("trusted_addresses", "email_header", "groups_header", "roles"))
+    v.known_keys("admin.proxy_auth", raw, keys_of(ProxyAuthConfig))
     addresses: list[str] = []
     listed = raw.get("trusted_addresses") or []
     if not isinstance(listed, list):
@@ -491,7 +485,7 @@ def _proxy_auth(v: _Validator, raw: Any) -> ProxyAuthConfig:
         if not isinstance(item, dict):
             v.problem(key, "must be a mapping with email or group, and role")
             continue
-        v.known_keys(key, item, ("email", "group", "role"))
+        v.known_keys(key, item, keys_of(PersonRole))
         email = v.string(f"{key}.email", item.get("email"), default="").lower()
         group = v.string(f"{key}.group", item.get("group"), default="")
         if bool(email) == bool(group):
@@ -529,26 +523,7 @@ def _connectors(v: _Validator, raw: Any) -> list[ConnectorConfig]:
         v.known_keys(
             key,
             item,
-            (
-                "phone_number_id",
-                "name",
-                "display_number",
-                "default_country",
-                "app_secret",
-                "verify_token",
-                "forward_webhooks_to",
-                "access_token",
-                "sync_to_meta",
-                "allow_encrypted_messages",
-                "on_store_error",
-                "require_signature",
-                "waba_id",
-                "optout_keywords",
-                "optin_keywords",
-                "flood_max_messages",
-                "flood_window_seconds",
-                "flood_block_seconds",
-            ),
+            keys_of(ConnectorConfig),
         )
         raw_pnid = item.get("phone_number_id")
         if isinstance(raw_pnid, int) and not isinstance(raw_pnid, bool):
@@ -663,6 +638,11 @@ def _waba_id(v: _Validator, key: str, raw: Any) -> str:
     return text
 
 
+def keys_of(section: type) -> tuple[str, ...]:
+    """The keys a config section accepts: its dataclass's fields, so that the two cannot drift apart."""
+    return tuple(f.name for f in fields(section))
+
+
 class _Validator:
     """Collects problems instead of stopping at the first, and substitutes ``${VAR}`` references."""
 
@@ -746,12 +726,13 @@ class _Validator:
             self.problem(key, f"{text!r} is not valid ({hint})")
         return text
 
-    def choice(self, key: str, value: Any, options: tuple[str, ...], default: str) -> str:
+    def choice(self, key: str, value: Any, options: tuple[_Choice, ...], default: _Choice) -> _Choice:
         text = self.string(key, value, default=default)
-        if text not in options:
-            self.problem(key, f"{text!r} is not one of: {', '.join(options)}")
-            return default
-        return text
+        for option in options:
+            if option == text:
+                return option
+        self.problem(key, f"{text!r} is not one of: {', '.join(options)}")
+        return default
 
     def boolean(self, key: str, value: Any, default: bool) -> bool:
         if value is None:

@@ -239,7 +239,7 @@ async def test_block_and_unblock_a_number(open_admin: OpenAdmin, service: Blockl
     )
     await expect(number_field).to_have_attribute("aria-invalid", "true")
     await expect(block_rows).to_have_count(1)
-    assert [e.number for e in (await service.list(PNID))[0]] == [NUMBER]
+    assert [e.number for e in (await service.list_blocks(PNID))[0]] == [NUMBER]
 
     # Escape closes, focus returns to the button that opened it, the count is up to date.
     await page.keyboard.press("Escape")
@@ -273,7 +273,7 @@ async def test_block_and_unblock_a_number(open_admin: OpenAdmin, service: Blockl
     await expect(block_rows).to_have_count(0)
     await expect(dialog.get_by_role("status")).to_have_text(f"{SHOWN} is no longer blocked.")
     await expect(dialog.get_by_text("No numbers are blocked on this connector.")).to_be_visible()
-    assert (await service.list(PNID))[0] == []
+    assert (await service.list_blocks(PNID))[0] == []
 
     await dialog.get_by_role("button", name="Close").click()
     await expect(dialog).to_be_hidden()

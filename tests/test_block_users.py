@@ -67,7 +67,7 @@ async def test_24_hour_rule_is_ours_too_and_partial_failure_has_metas_shape(clie
     # Only the user we accepted went to Meta.
     assert fake_graph.requests[0].json() == users(RECENT)
     await service.get(PNID, RECENT)
-    assert [e.number for e in (await service.list(PNID))[0]] == [RECENT]
+    assert [e.number for e in (await service.list_blocks(PNID))[0]] == [RECENT]
 
 
 async def test_nobody_acceptable_means_meta_is_not_asked(client, fake_graph):
@@ -100,7 +100,7 @@ async def test_meta_refusing_a_user_is_reported_and_not_applied_here(client, ser
     assert body["block_users"]["failed_users"] == [
         {"input": "573005550000", "wa_id": "573005550000", "errors": [meta_error]}
     ]
-    assert [e.number for e in (await service.list(PNID))[0]] == [RECENT]
+    assert [e.number for e in (await service.list_blocks(PNID))[0]] == [RECENT]
 
 
 async def test_meta_refusing_the_whole_request_changes_nothing_here(client, service, fake_graph):
@@ -110,7 +110,7 @@ async def test_meta_refusing_the_whole_request_changes_nothing_here(client, serv
     resp = await client.post(PATH, json=users(RECENT), headers={"Authorization": "Bearer forged"})
     assert resp.status == 401
     assert await resp.json() == invalid_token
-    assert (await service.list(PNID))[0] == []
+    assert (await service.list_blocks(PNID))[0] == []
 
 
 async def test_unreachable_meta_changes_nothing_here(aiohttp_client, make_config, clock):
@@ -122,7 +122,7 @@ async def test_unreachable_meta_changes_nothing_here(aiohttp_client, make_config
     await wrote_recently(app[SERVICE], PNID, RECENT)
     resp = await client.post(PATH, json=users(RECENT), headers=TOKEN)
     assert resp.status == 502
-    assert (await app[SERVICE].list(PNID))[0] == []
+    assert (await app[SERVICE].list_blocks(PNID))[0] == []
 
 
 @pytest.mark.parametrize(
@@ -154,7 +154,7 @@ async def test_unblock_of_a_block_made_through_the_graph_face_applies_here_and_a
     resp = await client.delete(PATH, json=users(RECENT), headers=TOKEN)
     assert resp.status == 200
     assert (await resp.json())["block_users"] == {"removed_users": [{"input": RECENT, "wa_id": RECENT}]}
-    assert (await service.list(PNID))[0] == []
+    assert (await service.list_blocks(PNID))[0] == []
     assert fake_graph.requests[0].method == "DELETE"
 
 
@@ -191,7 +191,7 @@ async def test_block_users_unblock_allow_lets_the_graph_face_lift_any_block(
     fake_graph.respond("DELETE", "block_users$", 200, meta_added(RECENT, key="removed_users"))
     resp = await client.delete(PATH, json=users(RECENT), headers=TOKEN)
     assert resp.status == 200
-    assert (await service.list(PNID))[0] == []
+    assert (await service.list_blocks(PNID))[0] == []
 
 
 async def test_bsuid_users_go_by_user_id(client, service, fake_graph):

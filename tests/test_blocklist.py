@@ -65,7 +65,7 @@ async def test_block_is_idempotent_and_keeps_the_first_entry(svc: BlocklistServi
     again, created_again = await svc.block(PNID, "+57 300 123 4567", actor=Actor("other", "test"), reason="second")
     assert created and not created_again
     assert again == first
-    entries, _ = await svc.list(PNID)
+    entries, _ = await svc.list_blocks(PNID)
     assert len(entries) == 1
 
 
@@ -137,9 +137,9 @@ async def test_unblock_unknown_and_errors(svc: BlocklistService) -> None:
     with pytest.raises(BadRequest, match="reason is too long"):
         await svc.block(PNID, "+57 300 123 4567", actor=SUPERVISOR, reason="x" * 501)
     with pytest.raises(BadRequest, match="limit"):
-        await svc.list(PNID, limit=0)
+        await svc.list_blocks(PNID, limit=0)
     with pytest.raises(BadRequest, match="cursor"):
-        await svc.list(PNID, cursor="garbage!!")
+        await svc.list_blocks(PNID, cursor="garbage!!")
 
 
 async def _block_many(svc: BlocklistService, clock: FakeClock, count: int, start: int = 0) -> list[str]:
@@ -157,7 +157,7 @@ async def test_list_is_newest_first_with_cursor_paging(svc: BlocklistService, cl
     cursor = None
     pages = 0
     while True:
-        entries, cursor = await svc.list(PNID, limit=50, cursor=cursor)
+        entries, cursor = await svc.list_blocks(PNID, limit=50, cursor=cursor)
         seen += [e.number for e in entries]
         pages += 1
         if cursor is None:
@@ -168,13 +168,13 @@ async def test_list_is_newest_first_with_cursor_paging(svc: BlocklistService, cl
 
 async def test_paging_is_stable_under_concurrent_changes(svc: BlocklistService, clock: FakeClock) -> None:
     numbers = await _block_many(svc, clock, 60)
-    first, cursor = await svc.list(PNID, limit=20)
+    first, cursor = await svc.list_blocks(PNID, limit=20)
     # While the supervisor pages: a new block (newer than everything) and the removal of an unseen entry.
     await _block_many(svc, clock, 1, start=500)
     await svc.unblock(PNID, numbers[10], actor=SUPERVISOR)
     rest: list[str] = []
     while cursor:
-        entries, cursor = await svc.list(PNID, limit=20, cursor=cursor)
+        entries, cursor = await svc.list_blocks(PNID, limit=20, cursor=cursor)
         rest += [e.number for e in entries]
     got = [e.number for e in first] + rest
     expected = [n for n in reversed(numbers) if n != numbers[10]]
@@ -189,7 +189,7 @@ async def test_entries_with_the_same_timestamp_page_correctly(svc: BlocklistServ
     got: list[str] = []
     cursor = None
     while True:
-        entries, cursor = await svc.list(PNID, limit=2, cursor=cursor)
+        entries, cursor = await svc.list_blocks(PNID, limit=2, cursor=cursor)
         got += [e.number for e in entries]
         if cursor is None:
             break
@@ -198,15 +198,15 @@ async def test_entries_with_the_same_timestamp_page_correctly(svc: BlocklistServ
 
 async def test_search_by_digits_reason_and_author(svc: BlocklistService, clock: FakeClock) -> None:
     numbers = await _block_many(svc, clock, 30)
-    entries, cursor = await svc.list(PNID, q="00000012")
+    entries, cursor = await svc.list_blocks(PNID, q="00000012")
     assert [e.number for e in entries] == [numbers[12]] and cursor is None
-    entries, _ = await svc.list(PNID, q="+57 30 0000 0012")
+    entries, _ = await svc.list_blocks(PNID, q="+57 30 0000 0012")
     assert [e.number for e in entries] == [numbers[12]]
-    entries, _ = await svc.list(PNID, q="REASON 02")
+    entries, _ = await svc.list_blocks(PNID, q="REASON 02")
     assert {e.number for e in entries} == {n for n in numbers if n[-3:].startswith("02")}
-    entries, _ = await svc.list(PNID, q="nobody-wrote-this")
+    entries, _ = await svc.list_blocks(PNID, q="nobody-wrote-this")
     assert entries == []
-    entries, _ = await svc.list(PNID, q="SUPERVISOR", limit=5)
+    entries, _ = await svc.list_blocks(PNID, q="SUPERVISOR", limit=5)
     assert len(entries) == 5
 
 

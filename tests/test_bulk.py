@@ -77,7 +77,7 @@ async def test_import_reports_every_row(
         "admin_api_import",
     )
     assert (await service.get(PNID, "573002222222")).expires_at_ms == service.now_ms() + 7 * 86_400_000
-    assert len((await service.list(PNID))[0]) == 3
+    assert len((await service.list_blocks(PNID))[0]) == 3
 
 
 async def test_dry_run_writes_nothing(client: TestClient[Any, Any], service: BlocklistService) -> None:
@@ -85,7 +85,7 @@ async def test_dry_run_writes_nothing(client: TestClient[Any, Any], service: Blo
     await service.block(PNID, "573003333333", actor=SUPERVISOR)
     dry = await (await post_csv(client, MIXED, "?dry_run=true")).json()
     assert dry["dry_run"] is True
-    assert [e.number for e in (await service.list(PNID))[0]] == ["573003333333"]
+    assert [e.number for e in (await service.list_blocks(PNID))[0]] == ["573003333333"]
     audit, _ = await service.audit(PNID)
     assert len(audit) == 1
     real = await (await post_csv(client, MIXED)).json()
@@ -117,7 +117,7 @@ async def test_malformed_file_is_refused_whole(
     error = (await resp.json())["error"]
     assert error["code"] == "invalid_csv"
     assert message in error["message"]
-    assert (await service.list(PNID))[0] == []  # not even the good rows before the bad one
+    assert (await service.list_blocks(PNID))[0] == []  # not even the good rows before the bad one
 
 
 async def test_row_limit(client: TestClient[Any, Any], service: BlocklistService) -> None:
@@ -128,7 +128,7 @@ async def test_row_limit(client: TestClient[Any, Any], service: BlocklistService
     error = (await resp.json())["error"]
     assert error == {"code": "too_many_rows", "message": f"the file has more than {MAX_ROWS} rows; split it into "
                      "several imports"}  # fmt: skip
-    assert (await service.list(PNID))[0] == []
+    assert (await service.list_blocks(PNID))[0] == []
 
 
 async def test_roles_and_connectors(client: TestClient[Any, Any]) -> None:

@@ -70,7 +70,7 @@ async def test_errors_are_the_proxy_error_classes(blocklist: BlocklistClient, se
         await blocklist.is_blocked("999999999", BLOCKED)
     with pytest.raises(InvalidNumber):
         await blocklist.block(PNID, "call me maybe")
-    assert await service.list(PNID) == ([], None)
+    assert await service.list_blocks(PNID) == ([], None)
 
 
 async def test_message_and_join_request_checks(
@@ -179,7 +179,7 @@ async def test_http_mode_auth_errors(client: TestClient[Any, Any], service: Bloc
         assert not await viewer.is_blocked(PNID, BLOCKED)  # viewers may check
         with pytest.raises(Forbidden):
             await viewer.block(PNID, BLOCKED)
-    assert await service.list(PNID) == ([], None)
+    assert await service.list_blocks(PNID) == ([], None)
 
 
 async def test_http_mode_unreachable_api_is_store_unavailable() -> None:

@@ -55,13 +55,13 @@ async def test_an_export_restores_as_it_was_on_another_connector(
     # ...a restore puts them all back, with their reasons, expiry, who and when.
     dry = await client.post(RESTORE_BR + "?dry_run=true", data=exported, headers=auth())
     assert (await dry.json())["summary"] == {"blocked": 3, "already_blocked": 0, "refused": 0}
-    assert (await service.list(PNID_BR))[0] == []
+    assert (await service.list_blocks(PNID_BR))[0] == []
     clock.advance(3600)
     restored = await client.post(RESTORE_BR, data=exported, headers=auth())
     assert restored.status == 200
     assert (await restored.json())["summary"] == {"blocked": 3, "already_blocked": 0, "refused": 0}
 
-    original, copy = (await service.list(PNID))[0], (await service.list(PNID_BR))[0]
+    original, copy = (await service.list_blocks(PNID))[0], (await service.list_blocks(PNID_BR))[0]
     keep = ("number", "type", "reason", "blocked_at", "blocked_by", "source", "expires_at")
     assert [{k: e.to_json()[k] for k in keep} for e in copy] == [{k: e.to_json()[k] for k in keep} for e in original]
     assert copy[0].reason == "=1+1 in a spreadsheet"  # the export's formula guard is taken off again
@@ -223,7 +223,7 @@ cell_text = st.text(alphabet=st.sampled_from("ab =+-@＝＋'\",;\t\r\n\u202e "),
 
 
 async def clear(service: BlocklistService, pnid: str) -> None:
-    for entry in (await service.list(pnid, limit=500))[0]:
+    for entry in (await service.list_blocks(pnid, limit=500))[0]:
         await service.unblock(pnid, entry.number, actor=ORIGINAL)
 
 
@@ -254,7 +254,7 @@ async def test_export_then_restore_gives_the_same_export_for_any_text(
     assert report["summary"] == {"blocked": len(reasons), "already_blocked": 0, "refused": 0}, report
     again = await (await client.get(f"/admin/api/connectors/{PNID_BR}/blocks.csv", headers=auth())).text()
     assert as_rows(again) == as_rows(exported), (exported, again)
-    original, copy = (await service.list(PNID))[0], (await service.list(PNID_BR))[0]
+    original, copy = (await service.list_blocks(PNID))[0], (await service.list_blocks(PNID_BR))[0]
     assert [(e.reason, e.blocked_by, e.blocked_at_ms, e.expires_at_ms) for e in copy] == [
         (e.reason, e.blocked_by, e.blocked_at_ms, e.expires_at_ms) for e in original
     ]

@@ -78,7 +78,7 @@ async def test_every_admin_route_enforces_tokens_and_roles(
     assert len(operations) >= 8
     await wrote_recently(service, PNID, NUMBER)
     await service.block(PNID, NUMBER, actor=Actor("supervisor", "test"))
-    before = [e.to_json() for e in (await service.list(PNID, limit=100))[0]]
+    before = [e.to_json() for e in (await service.list_blocks(PNID, limit=100))[0]]
 
     for method, path, public in operations:
         if public:
@@ -94,7 +94,8 @@ async def test_every_admin_route_enforces_tokens_and_roles(
         else:
             assert resp.status == 403, (method, path)
             assert (await resp.json())["error"]["code"] == "forbidden"
-    assert [e.to_json() for e in (await service.list(PNID, limit=100))[0]] == before  # no viewer changed anything
+    # no viewer changed anything
+    assert [e.to_json() for e in (await service.list_blocks(PNID, limit=100))[0]] == before
 
     for method, path, _ in operations:
         if method == "GET":
@@ -175,7 +176,7 @@ async def test_admin_changes_need_the_bearer_header_so_cross_site_forms_cannot_f
             headers={"Content-Type": content_type, "Cookie": f"token={ADMIN_TOKEN}", "Origin": "https://evil.example"},
         )
         assert resp.status == 401
-    assert (await service.list(PNID))[0] == []
+    assert (await service.list_blocks(PNID))[0] == []
 
 
 # --- only the configured upstream -----------------------------------------------------------------------------------

@@ -170,7 +170,7 @@ async def test_store_contract(backend_url: str, config: Config, clock: FakeClock
         got: list[str] = []
         cursor = None
         while True:
-            entries, cursor = await svc.list(PNID, limit=5, cursor=cursor)
+            entries, cursor = await svc.list_blocks(PNID, limit=5, cursor=cursor)
             got += [e.number for e in entries]
             if cursor is None:
                 break

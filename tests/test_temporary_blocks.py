@@ -85,7 +85,7 @@ async def test_expired_block_stops_applying_at_once_everywhere(
         assert resp.status == 400 and (await resp.json())["error"]["code"] == 139900
     assert await service.is_blocked(PNID, recipient(NUMBER))
     assert (await service.get(PNID, NUMBER)).expires_at_ms == entry.expires_at_ms
-    assert [e.number for e in (await service.list(PNID))[0]] == [NUMBER]
+    assert [e.number for e in (await service.list_blocks(PNID))[0]] == [NUMBER]
     assert (await service.connectors())[0]["blocked_count"] == 1
 
     # One millisecond before: still blocked; at the expiry: gone from every check, without any sweep.
@@ -98,7 +98,7 @@ async def test_expired_block_stops_applying_at_once_everywhere(
     assert fake_graph.paths().count(f"/v21.0/{PNID}/messages") == 1
     with pytest.raises(NotBlocked):
         await service.get(PNID, NUMBER)
-    assert (await service.list(PNID))[0] == []
+    assert (await service.list_blocks(PNID))[0] == []
     assert (await service.connectors())[0]["blocked_count"] == 0
     assert await service.check(PNID, NUMBER) is None
     resp = await client.get(f"{BLOCKS}/{NUMBER}", headers=auth())
@@ -293,7 +293,7 @@ async def test_admin_api_duration_and_expires_at(
         assert resp.status == 400, bad
         error = (await resp.json())["error"]
         assert error["code"] == "bad_request" and message in error["message"]
-    assert len((await service.list(PNID))[0]) == 3
+    assert len((await service.list_blocks(PNID))[0]) == 3
 
 
 @pytest.mark.slow

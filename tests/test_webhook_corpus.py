@@ -138,5 +138,5 @@ async def test_user_blocked_documented_outcome(corpus_client, contact_center, pa
             assert await service.check(PNID, case[key]) is not None, f"the block follows the user to their {key}"
             audit, _ = await service.audit(PNID)
             assert any(r["source"] == "number_change" and r["number"] == case[key] for r in audit)
-            listed, _ = await service.list(PNID)
+            listed, _ = await service.list_blocks(PNID)
             assert {e.number for e in listed} >= {case[key], user["wa_id"] or user["bsuid"]}

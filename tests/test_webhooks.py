@@ -781,7 +781,7 @@ async def test_blocked_users_number_change_carries_the_block(client, contact_cen
     assert resp.status == 200
     assert contact_center.received == []
     assert await service.check(PNID, "573009998877") == "573009998877"
-    entries, _ = await service.list(PNID)
+    entries, _ = await service.list_blocks(PNID)
     assert {e.number for e in entries} == {BLOCKED, "573009998877"}  # the admin list shows both
     [moved] = [e for e in entries if e.number == "573009998877"]
     assert moved.source == "number_change" and BLOCKED in moved.reason

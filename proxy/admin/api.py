@@ -62,7 +62,7 @@ async def get_connector(request: web.Request) -> web.Response:
 
 @routes.get("/api/connectors/{pnid}/blocks")
 async def list_blocks(request: web.Request) -> web.Response:
-    entries, next_cursor = await request.config_dict[SERVICE].list(
+    entries, next_cursor = await request.config_dict[SERVICE].list_blocks(
         request.match_info["pnid"],
         limit=_int_param(request, "limit", 50),
         cursor=request.query.get("cursor") or None,

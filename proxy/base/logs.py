@@ -31,7 +31,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import unquote_plus
@@ -144,7 +144,6 @@ class RequestInfo:
     face: str
     connector: str = ""
     outcome: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _CURRENT: contextvars.ContextVar[RequestInfo | None] = contextvars.ContextVar("wabl_request", default=None)

@@ -353,7 +353,7 @@ async def export_csv(service: BlocklistService, pnid: str) -> AsyncIterator[str]
     writer.writerow(EXPORT_COLUMNS)
     cursor: str | None = None
     while True:
-        entries, cursor = await service.list(pnid, limit=500, cursor=cursor)
+        entries, cursor = await service.list_blocks(pnid, limit=500, cursor=cursor)
         for e in entries:
             cells = (e.number, e.reason, e.expires_at or "", e.kind, e.blocked_at, e.blocked_by, e.source)
             writer.writerow([_safe(cell) for cell in cells])  # every cell: none may start a formula

@@ -6,7 +6,6 @@ Every face (admin API, admin page, CLI, gateway, webhooks, plugins) goes through
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import enum
 import logging
@@ -31,7 +30,7 @@ from ..config import Config, ConnectorConfig
 from ..graph import identity as ids
 from ..graph.identity import Identity
 from ..graph.optout import Keyword
-from ..store.blocks import DAY_MS, BlockEntry, BlocklistStore
+from ..store.blocks import DAY_MS, BlockEntry, BlocklistStore, BlockStatus
 from ..store.cache import CheckCache
 
 log = logging.getLogger(__name__)
@@ -183,13 +182,13 @@ class BlocklistService:
         status, stored = await self.store.block(pnid, entry, cutoff_ms=entry.blocked_at_ms - DAY_MS, force=force)
         if self.cache is not None:
             self.cache.invalidate(pnid)
-        if status == "stale":
+        if status is BlockStatus.STALE:
             raise NotRecentlyActive(
                 f"{who.value} has not messaged this connector in the last 24 hours; "
                 "WhatsApp only allows blocking users who wrote recently"
             )
         assert stored is not None
-        created = status == "created"
+        created = status is BlockStatus.CREATED
         if created:
             log.info("blocked %s on %s by %s via %s", masked(stored.number), pnid, actor.name, actor.source)
             await self._notify("block", pnid, stored)
@@ -264,7 +263,7 @@ class BlocklistService:
         if self.cache is not None:
             self.cache.invalidate(pnid)
         assert stored is not None
-        created = status == "created"
+        created = status is BlockStatus.CREATED
         if created:
             log.info("restored the block of %s on %s by %s via %s", masked(stored.number), pnid, actor.name,
                      actor.source)  # fmt: skip
@@ -365,9 +364,9 @@ class BlocklistService:
             return BlockCheck.NOT_RECENTLY_ACTIVE
         return BlockCheck.ALLOWED
 
-    async def list(
+    async def list_blocks(
         self, pnid: str, *, limit: int = 50, cursor: str | None = None, q: str = ""
-    ) -> tuple[builtins.list[BlockEntry], str | None]:
+    ) -> tuple[list[BlockEntry], str | None]:
         """Block entries newest first, with search and cursor paging.
 
         Args:
@@ -403,7 +402,7 @@ class BlocklistService:
             self.cache.put(pnid, keys, found[0] if found else None, token)
         return found[0] if found else None
 
-    def readings(self, pnid: str, text: str) -> builtins.list[Identity]:
+    def readings(self, pnid: str, text: str) -> list[Identity]:
         """Every user a send to ``text`` on this connector may reach (see
         :func:`wa_blocklist.proxy.graph.identity.recipient_readings`).
 
@@ -434,7 +433,7 @@ class BlocklistService:
         *,
         messages: Sequence[tuple[str, int]] = (),
         join_requests: Sequence[tuple[str, int]] = (),
-    ) -> builtins.list[bool]:
+    ) -> list[bool]:
         """Record a VERIFIED webhook's users: the active ones wrote now; returns which of them are blocked.
 
         Call it only for a body whose signature was verified: it learns wa_id↔BSUID links, activity (the 24-hour
@@ -448,7 +447,7 @@ class BlocklistService:
         Unparseable wa_ids are still checked by their BSUID; with neither usable, the user counts as not blocked
         and nothing is recorded for them.
         """
-        pairs: builtins.list[tuple[str, str, bool]] = []
+        pairs: list[tuple[str, str, bool]] = []
         for user in users:
             wa_key = ""
             if user.wa_id:
@@ -475,7 +474,7 @@ class BlocklistService:
 
     async def follow_number_change(
         self, pnid: str, old: InboundUser, new_wa_id: str = "", new_bsuid: str = ""
-    ) -> builtins.list[BlockEntry]:
+    ) -> list[BlockEntry]:
         """A blocked user changed number or BSUID (``system`` messages ``user_changed_number`` /
         ``user_changed_user_id``, ``user_id_update``): block the new identities too.
 
@@ -487,7 +486,7 @@ class BlocklistService:
             The entries created: none when the old identity is not blocked, the new ones are unreadable or already
             blocked.
         """
-        new: builtins.list[Identity] = []
+        new: list[Identity] = []
         if new_wa_id:
             try:
                 new.append(ids.from_wa_id(new_wa_id))
@@ -495,7 +494,7 @@ class BlocklistService:
                 log.warning("a blocked user changed number on %s, but the new wa_id is unreadable", pnid)
         if new_bsuid and (found_new := ids.bsuid(new_bsuid)) is not None:
             new.append(found_new)
-        known: builtins.list[Identity] = []
+        known: list[Identity] = []
         if old.wa_id:
             with contextlib.suppress(InvalidNumber):
                 known.append(ids.from_wa_id(old.wa_id))
@@ -505,7 +504,7 @@ class BlocklistService:
         entry = await self.store.get(pnid, key, self.now_ms()) if key else None
         if entry is None:
             return []
-        created: builtins.list[BlockEntry] = []
+        created: list[BlockEntry] = []
         for who in new:
             now = self.now_ms()
             follow = BlockEntry(
@@ -521,7 +520,7 @@ class BlocklistService:
             status, stored = await self.store.block(pnid, follow, cutoff_ms=now - DAY_MS, force=True)
             if self.cache is not None:
                 self.cache.invalidate(pnid)
-            if status == "created" and stored is not None:
+            if status is BlockStatus.CREATED and stored is not None:
                 log.info("block of %s on %s follows the user to %s", masked(entry.number), pnid, masked(stored.number))
                 await self._notify("block", pnid, stored)
                 created.append(stored)
@@ -541,7 +540,7 @@ class BlocklistService:
 
     async def audit(
         self, pnid: str, *, limit: int = 100, cursor: str | None = None
-    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
+    ) -> tuple[list[dict[str, Any]], str | None]:
         """The connector's audit trail, newest first, with a cursor for the next page."""
         self.connector(pnid)
         if not 1 <= limit <= MAX_PAGE:
@@ -553,7 +552,7 @@ class BlocklistService:
         records = records[:limit]
         return records, records[-1]["id"] if more else None
 
-    async def connectors(self) -> builtins.list[dict[str, Any]]:
+    async def connectors(self) -> list[dict[str, Any]]:
         """Every configured connector with its count of blocked numbers (secrets never included)."""
         counts = await self.store.count([c.phone_number_id for c in self.config.connectors], self.now_ms())
         return [
@@ -567,7 +566,7 @@ class BlocklistService:
             for c in self.config.connectors
         ]
 
-    async def sweep_expired(self, limit: int = 1000) -> dict[str, builtins.list[BlockEntry]]:
+    async def sweep_expired(self, limit: int = 1000) -> dict[str, list[BlockEntry]]:
         """Remove the expired temporary blocks of every configured connector (each with an ``expire`` audit record).
 
         Expired blocks already stopped applying when their time came; this only tidies them away. Listeners hear
@@ -576,7 +575,7 @@ class BlocklistService:
         Returns:
             The removed entries per connector that had any.
         """
-        removed: dict[str, builtins.list[BlockEntry]] = {}
+        removed: dict[str, list[BlockEntry]] = {}
         now = self.now_ms()
         for connector in self.config.connectors:
             pnid = connector.phone_number_id
@@ -595,9 +594,9 @@ class BlocklistService:
 
     # --- issue 19: block everywhere, opt-outs, flood protection ---------------------------------------------------
 
-    def _targets(self, pnids: Sequence[str] | None) -> builtins.list[ConnectorConfig]:
+    def _targets(self, pnids: Sequence[str] | None) -> list[ConnectorConfig]:
         if pnids is None:
-            return builtins.list(self.config.connectors)
+            return list(self.config.connectors)
         if not pnids:
             raise BadRequest("connectors must name at least one connector, or be left out for all of them")
         return [self.connector(pnid) for pnid in dict.fromkeys(pnids)]
@@ -612,7 +611,7 @@ class BlocklistService:
         expires_at_ms: int | None = None,
         duration_seconds: int | None = None,
         include_unsynced: bool = False,
-    ) -> builtins.list[ConnectorOutcome]:
+    ) -> list[ConnectorOutcome]:
         """Block one number on several connectors (``pnids``) or on all of them (None), with one reason and one
         audit record per connector where a block is made.
 
@@ -631,7 +630,7 @@ class BlocklistService:
         """
         targets = self._targets(pnids)
         clean_reason(reason)
-        outcomes: builtins.list[ConnectorOutcome] = []
+        outcomes: list[ConnectorOutcome] = []
         for connector in targets:
             pnid = connector.phone_number_id
             force = include_unsynced and not connector.sync_to_meta
@@ -658,7 +657,7 @@ class BlocklistService:
 
     async def unblock_everywhere(
         self, number: str, *, actor: Actor, reason: str = "", pnids: Sequence[str] | None = None
-    ) -> builtins.list[ConnectorOutcome]:
+    ) -> list[ConnectorOutcome]:
         """Remove a number's block from several or all connectors (one audit record per connector unblocked).
 
         Returns:
@@ -666,7 +665,7 @@ class BlocklistService:
         """
         targets = self._targets(pnids)
         clean_reason(reason)
-        outcomes: builtins.list[ConnectorOutcome] = []
+        outcomes: list[ConnectorOutcome] = []
         for connector in targets:
             try:
                 entry = await self.unblock(connector.phone_number_id, number, actor=actor, reason=reason)
@@ -679,10 +678,10 @@ class BlocklistService:
             outcomes.append(ConnectorOutcome(connector, "unblocked", "unblocked", entry))
         return _unless_unreadable_everywhere(number, outcomes)
 
-    async def blocked_on(self, number: str) -> builtins.list[ConnectorOutcome]:
+    async def blocked_on(self, number: str) -> list[ConnectorOutcome]:
         """On which connectors a number (or a linked identity) is blocked: one outcome per connector, ``blocked``
         with its entry or ``not_blocked`` (``invalid_number`` where the number does not read in the region)."""
-        outcomes: builtins.list[ConnectorOutcome] = []
+        outcomes: list[ConnectorOutcome] = []
         for connector in self.config.connectors:
             pnid = connector.phone_number_id
             try:
@@ -741,7 +740,7 @@ class BlocklistService:
         log.info("opted %s back in on %s by %s via %s", masked(existing.number), pnid, actor.name, actor.source)
         return existing
 
-    async def optouts(self, pnid: str) -> builtins.list[BlockEntry]:
+    async def optouts(self, pnid: str) -> list[BlockEntry]:
         """A connector's opt-outs, newest first."""
         self.connector(pnid)
         return await self.store.optouts(pnid)
@@ -774,8 +773,8 @@ class BlocklistService:
         messages: Sequence[tuple[str, int]] = (),
         join_requests: Sequence[tuple[str, int]] = (),
         keywords: Sequence[tuple[int, Keyword, str]] = (),
-        counted: Sequence[tuple[int, builtins.list[str]]] = (),
-    ) -> builtins.list[int]:
+        counted: Sequence[tuple[int, list[str]]] = (),
+    ) -> list[int]:
         """:meth:`record_inbound` plus opt-out keywords and flood counting, in the same round trip.
 
         Args:
@@ -789,7 +788,7 @@ class BlocklistService:
         connector = self.connector(pnid)
         now = self.now_ms()
         people = [_primary(u) for u in users]
-        prefs: builtins.list[dict[str, Any]] = []
+        prefs: list[dict[str, Any]] = []
         for u, mode, text in keywords:
             who = people[u] if 0 <= u < len(people) else None
             if who is None:
@@ -802,7 +801,7 @@ class BlocklistService:
             drop = [i for i in _keys_of(users[u]) if i]
             prefs.append({"mode": mode, "key": who.key, "entry": entry.dumps(), "drop": drop, "number": who.value,
                           "kind": who.kind, "reason": entry.reason})  # fmt: skip
-        flood: builtins.list[dict[str, Any]] = []
+        flood: list[dict[str, Any]] = []
         if connector.flood_max_messages > 0:
             window = connector.flood_window_seconds * 1000
             for u, message_ids in counted:

@@ -30,7 +30,6 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote
@@ -46,13 +45,13 @@ from yarl import URL
 
 from ..appkeys import CONFIG, GATEWAY_CLIENT, GATEWAY_SESSION, METRICS, SERVICE
 from ..base.bodies import read_body
-from ..base.errors import BodyTimeout, BodyTooLarge, InvalidNumber, StoreUnavailable
+from ..base.errors import BodyTimeout, BodyTooLarge, StoreUnavailable
 from ..base.logs import REQUEST_ID_HEADER, note, tag_upstream
 from ..base.logs import current as current_request
 from ..base.phone_format import masked
 from ..blocklist.service import BlocklistService
 from ..config import Config, ConnectorConfig
-from ..graph import identity as ids
+from ..graph import classify
 from ..graph.classify import (
     MAX_INSPECTED_BODY,
     OWN_FACES,
@@ -148,30 +147,6 @@ def unavailable(status: int, details: str) -> GraphRefusal:
 
 def store_unavailable() -> GraphRefusal:
     return unavailable(503, "The blocklist store is unavailable, so the recipient cannot be checked; retry later")
-
-
-@dataclass(frozen=True)
-class Route:
-    """What a plugin recognised in a decoded request path (kept for :mod:`wa_blocklist.plugins._graph`).
-
-    Attributes:
-        node: the first path segment after the optional version (a phone number ID, group ID, media ID...).
-        edge: the second segment, lower-cased (``messages``, ``block_users``...), or "" when absent.
-        version: the version segment (``v21.0``) or "".
-    """
-
-    node: str
-    edge: str
-    version: str
-
-
-def parse_route(path: str) -> Route | None:
-    """Split a decoded request path into ``(version, node, edge)``; None when it has another shape."""
-    parts = [p for p in path.split("/") if p]
-    version = parts.pop(0) if len(parts) == 3 else ""
-    if len(parts) != 2:
-        return None
-    return Route(node=parts[0], edge=parts[1].lower(), version=version)
 
 
 def upstream_url(base_url: str, request: web.Request) -> URL:
@@ -304,8 +279,8 @@ class Gateway:
                 return await self.forward(request, url)  # opaque bytes: the connector's policy lets them through
         body, params = await self.read_inspected(request, target)
         found = reach(target, params)
-        identities = _readings(found.recipients, connector.region, strict=True)
-        identities += _readings(found.maybe_recipients, connector.region, strict=False)
+        identities = classify.identities(found.recipients, connector.region, strict=True)
+        identities += classify.identities(found.maybe_recipients, connector.region, strict=False)
         if identities:
             await self.refuse_if_blocked([connector], identities)
             if found.template:  # issue 19: opt-outs refuse templates and marketing, not free-form replies
@@ -369,7 +344,8 @@ class Gateway:
         connectors = list(self.config.connectors)
         if found.participants:
             regions = sorted({c.region for c in connectors} | {""})
-            identities = [who for region in regions for who in _readings(found.participants, region, strict=True)]
+            participants = found.participants
+            identities = [who for region in regions for who in classify.identities(participants, region, strict=True)]
             await self.refuse_if_blocked(connectors, identities)
         for join_request in found.join_requests:
             users: list[Identity] = []
@@ -759,35 +735,8 @@ def _too_large(limit: int) -> GraphRefusal:
     )
 
 
-def _readings(values: Iterable[tuple[str, str]], region: str, *, strict: bool) -> list[Identity]:
-    """Every user each ``(field, value)`` may reach; an unreadable value is refused.
 
-    ``strict`` False is for a second reading of the body (:attr:`wa_blocklist.proxy.graph.classify.Params.also`), whose
-    values carry whatever followed them in the other reading (``573001234567"}}``): their digits alone are read too,
-    and a value without digits is no recipient at all.
-    """
-    found: list[Identity] = []
-    for name, value in values:
-        forms = [value] if strict else [value, re.sub(r"[^0-9]", "", value)]
-        readable = False
-        for form in forms:
-            if not form:
-                continue
-            try:
-                found.extend(ids.recipient_readings(form, region))
-                readable = True
-            except InvalidNumber as exc:
-                if strict:
-                    raise bad_request(f"{name}: {exc.message}") from None
-        if not readable and not strict and forms[1]:
-            raise bad_request(
-                f"the body, read as a form as its Content-Type says, has a {name} that cannot be read; "
-                "send JSON with Content-Type: application/json"
-            )
-    return found
-
-
-# --- kept for the send-side plugins (plugins/_graph.py), on top of graph/classify.py ----------------------------
+# --- parse_fields: a send's parameters as the gateway reads them (the fuzz tests read bodies with it) -----------
 
 
 def parse_fields(body: bytes, content_type: str, query: str) -> dict[str, list[Any]]:
@@ -805,22 +754,6 @@ def parse_fields(body: bytes, content_type: str, query: str) -> dict[str, list[A
     for name, values in params.also.items():
         fields.setdefault(name, []).extend(values)
     return fields
-
-
-def send_recipients(edge: str, fields: dict[str, list[Any]], region: str = "") -> list[Identity]:
-    """The users a send, marketing message or call reaches (see :func:`wa_blocklist.proxy.graph.classify.reach`).
-
-    Raises:
-        GraphRefusal: 400 when a recipient field is present but cannot be read.
-    """
-    single = {name: values[0] for name, values in fields.items() if values}
-    also = {name: [str(v) for v in values[1:]] for name, values in fields.items() if len(values) > 1}
-    target = Target("send", "POST", "", edge, "", None, ())
-    try:
-        found = reach(target, Params(fields=single, also=also))
-    except Refused as refused:
-        raise GraphRefusal(refused.status, refused.code, refused.title, refused.details) from None
-    return _readings(found.recipients, region, strict=True) + _readings(found.maybe_recipients, region, strict=False)
 
 
 def gateway_client(config: Config) -> ReqwestClient:

@@ -32,8 +32,6 @@ from ..config import Config, connector_problems, load_config
 
 log = logging.getLogger(__name__)
 
-CONFIG_PATH = web.AppKey("config_path", Path)
-"""The file the config was loaded from; set by ``wa-blocklist serve`` to enable reloading."""
 
 RESTART_ONLY = ("server", "store", "graph")
 """Config sections read once at start: a change to them is refused by reload and needs a restart."""

@@ -32,6 +32,7 @@ import base64
 import binascii
 import contextlib
 import ctypes
+import enum
 import json
 import logging
 import re
@@ -468,6 +469,15 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
     return score, member
 
 
+class BlockStatus(enum.Enum):
+    """What :meth:`BlocklistStore.block` did (the block script answers with these words)."""
+
+    CREATED = "created"
+    EXISTS = "exists"
+    STALE = "stale"
+    """Refused: the user has no inbound message at or after the cutoff (Meta's 24-hour rule)."""
+
+
 class BlocklistStore:
     """Atomic blocklist operations over one Redis client."""
 
@@ -521,7 +531,7 @@ class BlocklistStore:
         force: bool,
         now_ms: int | None = None,
         audit: tuple[str, str, int] | None = None,
-    ) -> tuple[str, BlockEntry | None]:
+    ) -> tuple[BlockStatus, BlockEntry | None]:
         """Add ``entry`` unless present; refuse if the user has no inbound at or after ``cutoff_ms``.
 
         An expired entry for the same key counts as absent (it is removed with an ``expire`` audit record).
@@ -529,7 +539,7 @@ class BlocklistStore:
         when that is not the entry's own ``blocked_by``/``source``/``blocked_at`` (a restore keeps those).
 
         Returns:
-            ``("created", entry)``, ``("exists", existing_entry)`` or ``("stale", None)``.
+            ``(CREATED, entry)``, ``(EXISTS, existing_entry)`` or ``(STALE, None)``.
         """
         k = _keys(pnid)
         status, raw = await self._call(
@@ -555,7 +565,7 @@ class BlocklistStore:
                 ],
             )
         )
-        return str(status), BlockEntry.loads(raw) if raw else None
+        return BlockStatus(str(status)), BlockEntry.loads(raw) if raw else None
 
     async def unblock(
         self, pnid: str, key: str, *, by: str, source: str, at_ms: int, reason: str = ""
@@ -893,7 +903,7 @@ async def open_store(cfg: StoreConfig, *, start_embedded: bool = True) -> AsyncI
         client = aioredis.Redis(unix_socket_path=str(socket_path), **client_options(cfg))
     elif cfg.embedded:
         embedded = EmbeddedRedis(Path(cfg.data_dir), appendfsync=cfg.appendfsync)
-        embedded.start()
+        await embedded.start_async()
         client = aioredis.Redis(unix_socket_path=str(embedded.socket_path), **client_options(cfg))
     else:
         client, helpers = make_client(cfg)
@@ -904,7 +914,7 @@ async def open_store(cfg: StoreConfig, *, start_embedded: bool = True) -> AsyncI
         for helper in helpers:
             await helper.aclose()
         if embedded is not None:
-            embedded.stop()
+            await asyncio.to_thread(embedded.stop)  # waits for Redis to flush its append-only file
 
 
 def redis_server_binary() -> str:
@@ -949,17 +959,43 @@ class EmbeddedRedis:
                 return False
 
     def start(self, timeout: float = 15.0) -> None:
-        """Start the server, or join one already serving this data_dir.
+        """Start the server, or join one already serving this data_dir (blocking: for code without a loop).
 
         Raises:
             StoreUnavailable: if the server cannot be started (the log file is named).
         """
+        logfile = self._launch()
+        if logfile is None:
+            return
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while not self._started(logfile, deadline):
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    async def start_async(self, within: float = 15.0) -> None:
+        """:meth:`start` for code on an event loop: the wait for the server never blocks the loop.
+
+        Raises:
+            StoreUnavailable: if the server cannot be started (the log file is named).
+        """
+        logfile = self._launch()
+        if logfile is None:
+            return
+        deadline = time.monotonic() + within
+        delay = 0.005
+        while not self._started(logfile, deadline):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def _launch(self) -> Path | None:
+        """Spawn the server (from the calling thread: the parent-death signal is tied to it); None if one runs."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if len(str(self.socket_path)) > 100:
             raise StoreUnavailable(f"store.data_dir is too long for a Unix socket path: {self.data_dir}")
         if self._alive():
             log.info("embedded redis: sharing the server already running in %s", self.data_dir)
-            return
+            return None
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         logfile = self.data_dir / "redis.log"
@@ -980,15 +1016,18 @@ class EmbeddedRedis:
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent, cwd=self.data_dir,
         )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while not self._alive():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise StoreUnavailable(f"the embedded Redis did not start; see {logfile}")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-        log.info("embedded redis: started in %s (appendonly, appendfsync %s)", self.data_dir, self.appendfsync)
+        return logfile
+
+    def _started(self, logfile: Path, deadline: float) -> bool:
+        """True once the server answers; raises if it died or the deadline passed."""
+        if self._alive():
+            log.info("embedded redis: started in %s (appendonly, appendfsync %s)", self.data_dir, self.appendfsync)
+            return True
+        assert self.process is not None
+        if self.process.poll() is not None or time.monotonic() > deadline:
+            self.stop()
+            raise StoreUnavailable(f"the embedded Redis did not start; see {logfile}")
+        return False
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server if this object started it (SIGTERM: Redis flushes the append-only file first)."""
