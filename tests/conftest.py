@@ -7,10 +7,6 @@ or the server at ``REDIS_URL`` when that is set (it gets flushed between tests: 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,83 +15,28 @@ import pytest
 import redis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from playwright.async_api import Browser, Page, Request, async_playwright
 
 from wa_blocklist.proxy.app import create_app
 from wa_blocklist.proxy.appkeys import SERVICE
-from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
+from wa_blocklist.proxy.blocklist.service import BlocklistService
 from wa_blocklist.proxy.config import Config, parse_config
-from wa_blocklist.proxy.store.blocks import redis_server_binary
 
 from fakes import FakeContactCenter, FakeGraph
-
-PNID = "111111111111111"  # "Ventas Colombia", default country CO
-PNID_BR = "222222222222222"  # "Suporte Brasil", default country BR
-ADMIN_TOKEN = "test-admin-token-0001"
-VIEWER_TOKEN = "test-viewer-token-0001"
-APP_SECRET = "test-app-secret-ventas"
-APP_SECRET_BR = "test-app-secret-brasil"
-VERIFY_TOKEN = "test-verify-token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisServer:
-    """A real redis-server process on 127.0.0.1, startable and stoppable (failure tests stop and restart it)."""
-
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        self.workdir = workdir
-        self.port = port or free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_until(self._ping, timeout=15, what=f"redis-server on port {self.port}")
-
-    def _ping(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError("redis-server exited during start-up")
-        with redis.Redis.from_url(self.url, socket_timeout=1) as client:
-            try:
-                return bool(client.ping())
-            except redis.exceptions.ConnectionError:
-                return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(15)
-        self.process = None
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it returns something truthy (start-up of real processes), or fail."""
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
+from support import (
+    APP_SECRET,
+    APP_SECRET_BR,
+    CHROMIUM_ARGS,
+    PNID,
+    PNID_BR,
+    TIME_ZONE,
+    ConfigFactory,
+    FakeClock,
+    OpenAdmin,
+    RedisServer,
+    base_config_data,
+    require_binary,
+)
 
 
 @pytest.fixture(scope="session")
@@ -118,19 +59,6 @@ def redis_url(redis_server: str) -> Iterator[str]:
     client.flushdb()
     client.close()
     yield redis_server
-
-
-class FakeClock:
-    """A controllable clock (seconds since the epoch) for the 24-hour rule."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -158,42 +86,6 @@ async def own_redis_client(
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-def base_config_data(redis_url: str) -> dict[str, Any]:
-    return {
-        "graph": {"base_url": "http://127.0.0.1:9/"},
-        "store": {"redis_url": redis_url},
-        "admin": {
-            "tokens": [
-                {"name": "supervisor", "token": ADMIN_TOKEN, "role": "admin"},
-                {"name": "wallboard", "token": VIEWER_TOKEN, "role": "viewer"},
-            ]
-        },
-        "connectors": [
-            {
-                "phone_number_id": PNID,
-                "name": "Ventas Colombia",
-                "display_number": "+57 601 555 0100",
-                "default_country": "CO",
-                "app_secret": APP_SECRET,
-                "verify_token": VERIFY_TOKEN,
-                "forward_webhooks_to": "http://127.0.0.1:9/webhooks/whatsapp",
-            },
-            {
-                "phone_number_id": PNID_BR,
-                "name": "Suporte Brasil",
-                "display_number": "+55 11 4000 0000",
-                "default_country": "BR",
-                "app_secret": APP_SECRET_BR,
-                "verify_token": VERIFY_TOKEN,
-                "forward_webhooks_to": "http://127.0.0.1:9/webhooks/whatsapp",
-            },
-        ],
-    }
-
-
-ConfigFactory = Callable[..., Config]
 
 
 @pytest.fixture
@@ -253,22 +145,46 @@ def service(client: TestClient[Any, Any], app: web.Application) -> BlocklistServ
     return app[SERVICE]
 
 
-async def wrote_recently(service: BlocklistService, pnid: str, *wa_ids: str, bsuid: str = "") -> None:
-    """Record inbound activity as the webhook receiver does when a user writes."""
-    await service.record_inbound(
-        pnid, [InboundUser(wa_id=w, bsuid=bsuid) for w in wa_ids] or [InboundUser(bsuid=bsuid)]
-    )
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    executable = require_binary("chromium")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
 
 
-def auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+@pytest.fixture
+async def open_admin(browser: Browser, client: TestClient[Any, Any]) -> AsyncIterator[OpenAdmin]:
+    """Open /admin/ in a fresh browser context (own storage); afterwards, fail on any script error, CSP
+    violation or request to another origin."""
+    origin = str(client.make_url("/")).rstrip("/")
+    problems: list[str] = []
+    foreign: list[str] = []
+    contexts = []
 
+    def on_console(message: Any) -> None:
+        # The browser reports every 4xx answer as a console error; the API's 401/409 are expected here.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            problems.append(message.text)
 
-def require_binary(name: str) -> str:
-    """Path of a binary a test needs; missing is a skip locally and a failure in CI."""
-    found = shutil.which(name)
-    if found:
-        return found
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{name} is required in CI but not installed")
-    pytest.skip(f"{name} not installed")
+    def on_request(request: Request) -> None:
+        if not request.url.startswith(origin + "/"):
+            foreign.append(request.url)
+
+    async def opener(locale: str = "en-US") -> Page:
+        context = await browser.new_context(locale=locale, timezone_id=TIME_ZONE)
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        page = await context.new_page()
+        page.on("console", on_console)
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page.on("request", on_request)
+        await page.goto(origin + "/admin/")
+        return page
+
+    yield opener
+    for context in contexts:
+        await context.close()
+    assert problems == [], "the page logged errors (script error or CSP violation)"
+    assert foreign == [], "the page requested another origin"

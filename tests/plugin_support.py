@@ -17,7 +17,7 @@ from wa_blocklist.plugins.client import BlocklistClient
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 from wa_blocklist.proxy.config import Config
 
-from conftest import ADMIN_TOKEN, PNID, FakeClock, wrote_recently
+from support import ADMIN_TOKEN, PNID, FakeClock, wrote_recently
 
 BLOCKED = "573001234567"  # a Colombian mobile, as a wa_id
 BLOCKED_BSUID = "CO.13491208655302741918"  # BSUIDs are CC. + digits (pywa tells them apart from group ids so)

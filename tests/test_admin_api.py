@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from wa_blocklist.proxy.blocklist.service import BlocklistService
 
-from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, wrote_recently
+from support import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, wrote_recently
 
 BLOCKS = f"/admin/api/connectors/{PNID}/blocks"
 

@@ -7,83 +7,34 @@ The proxy runs in-process on the aiohttp test server against the real Redis; Pla
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp.test_utils import TestClient
-from playwright.async_api import Browser, Locator, Page, Request, async_playwright, expect
+from playwright.async_api import Browser, Request, expect
 
 from wa_blocklist.proxy.base.phone_format import international
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 
-from conftest import ADMIN_TOKEN, PNID, VIEWER_TOKEN, FakeClock, auth, require_binary, wrote_recently
+from support import (
+    ADMIN_TOKEN,
+    PNID,
+    TIME_ZONE,
+    VIEWER_TOKEN,
+    FakeClock,
+    OpenAdmin,
+    auth,
+    blocks_dialog,
+    sign_in,
+    wrote_recently,
+)
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-TIME_ZONE = "America/Bogota"  # UTC-5 all year: a date shown in UTC would be visibly wrong
 NUMBER = "573001234567"
 SHOWN = international(NUMBER)  # "+57 300 1234567": how the page shows it
 SUPERVISOR = Actor(name="supervisor", source="admin_api")
 RED = "rgb(198, 40, 40)"
-
-OpenAdmin = Callable[..., Awaitable[Page]]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    executable = require_binary("chromium")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield launched
-        await launched.close()
-
-
-@pytest.fixture
-async def open_admin(browser: Browser, client: TestClient[Any, Any]) -> AsyncIterator[OpenAdmin]:
-    """Open /admin/ in a fresh browser context (own storage); afterwards, fail on any script error, CSP
-    violation or request to another origin."""
-    origin = str(client.make_url("/")).rstrip("/")
-    problems: list[str] = []
-    foreign: list[str] = []
-    contexts = []
-
-    def on_console(message: Any) -> None:
-        # The browser reports every 4xx answer as a console error; the API's 401/409 are expected here.
-        if message.type == "error" and not message.text.startswith("Failed to load resource"):
-            problems.append(message.text)
-
-    def on_request(request: Request) -> None:
-        if not request.url.startswith(origin + "/"):
-            foreign.append(request.url)
-
-    async def opener(locale: str = "en-US") -> Page:
-        context = await browser.new_context(locale=locale, timezone_id=TIME_ZONE)
-        context.set_default_timeout(10_000)
-        contexts.append(context)
-        page = await context.new_page()
-        page.on("console", on_console)
-        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-        page.on("request", on_request)
-        await page.goto(origin + "/admin/")
-        return page
-
-    yield opener
-    for context in contexts:
-        await context.close()
-    assert problems == [], "the page logged errors (script error or CSP violation)"
-    assert foreign == [], "the page requested another origin"
-
-
-async def sign_in(page: Page, token: str = ADMIN_TOKEN) -> None:
-    await page.get_by_label("Admin token").fill(token)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_role("heading", name="WhatsApp connectors")).to_be_visible()
-
-
-def blocks_dialog(page: Page) -> Locator:
-    return page.get_by_role("dialog", name="Block Numbers")
 
 
 def local_time_pattern(blocked_at: str) -> re.Pattern[str]:

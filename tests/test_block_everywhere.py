@@ -14,7 +14,6 @@ import redis.asyncio as aioredis
 import yaml
 from aiohttp.test_utils import TestClient
 from playwright.async_api import expect
-from test_admin_page import OpenAdmin, blocks_dialog, browser, open_admin, sign_in
 
 from wa_blocklist.proxy.app import create_app
 from wa_blocklist.proxy.appkeys import SERVICE
@@ -23,10 +22,19 @@ from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 from wa_blocklist.proxy.config import parse_config
 from wa_blocklist.proxy.store.blocks import BlocklistStore
 
-from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, base_config_data, wrote_recently
 from fakes import FakeGraph
-
-__all__ = ["browser", "open_admin"]  # the page test's fixtures, used here as well
+from support import (
+    PNID,
+    PNID_BR,
+    VIEWER_TOKEN,
+    FakeClock,
+    OpenAdmin,
+    auth,
+    base_config_data,
+    blocks_dialog,
+    sign_in,
+    wrote_recently,
+)
 
 NUMBER = "573001234567"
 EVERYWHERE = "/admin/api/everywhere/blocks"

@@ -13,8 +13,8 @@ from wa_blocklist.proxy.appkeys import META_SYNC, SERVICE, STORE
 from wa_blocklist.proxy.blocklist.meta_sync import MetaSync
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 
-from conftest import ADMIN_TOKEN, PNID, auth, free_port, wrote_recently
 from fakes import FakeGraph
+from support import ADMIN_TOKEN, PNID, auth, free_port, wrote_recently
 
 TOKEN = {"Authorization": "Bearer EAAG-contact-center-token"}
 RECENT = "573001234567"

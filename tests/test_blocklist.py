@@ -12,7 +12,7 @@ from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, Inboun
 from wa_blocklist.proxy.config import Config
 from wa_blocklist.proxy.store.blocks import open_store
 
-from conftest import PNID, PNID_BR, FakeClock, wrote_recently
+from support import PNID, PNID_BR, FakeClock, wrote_recently
 
 SUPERVISOR = Actor("supervisor", "test")
 

@@ -18,13 +18,12 @@ import yaml
 from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_processes import record
 
 from wa_blocklist.proxy.blocklist.csv_io import MAX_ROWS
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 from wa_blocklist.proxy.cli import ProgressBar
 
-from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, base_config_data, wrote_recently
+from support import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, base_config_data, record, wrote_recently
 
 IMPORT = f"/admin/api/connectors/{PNID}/blocks/import"
 EXPORT = f"/admin/api/connectors/{PNID}/blocks.csv"

@@ -17,7 +17,7 @@ from wa_blocklist.proxy.graph.identity import from_wa_id
 from wa_blocklist.proxy.store.blocks import open_store
 from wa_blocklist.proxy.store.cache import MAX_STALENESS_SECONDS, CheckCache
 
-from conftest import PNID, FakeClock, RedisServer, wrote_recently
+from support import PNID, FakeClock, RedisServer, wrote_recently
 
 USER = from_wa_id("573001234567")
 

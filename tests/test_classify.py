@@ -34,8 +34,8 @@ from wa_blocklist.proxy.graph.classify import (
     read_params,
 )
 
-from conftest import PNID, base_config_data, wrote_recently
 from fakes import FakeGraph
+from support import PNID, base_config_data, wrote_recently
 
 TOKEN = "Bearer EAAG-contact-center-token"
 BLOCKED = "573001234567"

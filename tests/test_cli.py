@@ -24,7 +24,7 @@ from wa_blocklist.proxy.inbound.receiver import sign
 from wa_blocklist.proxy.run.startup import DEVELOPMENT_VALUES, development_values_in_use
 from wa_blocklist.proxy.run.trial import describe, meta_bytes, sink_app, text_message_webhook
 
-from conftest import APP_SECRET, PNID, base_config_data, free_port, wait_until
+from support import APP_SECRET, PNID, base_config_data, free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET_VARIABLES = ("ADMIN_TOKEN", "VIEWER_TOKEN", "META_APP_SECRET", "META_VERIFY_TOKEN")

@@ -15,7 +15,6 @@ import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from test_processes import Proxy, record, redis_alive
 
 from wa_blocklist.proxy.app import create_app
 from wa_blocklist.proxy.appkeys import CONFIG, SERVICE
@@ -27,20 +26,23 @@ from wa_blocklist.proxy.graph.identity import from_wa_id
 from wa_blocklist.proxy.store.blocks import open_store
 
 import payloads as p
-from conftest import (
+from fakes import FakeContactCenter, FakeGraph, sign
+from support import (
     APP_SECRET,
     PNID,
     PNID_BR,
     ConfigFactory,
     FakeClock,
+    Proxy,
     RedisServer,
     auth,
     base_config_data,
     free_port,
+    record,
+    redis_alive,
     wait_until,
     wrote_recently,
 )
-from fakes import FakeContactCenter, FakeGraph, sign
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from wa_blocklist.proxy.appkeys import METRICS, SERVICE
 from wa_blocklist.proxy.blocklist.service import BlocklistService
 
 import payloads as p
-from conftest import APP_SECRET, APP_SECRET_BR, PNID, PNID_BR, FakeClock, auth
 from fakes import FakeContactCenter, FakeGraph, sign
+from support import APP_SECRET, APP_SECRET_BR, PNID, PNID_BR, FakeClock, auth
 
 NUMBER = "573001234567"
 OTHER = "573007654321"

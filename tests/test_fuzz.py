@@ -26,8 +26,8 @@ from wa_blocklist.proxy.graph import identity
 from wa_blocklist.proxy.outbound.gateway import parse_fields
 
 import payloads as p
-from conftest import APP_SECRET, PNID, ConfigFactory, FakeClock, auth, base_config_data, wrote_recently
 from fakes import FakeContactCenter, FakeGraph, sign
+from support import APP_SECRET, PNID, ConfigFactory, FakeClock, auth, base_config_data, wrote_recently
 
 BLOCKED = "573001234567"
 BLOCKED_BSUID = "CO.4412345678901234567"

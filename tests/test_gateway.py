@@ -22,8 +22,8 @@ from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, Inboun
 from wa_blocklist.proxy.config import Config
 from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 
-from conftest import PNID, PNID_BR, RedisServer, auth, free_port, wrote_recently
 from fakes import FakeGraph
+from support import PNID, PNID_BR, RedisServer, auth, free_port, wrote_recently
 
 TOKEN = {"Authorization": "Bearer EAAG-contact-center-token"}
 BLOCKED = "573001234567"

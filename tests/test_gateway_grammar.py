@@ -25,8 +25,8 @@ from meta_reading import World, reaches
 
 from wa_blocklist.proxy.blocklist.service import Actor, InboundUser
 
-from conftest import PNID, PNID_BR
 from fakes import FakeGraph
+from support import PNID, PNID_BR
 
 BLOCKED = "573001234567"
 BLOCKED_BSUID = "CO.BLOCKEDBSUID0001"

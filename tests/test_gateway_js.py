@@ -18,8 +18,8 @@ import pytest
 from wa_blocklist.proxy.blocklist.service import Actor, InboundUser
 from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 
-from conftest import PNID, require_binary
 from fakes import FakeGraph
+from support import PNID, require_binary
 
 JS = Path(__file__).resolve().parent / "js"
 BLOCKED = "573001234567"

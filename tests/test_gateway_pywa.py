@@ -15,7 +15,7 @@ import pytest
 from wa_blocklist.proxy.blocklist.service import Actor
 from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 
-from conftest import PNID, wrote_recently
+from support import PNID, wrote_recently
 
 pywa_async = pytest.importorskip("pywa_async", reason="pip install .[pywa]")
 from pywa.errors import WhatsAppError  # noqa: E402 - after the importorskip above

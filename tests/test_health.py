@@ -6,8 +6,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from conftest import RedisServer
 from fakes import FakeGraph
+from support import RedisServer
 
 
 async def test_ready_when_the_store_answers(client: TestClient[Any, Any], fake_graph: FakeGraph) -> None:

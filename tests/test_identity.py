@@ -17,8 +17,8 @@ from wa_blocklist.proxy.config import Config, ConnectorConfig, parse_config
 from wa_blocklist.proxy.graph import identity
 from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 
-from conftest import ADMIN_TOKEN, PNID, PNID_BR, ConfigFactory, wrote_recently
 from fakes import FakeGraph
+from support import ADMIN_TOKEN, PNID, PNID_BR, ConfigFactory, wrote_recently
 
 
 @pytest.mark.parametrize(

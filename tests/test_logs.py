@@ -31,8 +31,8 @@ from wa_blocklist.proxy.base.logs import (
 from wa_blocklist.proxy.blocklist.service import Actor
 
 import payloads as p
-from conftest import ADMIN_TOKEN, APP_SECRET, PNID, ConfigFactory, FakeClock, auth, wrote_recently
 from fakes import FakeContactCenter, FakeGraph, sign
+from support import ADMIN_TOKEN, APP_SECRET, PNID, ConfigFactory, FakeClock, auth, wrote_recently
 
 BLOCKED = "573007654321"
 ALLOWED = "573001234567"

@@ -13,8 +13,8 @@ from wa_blocklist.proxy.appkeys import METRICS
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 
 import payloads as p
-from conftest import APP_SECRET, PNID, ConfigFactory, FakeClock, auth, wrote_recently
 from fakes import FakeContactCenter, FakeGraph, sign
+from support import APP_SECRET, PNID, ConfigFactory, FakeClock, auth, wrote_recently
 
 BLOCKED = "573007654321"
 ALLOWED = "573001234567"
@@ -109,7 +109,7 @@ async def test_upstream_errors_and_cache(
 async def test_store_errors_are_counted(
     aiohttp_client: Any, make_config: ConfigFactory, clock: FakeClock, tmp_path: Any
 ) -> None:
-    from conftest import RedisServer
+    from support import RedisServer
 
     redis = RedisServer(tmp_path / "redis")
     redis.start()

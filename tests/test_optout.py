@@ -10,7 +10,6 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 from playwright.async_api import expect
-from test_admin_page import OpenAdmin, blocks_dialog, browser, open_admin, sign_in
 
 from wa_blocklist.proxy.base.errors import ConfigError
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
@@ -19,10 +18,8 @@ from wa_blocklist.proxy.graph.errors import RECIPIENT_OPTED_OUT
 from wa_blocklist.proxy.graph.optout import DEFAULT_OPTIN_KEYWORDS, DEFAULT_OPTOUT_KEYWORDS, KeywordMatcher, normalise
 
 import payloads as p
-from conftest import APP_SECRET, PNID, PNID_BR, VIEWER_TOKEN, auth, base_config_data
 from fakes import FakeContactCenter, FakeGraph, sign
-
-__all__ = ["browser", "open_admin"]  # the page test's fixtures, used here as well
+from support import APP_SECRET, PNID, PNID_BR, VIEWER_TOKEN, OpenAdmin, auth, base_config_data, blocks_dialog, sign_in
 
 NUMBER = "573001234567"
 MESSAGES = f"/v21.0/{PNID}/messages"

@@ -23,15 +23,14 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from test_processes import Proxy
 
 from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
 from wa_blocklist.proxy.config import load_config
 from wa_blocklist.proxy.store.blocks import open_store
 
-from conftest import ADMIN_TOKEN, APP_SECRET, PNID, VERIFY_TOKEN, base_config_data, free_port
 from fakes import FakeGraph, sign
 from plugin_support import ALLOWED, BLOCKED, dumps, messages_payload
+from support import ADMIN_TOKEN, APP_SECRET, PNID, VERIFY_TOKEN, Proxy, base_config_data, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"

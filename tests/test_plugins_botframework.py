@@ -12,7 +12,6 @@ from wa_blocklist.plugins.botframework import REFUSED_KEY, BlocklistMiddleware
 from wa_blocklist.plugins.client import BlocklistClient
 from wa_blocklist.proxy.blocklist.service import BlocklistService
 
-from conftest import PNID, PNID_BR, free_port
 from plugin_support import (
     ALLOWED,
     BLOCKED,
@@ -20,6 +19,7 @@ from plugin_support import (
     block,
     blocklist_fixture,  # noqa: F401  (the blocklist fixture, both modes)
 )
+from support import PNID, PNID_BR, free_port
 
 
 def template(user: str, channel: str = "whatsapp") -> Activity:

@@ -40,9 +40,9 @@ from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
 from wa_blocklist.proxy.config import Config
 from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 
-from conftest import PNID, free_port
 from fakes import FakeGraph
 from plugin_support import ALLOWED, BLOCKED, block, blocklist_fixture  # noqa: F401  (blocklist fixture, both modes)
+from support import PNID, free_port
 
 WABA = "102290129340398"
 GROUP = "Y2FwaV9ncm91cDoxMjM0NTY3ODkw"

@@ -11,7 +11,6 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient
-from test_processes import Proxy, redis_alive
 
 from wa_blocklist.plugins.client import BlocklistClient, DirectBlocklistClient, InboundUser, ReferenceCheck
 from wa_blocklist.proxy.base.errors import (
@@ -27,7 +26,6 @@ from wa_blocklist.proxy.blocklist.service import BlocklistService
 from wa_blocklist.proxy.config import Config
 from wa_blocklist.proxy.graph import identity
 
-from conftest import ADMIN_TOKEN, PNID, PNID_BR, VIEWER_TOKEN, base_config_data, free_port, wrote_recently
 from plugin_support import (
     ALLOWED,
     ALLOWED_BSUID,
@@ -35,6 +33,17 @@ from plugin_support import (
     BLOCKED_BSUID,
     block,
     blocklist_fixture,  # noqa: F401  (the blocklist fixture, both modes)
+)
+from support import (
+    ADMIN_TOKEN,
+    PNID,
+    PNID_BR,
+    VIEWER_TOKEN,
+    Proxy,
+    base_config_data,
+    free_port,
+    redis_alive,
+    wrote_recently,
 )
 
 

@@ -18,7 +18,6 @@ from wa_blocklist.plugins.examples._env import WhatsAppSettings
 from wa_blocklist.proxy.blocklist.service import BlocklistService
 from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 
-from conftest import APP_SECRET, PNID, VERIFY_TOKEN
 from fakes import FakeGraph, sign
 from plugin_support import (
     ALLOWED,
@@ -28,6 +27,7 @@ from plugin_support import (
     dumps,
     messages_payload,
 )
+from support import APP_SECRET, PNID, VERIFY_TOKEN
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from wa_blocklist.plugins.client import BlocklistClient
 from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
 from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE
 
-from conftest import APP_SECRET, PNID, free_port
 from fakes import FakeGraph, sign
 from plugin_support import (
     ALLOWED,
@@ -39,6 +38,7 @@ from plugin_support import (
     dumps,
     messages_payload,
 )
+from support import APP_SECRET, PNID, free_port
 
 
 @dataclass

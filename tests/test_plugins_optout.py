@@ -32,9 +32,9 @@ from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, Inboun
 from wa_blocklist.proxy.graph.errors import RECIPIENT_OPTED_OUT, SERVICE_UNAVAILABLE
 
 import payloads as p
-from conftest import APP_SECRET, PNID, VIEWER_TOKEN, auth, free_port
 from fakes import FakeContactCenter, FakeGraph, sign
 from plugin_support import ALLOWED, BLOCKED_BSUID, blocklist_fixture  # noqa: F401  (the blocklist fixture)
+from support import APP_SECRET, PNID, VIEWER_TOKEN, auth, free_port
 
 USER = ALLOWED  # not blocked: only the opt-out stands in the way
 SUPERVISOR = Actor("supervisor", "test")

@@ -26,7 +26,6 @@ from wa_blocklist.plugins.pywa import (
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, InboundUser
 from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED, SERVICE_UNAVAILABLE
 
-from conftest import APP_SECRET, PNID, VERIFY_TOKEN, free_port, wrote_recently
 from fakes import FakeGraph, sign
 from plugin_support import (
     ALLOWED,
@@ -39,6 +38,7 @@ from plugin_support import (
     messages_payload,
     statuses_payload,
 )
+from support import APP_SECRET, PNID, VERIFY_TOKEN, free_port, wrote_recently
 
 Closer = Callable[[httpx.AsyncClient], httpx.AsyncClient]
 

@@ -10,7 +10,6 @@ from wa_blocklist.plugins.client import BlocklistClient
 from wa_blocklist.proxy.blocklist.service import BlocklistService
 from wa_blocklist.proxy.config import Config
 
-from conftest import PNID, PNID_BR
 from plugin_support import (
     ALLOWED,
     BLOCKED,
@@ -20,6 +19,7 @@ from plugin_support import (
     messages_payload,
     statuses_payload,
 )
+from support import PNID, PNID_BR
 
 
 def calls_payload(pnid: str, *calls: tuple[str, str]) -> dict[str, Any]:

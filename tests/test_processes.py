@@ -9,8 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,14 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
-from wa_blocklist.proxy.config import load_config
-from wa_blocklist.proxy.store.blocks import open_store
-
-from conftest import ADMIN_TOKEN, PNID, base_config_data, free_port, wait_until
+from support import PNID, REPO, Proxy, base_config_data, free_port, record, redis_alive, wait_until
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -40,12 +33,6 @@ def redis_config(tmp_path: Path, redis_url: str) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(base_config_data(redis_url)))
     return path
-
-
-async def record(config_path: Path, *wa_ids: str) -> None:
-    config = load_config(config_path)
-    async with open_store(config.store) as store:
-        await BlocklistService(store, config).record_inbound(PNID, [InboundUser(wa_id=w) for w in wa_ids])
 
 
 async def test_cli_block_list_unblock(redis_config: Path) -> None:
@@ -87,55 +74,6 @@ def test_cli_needs_a_connector_when_several_exist(redis_config: Path) -> None:
     assert bad.returncode == 1 and "is not a phone number" in bad.stderr
 
 
-class Proxy:
-    """``wa-blocklist serve`` as a child process on its embedded store."""
-
-    def __init__(self, config: Path, port: int) -> None:
-        self.config = config
-        self.port = port
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "wa_blocklist.proxy.cli", "serve", "--config", str(self.config),
-             "--port", str(self.port)],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        wait_until(self.ready, timeout=30, what="the proxy to serve")
-
-    def ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(f"proxy exited: {self.process.stderr.read().decode() if self.process.stderr else ''}")
-        try:
-            self.call("GET", "/admin/api/connectors")
-            return True
-        except (urllib.error.URLError, ConnectionError):
-            return False
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}",
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as resp:
-                raw = resp.read()
-                return resp.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(30)
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
-        self.process = None
-
-
 @pytest.fixture
 def embedded_config(tmp_path: Path) -> Iterator[Path]:
     data = base_config_data("")
@@ -143,16 +81,6 @@ def embedded_config(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     yield path
-
-
-def redis_alive(data_dir: Path) -> int | None:
-    """The pid of the live embedded redis-server of this data_dir (from its pidfile), or None."""
-    try:
-        pid = int((data_dir / "redis.pid").read_text())
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except (OSError, ValueError):
-        return None
-    return pid if state != "Z" else None
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])

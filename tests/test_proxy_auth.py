@@ -25,7 +25,7 @@ from wa_blocklist.proxy.app import create_app
 from wa_blocklist.proxy.appkeys import SERVICE
 from wa_blocklist.proxy.blocklist.service import BlocklistService
 
-from conftest import PNID, ConfigFactory, FakeClock, auth, free_port, require_binary, wait_until, wrote_recently
+from support import PNID, ConfigFactory, FakeClock, auth, free_port, require_binary, wait_until, wrote_recently
 
 BLOCKS = f"/admin/api/connectors/{PNID}/blocks"
 NGINX_ADDRESS = "127.0.0.2"

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,12 +13,11 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient
-from test_processes import REPO, Proxy
 
 from wa_blocklist.proxy.appkeys import CONFIG, METRICS, SERVICE
 from wa_blocklist.proxy.run.reload import reload_config
 
-from conftest import ADMIN_TOKEN, PNID, PNID_BR, auth, base_config_data, free_port, wait_until
+from support import ADMIN_TOKEN, PNID, PNID_BR, REPO, LoggedProxy, auth, base_config_data, free_port, wait_until
 
 PNID_NEW = "333333333333333"
 NEW_CONNECTOR = {
@@ -33,48 +29,6 @@ NEW_CONNECTOR = {
     "verify_token": "test-verify-token",
     "forward_webhooks_to": "http://127.0.0.1:9/webhooks/whatsapp",
 }
-
-
-class LoggedProxy(Proxy):
-    """The proxy process with its stderr (the JSON log) going to a file the test can read."""
-
-    def __init__(self, config: Path, port: int, log: Path) -> None:
-        super().__init__(config, port)
-        self.log = log
-
-    def start(self) -> None:
-        with self.log.open("ab") as sink:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "wa_blocklist.proxy.cli", "serve", "--config", str(self.config),
-                 "--port", str(self.port)],
-                cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink,
-            )  # fmt: skip
-        wait_until(self.ready, timeout=30, what="the proxy to serve")
-
-    def ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(f"proxy exited: {self.log.read_text()}")
-        return super().ready()
-
-    def connectors(self) -> list[str]:
-        status, body = self.call("GET", "/admin/api/connectors")
-        assert status == 200
-        return [c["phone_number_id"] for c in body["connectors"]]
-
-    def reloads(self, result: str) -> float:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith(f'wabl_config_reloads_total{{result="{result}"}}'):
-                    return float(line.split()[-1])
-        return 0.0
-
-    def hup(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGHUP)
-
-    def log_records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
 
 
 @pytest.fixture

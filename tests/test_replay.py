@@ -10,7 +10,7 @@ from wa_blocklist.proxy.inbound.replay import ReplayGuard
 from wa_blocklist.proxy.store.blocks import open_store
 
 import payloads as p
-from conftest import PNID, PNID_BR, RedisServer
+from support import PNID, PNID_BR, RedisServer
 
 
 async def test_a_body_is_claimed_once_per_connector_across_replicas(config: Config) -> None:

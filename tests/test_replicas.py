@@ -12,8 +12,6 @@ import aiohttp
 import pytest
 import yaml
 from relay import Relay
-from test_processes import Proxy
-from test_reload import LoggedProxy
 
 from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
 from wa_blocklist.proxy.config import load_config
@@ -21,8 +19,8 @@ from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 from wa_blocklist.proxy.store.blocks import open_store
 from wa_blocklist.proxy.store.cache import MAX_STALENESS_SECONDS
 
-from conftest import ADMIN_TOKEN, PNID, base_config_data, free_port
 from fakes import FakeGraph
+from support import ADMIN_TOKEN, PNID, LoggedProxy, Proxy, base_config_data, free_port
 
 pytestmark = pytest.mark.slow
 

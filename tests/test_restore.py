@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from wa_blocklist.proxy.base.csvsafe import strip_bidi
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, strip_controls
 
-from conftest import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, base_config_data, wrote_recently
+from support import PNID, PNID_BR, VIEWER_TOKEN, FakeClock, auth, base_config_data, wrote_recently
 
 REPO = Path(__file__).resolve().parent.parent
 EXPORT = f"/admin/api/connectors/{PNID}/blocks.csv"

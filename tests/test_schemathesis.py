@@ -30,7 +30,7 @@ from wa_blocklist.proxy.appkeys import SERVICE
 from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
 from wa_blocklist.proxy.config import parse_config
 
-from conftest import ADMIN_TOKEN, PNID, PNID_BR, base_config_data, free_port
+from support import ADMIN_TOKEN, PNID, PNID_BR, base_config_data, free_port
 
 EXAMPLES = 25
 """Examples per operation and generation mode: enough to reach every branch of the checks, fast enough for CI."""

@@ -16,7 +16,6 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
-from test_processes import REPO, Proxy
 
 from wa_blocklist.plugins.client import BlocklistClient
 from wa_blocklist.proxy.app import create_app, server_options
@@ -26,22 +25,24 @@ from wa_blocklist.proxy.config import Config, load_config
 from wa_blocklist.proxy.store.blocks import open_store
 
 import payloads as p
-from conftest import (
+from fakes import FakeContactCenter, FakeGraph, sign
+from support import (
     ADMIN_TOKEN,
     APP_SECRET,
     APP_SECRET_BR,
     PNID,
     PNID_BR,
+    REPO,
     VERIFY_TOKEN,
     VIEWER_TOKEN,
     ConfigFactory,
     FakeClock,
+    Proxy,
     auth,
     base_config_data,
     free_port,
     wrote_recently,
 )
-from fakes import FakeContactCenter, FakeGraph, sign
 
 NUMBER = "573001234567"
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'

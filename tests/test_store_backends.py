@@ -24,7 +24,7 @@ from wa_blocklist.proxy.graph.identity import from_wa_id
 from wa_blocklist.proxy.store.blocks import open_store, redis_server_binary
 from wa_blocklist.proxy.store.cache import CheckCache
 
-from conftest import PNID, PNID_BR, FakeClock, free_port, wait_until
+from support import PNID, PNID_BR, FakeClock, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 SUPERVISOR = Actor("supervisor", "test")

@@ -17,8 +17,8 @@ from wa_blocklist.proxy.ops.expiry import SWEEP_SECONDS, sweep_once
 from wa_blocklist.proxy.store.blocks import BlockEntry
 
 import payloads as p
-from conftest import APP_SECRET, PNID, FakeClock, auth, wrote_recently
 from fakes import FakeContactCenter, FakeGraph, sign
+from support import APP_SECRET, PNID, FakeClock, auth, wrote_recently
 
 NUMBER = "573001234567"
 OTHER = "573007654321"
@@ -303,9 +303,8 @@ async def test_cli_duration(tmp_path: Any, redis_url: str) -> None:
     from pathlib import Path
 
     import yaml
-    from test_processes import REPO, record
 
-    from conftest import base_config_data
+    from support import REPO, base_config_data, record
 
     path = Path(tmp_path) / "config.yaml"
     path.write_text(yaml.safe_dump(base_config_data(redis_url)))

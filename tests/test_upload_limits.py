@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from wa_blocklist.proxy.app import create_app
 from wa_blocklist.proxy.config import Config
 
-from conftest import PNID
+from support import PNID
 
 UPLOAD_BYTES = 4 * 1024 * 1024
 

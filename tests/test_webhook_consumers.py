@@ -26,8 +26,8 @@ from wa_blocklist.proxy.appkeys import SERVICE
 from wa_blocklist.proxy.blocklist.service import Actor
 
 import payloads as p
-from conftest import APP_SECRET, PNID, PNID_BR, require_binary, wrote_recently
 from fakes import sign
+from support import APP_SECRET, PNID, PNID_BR, require_binary, wrote_recently
 
 JS = Path(__file__).parent / "js"
 CORPUS = Path(__file__).parent / "data" / "webhooks"

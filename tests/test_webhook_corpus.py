@@ -20,8 +20,8 @@ from wa_blocklist.proxy.blocklist.service import Actor, InboundUser
 from wa_blocklist.proxy.graph.identity import recipient
 from wa_blocklist.proxy.graph.signature import meta_dumps
 
-from conftest import APP_SECRET
 from fakes import sign
+from support import APP_SECRET
 
 CORPUS = Path(__file__).parent / "data" / "webhooks"
 FILES = sorted(CORPUS.glob("*.json"))

@@ -18,7 +18,8 @@ from wa_blocklist.proxy.blocklist.service import Actor, InboundUser
 from wa_blocklist.proxy.graph.signature import meta_dumps
 
 import payloads as p
-from conftest import (
+from fakes import sign
+from support import (
     ADMIN_TOKEN,
     APP_SECRET,
     APP_SECRET_BR,
@@ -29,7 +30,6 @@ from conftest import (
     free_port,
     wrote_recently,
 )
-from fakes import sign
 
 URL = "/webhooks/whatsapp"
 ALLOWED = "573001234567"
