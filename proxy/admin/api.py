@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
-from ..appkeys import CONFIG, SERVICE
-from ..base.bodies import read_body
+from ..appkeys import SERVICE
 from ..base.errors import BadRequest
 from ..blocklist.service import parse_expiry
-from .http import MAX_BODY, PRINCIPAL, actor, parse_json
+from .http import PRINCIPAL, actor, json_object
 from .openapi import OPENAPI
 
 _BODY_FIELDS = frozenset({"number", "reason", "duration", "expires_at"})
 
 routes = web.RouteTableDef()
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    raw = await read_body(request, MAX_BODY, within=request.config_dict[CONFIG].server.body_timeout_seconds)
-    body = parse_json(raw)
-    if not isinstance(body, dict):
-        raise BadRequest('the request body must be a JSON object such as {"number": "+57 300 123 4567"}')
-    unknown = sorted(set(body) - _BODY_FIELDS)
-    if unknown:
-        allowed = ", ".join(sorted(_BODY_FIELDS))
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)[:200]} (allowed: {allowed})")
-    return body
 
 
 def _int_param(request: web.Request, name: str, default: int) -> int:
@@ -76,7 +61,7 @@ async def add_block(request: web.Request) -> web.Response:
     service = request.config_dict[SERVICE]
     pnid = request.match_info["pnid"]
     service.connector(pnid)
-    body = await _json_object(request)
+    body = await json_object(request, _BODY_FIELDS)
     number = body.get("number")
     if isinstance(number, int) and not isinstance(number, bool):
         number = str(number)

@@ -14,12 +14,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ..appkeys import CONFIG, SERVICE
-from ..base.bodies import read_body
+from ..appkeys import SERVICE
 from ..base.errors import BadRequest
-from ..blocklist.csv_io import MAX_BYTES, restore_csv
+from ..blocklist.csv_io import restore_csv
 from ..blocklist.service import parse_duration, parse_expires_at
-from .http import MAX_BODY, actor, parse_json
+from .csv_routes import apply_csv
+from .http import actor, json_object
 
 routes = web.RouteTableDef()
 
@@ -52,13 +52,7 @@ async def update_block(request: web.Request) -> web.Response:
 
 
 async def _patch_body(request: web.Request) -> dict[str, Any]:
-    raw = await read_body(request, MAX_BODY, within=request.config_dict[CONFIG].server.body_timeout_seconds)
-    body = parse_json(raw)
-    if not isinstance(body, dict):
-        raise BadRequest('the request body must be a JSON object such as {"reason": "spam", "duration": "7d"}')
-    unknown = sorted(set(body) - _PATCH_FIELDS)
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)[:200]} (allowed: {', '.join(sorted(_PATCH_FIELDS))})")
+    body = await json_object(request, _PATCH_FIELDS, '{"reason": "spam", "duration": "7d"}')
     if not body:
         raise BadRequest("nothing to change: give a reason, a duration or expires_at (null: permanent)")
     return body
@@ -67,14 +61,4 @@ async def _patch_body(request: web.Request) -> dict[str, Any]:
 @routes.post("/api/connectors/{pnid}/blocks/restore")
 async def restore_blocks(request: web.Request) -> web.Response:
     """Restore an exported CSV as it was; ``?dry_run=true`` reports without writing."""
-    service = request.config_dict[SERVICE]
-    pnid = request.match_info["pnid"]
-    service.connector(pnid)
-    flag = request.query.get("dry_run", "false").strip().lower()
-    if flag not in ("true", "false", "1", "0", ""):
-        raise BadRequest("dry_run must be true or false")
-    body = await read_body(request, MAX_BYTES, within=request.config_dict[CONFIG].server.body_timeout_seconds)
-    report = await restore_csv(
-        service, pnid, body, actor=actor(request, "admin_api_restore"), dry_run=flag in ("true", "1")
-    )
-    return web.json_response(report.to_json())
+    return await apply_csv(request, restore_csv, "admin_api_restore")

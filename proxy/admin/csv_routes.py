@@ -1,14 +1,16 @@
-"""Admin API routes for CSV export and import of a connector's blocklist (see
-:mod:`wa_blocklist.proxy.blocklist.csv_io`)."""
+"""Admin API routes for CSV export and import of a connector's blocklist, and the upload step that restore shares
+(see :mod:`wa_blocklist.proxy.blocklist.csv_io`)."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from ..appkeys import CONFIG, SERVICE
 from ..base.bodies import read_body
 from ..base.errors import BadRequest
-from ..blocklist.csv_io import MAX_BYTES, export_csv, import_csv
+from ..blocklist.csv_io import MAX_BYTES, ImportReport, export_csv, import_csv
 from .http import actor
 
 routes = web.RouteTableDef()
@@ -39,6 +41,11 @@ async def export_blocks(request: web.Request) -> web.StreamResponse:
 @routes.post("/api/connectors/{pnid}/blocks/import")
 async def import_blocks(request: web.Request) -> web.Response:
     """Import a CSV body (``number,reason[,duration]``); ``?dry_run=true`` checks without writing."""
+    return await apply_csv(request, import_csv, "admin_api_import")
+
+
+async def apply_csv(request: web.Request, apply: Callable[..., Awaitable[ImportReport]], source: str) -> web.Response:
+    """Run an import or a restore of the CSV body on the path's connector, ``?dry_run=true`` writing nothing."""
     service = request.config_dict[SERVICE]
     pnid = request.match_info["pnid"]
     service.connector(pnid)
@@ -46,11 +53,5 @@ async def import_blocks(request: web.Request) -> web.Response:
     if flag not in ("true", "false", "1", "0", ""):
         raise BadRequest("dry_run must be true or false")
     body = await read_body(request, MAX_BYTES, within=request.config_dict[CONFIG].server.body_timeout_seconds)
-    report = await import_csv(
-        service,
-        pnid,
-        body,
-        actor=actor(request, "admin_api_import"),
-        dry_run=flag in ("true", "1"),
-    )
+    report = await apply(service, pnid, body, actor=actor(request, source), dry_run=flag in ("true", "1"))
     return web.json_response(report.to_json())

@@ -16,28 +16,16 @@ from typing import Any
 
 from aiohttp import web
 
-from ..appkeys import CONFIG, SERVICE
-from ..base.bodies import read_body
+from ..appkeys import SERVICE
 from ..base.errors import BadRequest
 from ..blocklist.service import MAX_REASON, NotOptedOut, parse_expiry
-from .http import MAX_BODY, actor, parse_json
+from .http import actor, json_object
 
 routes = web.RouteTableDef()
 
 _EVERYWHERE_FIELDS = frozenset({"number", "reason", "duration", "expires_at", "connectors", "include_unsynced"})
 _OPTOUT_FIELDS = frozenset({"number", "reason"})
 MAX_CONNECTORS = 1000
-
-
-async def _body(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
-    raw = await read_body(request, MAX_BODY, within=request.config_dict[CONFIG].server.body_timeout_seconds)
-    body = parse_json(raw)
-    if not isinstance(body, dict):
-        raise BadRequest('the request body must be a JSON object such as {"number": "+57 300 123 4567"}')
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)[:200]} (allowed: {', '.join(sorted(allowed))})")
-    return body
 
 
 def _number(body: dict[str, Any]) -> str:
@@ -72,7 +60,7 @@ def _connectors(value: Any) -> list[str] | None:
 @routes.post("/api/everywhere/blocks")
 async def block_everywhere(request: web.Request) -> web.Response:
     """Block one number on several or all connectors; 200 with one outcome per connector."""
-    body = await _body(request, _EVERYWHERE_FIELDS)
+    body = await json_object(request, _EVERYWHERE_FIELDS)
     include = body.get("include_unsynced", False)
     if not isinstance(include, bool):
         raise BadRequest('"include_unsynced" must be true or false')
@@ -133,7 +121,7 @@ async def add_optout(request: web.Request) -> web.Response:
     service = request.config_dict[SERVICE]
     pnid = request.match_info["pnid"]
     service.connector(pnid)
-    body = await _body(request, _OPTOUT_FIELDS)
+    body = await json_object(request, _OPTOUT_FIELDS)
     reason = _reason(body.get("reason"))
     entry, created = await service.opt_out(pnid, _number(body), actor=actor(request), reason=reason)
     return web.json_response(_optout_json(entry), status=201 if created else 200)

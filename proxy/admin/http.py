@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..appkeys import CONFIG
+from ..base.bodies import read_body
 from ..base.errors import BadRequest, BlocklistError, Forbidden, Unauthorized, json_error
 from ..blocklist.service import Actor
 from .auth import AuthThrottle, Principal, TooManyAttempts, authenticate
@@ -130,3 +131,21 @@ def _depth(text: str) -> int:
         elif char in "]}":
             depth -= 1
     return deepest
+
+
+async def json_object(
+    request: web.Request, allowed: frozenset[str], example: str = '{"number": "+57 300 123 4567"}'
+) -> dict[str, Any]:
+    """Read the request body as a JSON object with only ``allowed`` fields (``example`` shows the caller one).
+
+    Raises:
+        BadRequest: too large or slow (413/408 from :func:`read_body`), not JSON, not an object, unknown fields.
+    """
+    raw = await read_body(request, MAX_BODY, within=request.config_dict[CONFIG].server.body_timeout_seconds)
+    body = parse_json(raw)
+    if not isinstance(body, dict):
+        raise BadRequest(f"the request body must be a JSON object such as {example}")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)[:200]} (allowed: {', '.join(sorted(allowed))})")
+    return body

@@ -24,7 +24,7 @@ import asyncio
 import codecs
 import csv
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,25 +203,36 @@ async def import_csv(
     """
     service.connector(pnid)
     results = plan(service, pnid, read_rows(data))
+
+    async def apply(result: RowResult) -> None:
+        if dry_run:
+            await _check(service, pnid, result)
+        else:
+            await _block(service, pnid, result, actor)
+
+    await _apply_rows(results, apply, progress)
+    return ImportReport(dry_run=dry_run, rows=results)
+
+
+async def _apply_rows(
+    results: list[RowResult], apply: Callable[[RowResult], Awaitable[None]], progress: Progress | None
+) -> None:
+    """Apply every row not refused by the plan, ``_CONCURRENCY`` at a time, reporting progress as rows finish."""
     todo = [r for r in results if not r.outcome]
     done = len(results) - len(todo)
     if progress is not None:
         progress(done, len(results))
     semaphore = asyncio.Semaphore(_CONCURRENCY)
 
-    async def apply(result: RowResult) -> None:
+    async def one(result: RowResult) -> None:
         nonlocal done
         async with semaphore:
-            if dry_run:
-                await _check(service, pnid, result)
-            else:
-                await _block(service, pnid, result, actor)
+            await apply(result)
         done += 1
         if progress is not None:
             progress(done, len(results))
 
-    await asyncio.gather(*(apply(r) for r in todo))
-    return ImportReport(dry_run=dry_run, rows=results)
+    await asyncio.gather(*(one(r) for r in todo))
 
 
 async def _block(service: BlocklistService, pnid: str, result: RowResult, actor: Actor) -> None:
@@ -288,25 +299,15 @@ async def restore_csv(
                     raise BadRequest("blocked_at is in the future")
         except BlocklistError as exc:
             result.outcome, result.reason = "refused", exc.message
-    todo = [r for r in results if not r.outcome]
-    done = len(results) - len(todo)
-    if progress is not None:
-        progress(done, len(results))
-    semaphore = asyncio.Semaphore(_CONCURRENCY)
 
     async def apply(result: RowResult) -> None:
-        nonlocal done
-        async with semaphore:
-            if dry_run:
-                exists = await service.find(pnid, result.number) is not None
-                result.outcome = "already_blocked" if exists else "blocked"
-            else:
-                await _restore(service, pnid, result, actor)
-        done += 1
-        if progress is not None:
-            progress(done, len(results))
+        if dry_run:
+            exists = await service.find(pnid, result.number) is not None
+            result.outcome = "already_blocked" if exists else "blocked"
+        else:
+            await _restore(service, pnid, result, actor)
 
-    await asyncio.gather(*(apply(r) for r in todo))
+    await _apply_rows(results, apply, progress)
     return ImportReport(dry_run=dry_run, rows=results)
 
 
