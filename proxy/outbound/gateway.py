@@ -390,16 +390,7 @@ class Gateway:
         request through when it is ``allow``.
         """
         for connector in connectors:
-            try:
-                blocked = await self.service.first_blocked(connector.phone_number_id, identities)
-            except StoreUnavailable:
-                if connector.on_store_error == "allow":
-                    log.warning(
-                        "store unavailable: letting a send through on %s (on_store_error: allow)",
-                        connector.phone_number_id,
-                    )
-                    continue
-                raise store_unavailable() from None
+            blocked = await self._under_store_policy(connector, self.service.first_blocked, identities, warn=True)
             if blocked is not None:
                 log.info("refused a send to a blocked user on %s", connector.phone_number_id)
                 note(connector=connector.phone_number_id, outcome="blocked")
@@ -417,12 +408,7 @@ class Gateway:
 
         One store round trip (opt-outs are not in the check cache); a store failure follows ``on_store_error``.
         """
-        try:
-            opted_out = await self.service.first_opted_out(connector.phone_number_id, identities)
-        except StoreUnavailable:
-            if connector.on_store_error == "allow":
-                return
-            raise store_unavailable() from None
+        opted_out = await self._under_store_policy(connector, self.service.first_opted_out, identities, warn=False)
         if opted_out is not None:
             log.info("refused a template send to a user who opted out on %s", connector.phone_number_id)
             note(connector=connector.phone_number_id, outcome="opted_out")
@@ -435,6 +421,38 @@ class Gateway:
                 f"({connector.phone_number_id}); templates and marketing messages are refused, free-form replies "
                 "in the customer service window are not; the request was not sent to WhatsApp",
             )
+
+    async def _under_store_policy(
+        self,
+        connector: ConnectorConfig,
+        lookup: Callable[[str, list[Identity]], Awaitable[str | None]],
+        identities: list[Identity],
+        *,
+        warn: bool,
+    ) -> str | None:
+        """Ask the store ``lookup(phone_number_id, identities)`` under the connector's ``on_store_error`` policy.
+
+        Args:
+            warn: log a warning when a store failure lets the request through (the blocked check does; the
+                opt-out check, which runs after it on the same send, does not repeat it).
+
+        Returns:
+            The lookup's answer, or None when the store is unavailable and ``on_store_error`` is ``allow``.
+
+        Raises:
+            GraphRefusal: 503 when the store is unavailable and ``on_store_error`` is ``deny``.
+        """
+        try:
+            return await lookup(connector.phone_number_id, identities)
+        except StoreUnavailable:
+            if connector.on_store_error == "allow":
+                if warn:
+                    log.warning(
+                        "store unavailable: letting a send through on %s (on_store_error: allow)",
+                        connector.phone_number_id,
+                    )
+                return None
+            raise store_unavailable() from None
 
     async def forward(
         self,
