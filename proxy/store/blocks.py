@@ -39,7 +39,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -964,14 +964,8 @@ class EmbeddedRedis:
         Raises:
             StoreUnavailable: if the server cannot be started (the log file is named).
         """
-        logfile = self._launch()
-        if logfile is None:
-            return
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while not self._started(logfile, deadline):
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
+        for pause in self._launch_and_wait(timeout):
+            time.sleep(pause)
 
     async def start_async(self, within: float = 15.0) -> None:
         """:meth:`start` for code on an event loop: the wait for the server never blocks the loop.
@@ -979,13 +973,24 @@ class EmbeddedRedis:
         Raises:
             StoreUnavailable: if the server cannot be started (the log file is named).
         """
+        for pause in self._launch_and_wait(within):
+            await asyncio.sleep(pause)
+
+    def _launch_and_wait(self, within: float) -> Iterator[float]:
+        """Launch the server, then yield the pauses to take until it answers (the caller sleeps its own way).
+
+        Nothing is yielded when a server already serves this data_dir. The pauses double from 5 ms up to 0.2 s.
+
+        Raises:
+            StoreUnavailable: if the server cannot be started or does not answer ``within`` seconds.
+        """
         logfile = self._launch()
         if logfile is None:
             return
         deadline = time.monotonic() + within
         delay = 0.005
         while not self._started(logfile, deadline):
-            await asyncio.sleep(delay)
+            yield delay
             delay = min(delay * 2, 0.2)
 
     def _launch(self) -> Path | None:
