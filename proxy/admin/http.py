@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +18,7 @@ from ..appkeys import CONFIG
 from ..base.bodies import read_body
 from ..base.errors import BadRequest, BlocklistError, Forbidden, Unauthorized, json_error
 from ..blocklist.service import Actor
+from ..graph.classify import nested_deeper_than
 from .auth import AuthThrottle, Principal, TooManyAttempts, authenticate
 
 log = logging.getLogger(__name__)
@@ -107,30 +107,12 @@ def parse_json(raw: bytes) -> Any:
     except UnicodeDecodeError:
         raise BadRequest("the request body is not valid JSON") from None
     # The decoder recurses once per level: the bound is checked first, on the brackets outside strings.
-    if _depth(text) > MAX_JSON_DEPTH:
+    if nested_deeper_than(text, MAX_JSON_DEPTH):
         raise BadRequest(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return _DECODER.decode(text)
     except json.JSONDecodeError:
         raise BadRequest("the request body is not valid JSON") from None
-
-
-_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-
-
-def _depth(text: str) -> int:
-    """The deepest bracket nesting of a JSON text, strings skipped (an unterminated one ends the scan)."""
-    if "[" not in text and "{" not in text:
-        return 0
-    depth = deepest = 0
-    for match in _STRING_OR_BRACKET.finditer(text):
-        char = match.group()
-        if char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
 
 
 async def json_object(

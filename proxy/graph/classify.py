@@ -553,7 +553,7 @@ def _json_pairs(body: bytes) -> list[tuple[str, Any]]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise invalid("the request body is not UTF-8") from None
-    if _depth(text) > MAX_JSON_DEPTH:
+    if nested_deeper_than(text, MAX_JSON_DEPTH):
         raise invalid(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         data = _JSON.decode(text)
@@ -564,10 +564,14 @@ def _json_pairs(body: bytes) -> list[tuple[str, Any]]:
     return list(data.items())
 
 
-def _depth(text: str) -> int:
-    """Deepest bracket nesting outside strings (a cheap bound checked before the recursive parser runs)."""
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
-        return 0
+def nested_deeper_than(text: str, limit: int) -> bool:
+    """True if a JSON text nests arrays and objects more than ``limit`` levels deep (brackets in strings skipped).
+
+    A cheap bound checked before the recursive parser runs (it recurses once per level); the admin API's body
+    reader uses it too, with its own limit.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
     depth = deepest = 0
     in_string = escaped = False
     for char in text:
@@ -585,7 +589,7 @@ def _depth(text: str) -> int:
             deepest = max(deepest, depth)
         elif char in "]}":
             depth -= 1
-    return deepest
+    return deepest > limit
 
 
 def _lenient_form(body: bytes) -> dict[str, list[str]]:
@@ -610,7 +614,7 @@ def _structured(name: str, value: str) -> Any:
         "[",
         "{",
     ):
-        if _depth(value) > MAX_JSON_DEPTH:
+        if nested_deeper_than(value, MAX_JSON_DEPTH):
             raise invalid(f"the {name} parameter is nested more than {MAX_JSON_DEPTH} levels deep")
         try:
             return _JSON.decode(value)
