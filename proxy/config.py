@@ -425,15 +425,10 @@ def parse_config(
 
 
 def _tokens(v: _Validator, raw: Any) -> list[AdminToken]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        v.problem("admin.tokens", "must be a list of {name, token, role}")
-        return []
     tokens: list[AdminToken] = []
     seen_names: dict[str, int] = {}
     seen_tokens: dict[str, int] = {}
-    for i, item in enumerate(raw):
+    for i, item in enumerate(v.listing("admin.tokens", raw, "{name, token, role}")):
         key = f"admin.tokens[{i}]"
         if not isinstance(item, dict):
             v.problem(key, "must be a mapping with name, token and role")
@@ -463,10 +458,9 @@ def _proxy_auth(v: _Validator, raw: Any) -> ProxyAuthConfig:
         return ProxyAuthConfig()
     v.known_keys("admin.proxy_auth", raw, keys_of(ProxyAuthConfig))
     addresses: list[str] = []
-    listed = raw.get("trusted_addresses") or []
-    if not isinstance(listed, list):
-        v.problem("admin.proxy_auth.trusted_addresses", "must be a list of IP addresses or networks")
-        listed = []
+    listed = v.listing(
+        "admin.proxy_auth.trusted_addresses", raw.get("trusted_addresses") or [], "IP addresses or networks"
+    )
     for i, item in enumerate(listed):
         text = v.string(f"admin.proxy_auth.trusted_addresses[{i}]", item, allow_empty=False)
         try:
@@ -476,11 +470,7 @@ def _proxy_auth(v: _Validator, raw: Any) -> ProxyAuthConfig:
             continue
         addresses.append(text)
     roles: list[PersonRole] = []
-    listed = raw.get("roles") or []
-    if not isinstance(listed, list):
-        v.problem("admin.proxy_auth.roles", "must be a list of {email or group, role}")
-        listed = []
-    for i, item in enumerate(listed):
+    for i, item in enumerate(v.listing("admin.proxy_auth.roles", raw.get("roles") or [], "{email or group, role}")):
         key = f"admin.proxy_auth.roles[{i}]"
         if not isinstance(item, dict):
             v.problem(key, "must be a mapping with email or group, and role")
@@ -508,14 +498,9 @@ def _proxy_auth(v: _Validator, raw: Any) -> ProxyAuthConfig:
 
 
 def _connectors(v: _Validator, raw: Any) -> list[ConnectorConfig]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        v.problem("connectors", "must be a list of connectors")
-        return []
     connectors: list[ConnectorConfig] = []
     seen: dict[str, int] = {}
-    for i, item in enumerate(raw):
+    for i, item in enumerate(v.listing("connectors", raw, "connectors")):
         key = f"connectors[{i}]"
         if not isinstance(item, dict):
             v.problem(key, "must be a mapping")
@@ -603,13 +588,8 @@ def _keywords(v: _Validator, key: str, item: dict[str, Any], default: tuple[str,
 
 def _gateway_allow(v: _Validator, raw: Any) -> tuple[Surface, ...]:
     """``gateway.allow``: ``[{method, path}]`` patterns added to the gateway's allow-list of harmless surfaces."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        v.problem("gateway.allow", "must be a list of {method, path} entries")
-        return ()
     found: list[Surface] = []
-    for i, item in enumerate(raw):
+    for i, item in enumerate(v.listing("gateway.allow", raw, "{method, path} entries")):
         key = f"gateway.allow[{i}]"
         if not isinstance(item, dict) or not {"method", "path"} <= set(item) <= {"method", "path", "stream"}:
             v.problem(key, "must be a mapping with method and path (and optionally stream)")
@@ -668,6 +648,19 @@ class _Validator:
         if not isinstance(value, dict):
             self.problem(name, "must be a mapping")
             return {}
+        return value
+
+    def listing(self, key: str, value: Any, what: str) -> list[Any]:
+        """The items of a list setting: none when it is unset, none and a problem when it is not a list.
+
+        Args:
+            what: what the list holds, for the problem ("must be a list of {what}").
+        """
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(key, f"must be a list of {what}")
+            return []
         return value
 
     def known_keys(self, where: str, data: dict[str, Any], known: tuple[str, ...]) -> None:
