@@ -115,6 +115,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _json_body(properties: dict[str, Any], **limits: Any) -> dict[str, Any]:
+    """A required JSON request body: an object with only ``properties`` (``limits``: required, minProperties)."""
+    schema = {"type": "object", **limits, "additionalProperties": False, "properties": properties}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 _PNID = {"name": "pnid", "in": "path", "required": True, "schema": {"type": "string"}, "description": "phone number ID"}
 _NUMBER = {
     "name": "number",
@@ -123,6 +129,9 @@ _NUMBER = {
     "schema": {"type": "string"},
     "description": "the number in any written form, or a BSUID",
 }
+_REASON = {"type": "string", "maxLength": 500}
+_NUMBER_AND_REASON = {"number": {"type": "string", "example": "+57 300 123 4567"}, "reason": _REASON}
+"""The fields every body that names a number shares: the number in any written form (or a BSUID) and a reason."""
 _LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
 _CURSOR = {"name": "cursor", "in": "query", "schema": {"type": "string"}}
 
@@ -217,34 +226,24 @@ OPENAPI: dict[str, Any] = {
             "post": {
                 "summary": "Block a number (only if it messaged the connector in the last 24 hours)",
                 "parameters": [_PNID],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["number"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "number": {"type": "string", "example": "+57 300 123 4567"},
-                                    "reason": {"type": "string", "maxLength": 500},
-                                    "duration": {
-                                        "type": "string",
-                                        "example": "7d",
-                                        "description": "a temporary block: 30m, 12h, 1d, 7d, 2w or seconds "
-                                        "(at most a year); not with expires_at",
-                                    },
-                                    "expires_at": {
-                                        "type": "string",
-                                        "format": "date-time",
-                                        "description": "a temporary block's end, with a time zone, in the next "
-                                        "year; not with duration",
-                                    },
-                                },
-                            }
-                        }
+                "requestBody": _json_body(
+                    {
+                        **_NUMBER_AND_REASON,
+                        "duration": {
+                            "type": "string",
+                            "example": "7d",
+                            "description": "a temporary block: 30m, 12h, 1d, 7d, 2w or seconds "
+                            "(at most a year); not with expires_at",
+                        },
+                        "expires_at": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "a temporary block's end, with a time zone, in the next "
+                            "year; not with duration",
+                        },
                     },
-                },
+                    required=["number"],
+                ),
                 "responses": {
                     "201": _json({"$ref": "#/components/schemas/Entry"}, "Blocked"),
                     "200": _json({"$ref": "#/components/schemas/Entry"}, "Already blocked (the existing entry)"),
@@ -266,7 +265,7 @@ OPENAPI: dict[str, Any] = {
                 "parameters": [
                     _PNID,
                     _NUMBER,
-                    {"name": "reason", "in": "query", "schema": {"type": "string", "maxLength": 500}},
+                    {"name": "reason", "in": "query", "schema": _REASON},
                 ],
                 "responses": {"204": {"description": "Unblocked"}, **_errors(400, 401, 403, 404, 503)},
             },
@@ -275,23 +274,14 @@ OPENAPI: dict[str, Any] = {
                 "description": "Blocking an already-blocked number with POST keeps its entry as it is; this is the "
                 "explicit way to change it. expires_at null makes the block permanent.",
                 "parameters": [_PNID, _NUMBER],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "minProperties": 1,
-                                "additionalProperties": False,
-                                "properties": {
-                                    "reason": {"type": "string", "maxLength": 500},
-                                    "duration": {"type": "string", "example": "7d", "description": "from now"},
-                                    "expires_at": {"type": "string", "format": "date-time", "nullable": True},
-                                },
-                            }
-                        }
+                "requestBody": _json_body(
+                    {
+                        "reason": _REASON,
+                        "duration": {"type": "string", "example": "7d", "description": "from now"},
+                        "expires_at": {"type": "string", "format": "date-time", "nullable": True},
                     },
-                },
+                    minProperties=1,
+                ),
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Entry"}, "The updated entry"),
                     **_errors(400, 401, 403, 404, 413, 503),
@@ -478,7 +468,7 @@ _CONNECTORS_QUERY = {
     "schema": {"type": "string"},
     "description": "phone number IDs separated by commas (all connectors when absent)",
 }
-_REASON_QUERY = {"name": "reason", "in": "query", "schema": {"type": "string", "maxLength": 500}}
+_REASON_QUERY = {"name": "reason", "in": "query", "schema": _REASON}
 
 OPENAPI["components"]["schemas"].update({"Outcomes": _OUTCOMES, "OptOut": _OPTOUT})
 OPENAPI["paths"].update(
@@ -489,31 +479,21 @@ OPENAPI["paths"].update(
                 "description": "One block, one reason and one audit record per connector where the block is made. "
                 "By default a connector where the number did not write in the last 24 hours is left alone "
                 "(outcome not_recently_active); include_unsynced blocks it anyway where sync_to_meta is off.",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["number"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "number": {"type": "string", "example": "+57 300 123 4567"},
-                                    "reason": {"type": "string", "maxLength": 500},
-                                    "duration": {"type": "string", "example": "7d"},
-                                    "expires_at": {"type": "string", "format": "date-time"},
-                                    "connectors": {
-                                        "type": "array",
-                                        "items": {"type": "string"},
-                                        "minItems": 1,
-                                        "description": "phone number IDs; all connectors when absent",
-                                    },
-                                    "include_unsynced": {"type": "boolean", "default": False},
-                                },
-                            }
-                        }
+                "requestBody": _json_body(
+                    {
+                        **_NUMBER_AND_REASON,
+                        "duration": {"type": "string", "example": "7d"},
+                        "expires_at": {"type": "string", "format": "date-time"},
+                        "connectors": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "minItems": 1,
+                            "description": "phone number IDs; all connectors when absent",
+                        },
+                        "include_unsynced": {"type": "boolean", "default": False},
                     },
-                },
+                    required=["number"],
+                ),
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Outcomes"}, "One outcome per connector"),
                     **_errors(400, 401, 403, 404, 413, 503),
@@ -559,22 +539,12 @@ OPENAPI["paths"].update(
             "post": {
                 "summary": "Opt a number out of template and marketing sends (no 24-hour rule)",
                 "parameters": [_PNID],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["number"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "number": {"type": "string", "example": "+57 300 123 4567"},
-                                    "reason": {"type": "string", "maxLength": 500},
-                                },
-                            }
-                        }
+                "requestBody": _json_body(
+                    {
+                        **_NUMBER_AND_REASON,
                     },
-                },
+                    required=["number"],
+                ),
                 "responses": {
                     "201": _json({"$ref": "#/components/schemas/OptOut"}, "Opted out"),
                     "200": _json({"$ref": "#/components/schemas/OptOut"}, "Had opted out already"),
