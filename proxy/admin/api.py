@@ -7,7 +7,7 @@ from aiohttp import web
 from ..appkeys import SERVICE
 from ..base.errors import BadRequest
 from ..blocklist.service import parse_expiry
-from .http import PRINCIPAL, actor, json_object
+from .http import PRINCIPAL, actor, json_object, path_connector
 from .openapi import OPENAPI
 
 _BODY_FIELDS = frozenset({"number", "reason", "duration", "expires_at"})
@@ -58,9 +58,7 @@ async def list_blocks(request: web.Request) -> web.Response:
 
 @routes.post("/api/connectors/{pnid}/blocks")
 async def add_block(request: web.Request) -> web.Response:
-    service = request.config_dict[SERVICE]
-    pnid = request.match_info["pnid"]
-    service.connector(pnid)
+    service, pnid = path_connector(request)
     body = await json_object(request, _BODY_FIELDS)
     number = body.get("number")
     if isinstance(number, int) and not isinstance(number, bool):
@@ -108,9 +106,7 @@ async def check_number(request: web.Request) -> web.Response:
 async def check_message(request: web.Request) -> web.Response:
     """Whether the sender of an inbound message is blocked: what the gateway checks before a read receipt or a
     typing indicator (``known`` false: never seen in a verified webhook; the gateway's policy is included)."""
-    service = request.config_dict[SERVICE]
-    pnid = request.match_info["pnid"]
-    service.connector(pnid)
+    service, pnid = path_connector(request)
     sender = await service.message_sender(pnid, request.match_info["message_id"])
     blocked = sender is not None and await service.first_blocked(pnid, [sender]) is not None
     policy = service.config.gateway.unknown_references

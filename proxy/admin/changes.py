@@ -14,12 +14,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..appkeys import SERVICE
 from ..base.errors import BadRequest
 from ..blocklist.csv_io import restore_csv
 from ..blocklist.service import parse_duration, parse_expires_at
 from .csv_routes import apply_csv
-from .http import actor, json_object
+from .http import actor, json_object, path_connector
 
 routes = web.RouteTableDef()
 
@@ -29,9 +28,7 @@ _PATCH_FIELDS = frozenset({"reason", "duration", "expires_at"})
 @routes.patch("/api/connectors/{pnid}/blocks/{number}")
 async def update_block(request: web.Request) -> web.Response:
     """Change a block's reason and/or expiry; 200 with the updated entry."""
-    service = request.config_dict[SERVICE]
-    pnid = request.match_info["pnid"]
-    service.connector(pnid)
+    service, pnid = path_connector(request)
     body = await _patch_body(request)
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):

@@ -11,7 +11,7 @@ from ..appkeys import CONFIG, SERVICE
 from ..base.bodies import read_body
 from ..base.errors import BadRequest
 from ..blocklist.csv_io import MAX_BYTES, ImportReport, export_csv, import_csv
-from .http import actor
+from .http import actor, path_connector
 
 routes = web.RouteTableDef()
 
@@ -46,9 +46,7 @@ async def import_blocks(request: web.Request) -> web.Response:
 
 async def apply_csv(request: web.Request, apply: Callable[..., Awaitable[ImportReport]], source: str) -> web.Response:
     """Run an import or a restore of the CSV body on the path's connector, ``?dry_run=true`` writing nothing."""
-    service = request.config_dict[SERVICE]
-    pnid = request.match_info["pnid"]
-    service.connector(pnid)
+    service, pnid = path_connector(request)
     flag = request.query.get("dry_run", "false").strip().lower()
     if flag not in ("true", "false", "1", "0", ""):
         raise BadRequest("dry_run must be true or false")

@@ -19,7 +19,7 @@ from aiohttp import web
 from ..appkeys import SERVICE
 from ..base.errors import BadRequest
 from ..blocklist.service import MAX_REASON, NotOptedOut, parse_expiry
-from .http import actor, json_object
+from .http import actor, json_object, path_connector
 
 routes = web.RouteTableDef()
 
@@ -118,9 +118,7 @@ async def list_optouts(request: web.Request) -> web.Response:
 @routes.post("/api/connectors/{pnid}/optouts")
 async def add_optout(request: web.Request) -> web.Response:
     """Opt a number out of template and marketing sends; 201 when new, 200 when it had opted out already."""
-    service = request.config_dict[SERVICE]
-    pnid = request.match_info["pnid"]
-    service.connector(pnid)
+    service, pnid = path_connector(request)
     body = await json_object(request, _OPTOUT_FIELDS)
     reason = _reason(body.get("reason"))
     entry, created = await service.opt_out(pnid, _number(body), actor=actor(request), reason=reason)

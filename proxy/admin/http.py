@@ -14,10 +14,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..appkeys import CONFIG
+from ..appkeys import CONFIG, SERVICE
 from ..base.bodies import read_body
 from ..base.errors import BadRequest, BlocklistError, Forbidden, Unauthorized, json_error
-from ..blocklist.service import Actor
+from ..blocklist.service import Actor, BlocklistService
 from ..graph.classify import nested_deeper_than
 from .auth import AuthThrottle, Principal, TooManyAttempts, authenticate
 
@@ -34,6 +34,7 @@ MAX_JSON_DEPTH = 32
 MAX_NUMBER_CHARS = 32
 """Longest JSON number literal accepted: a phone number has at most 15 digits; a longer one is refused before any
 conversion, so a 5,000-digit integer costs nothing (and never hits Python's int/str conversion limit)."""
+
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -74,6 +75,18 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 def actor(request: web.Request, source: str = "admin_api") -> Actor:
     """The audit trail's "who" for a change made through this request."""
     return Actor(name=request[PRINCIPAL].name, source=source)
+
+
+def path_connector(request: web.Request) -> tuple[BlocklistService, str]:
+    """The service and the path's ``{pnid}``, checked before the body is read.
+
+    Raises:
+        UnknownConnector: no connector has this phone number ID (404).
+    """
+    service = request.config_dict[SERVICE]
+    pnid = request.match_info["pnid"]
+    service.connector(pnid)
+    return service, pnid
 
 
 def _number(kind: type[int] | type[float]) -> Any:
