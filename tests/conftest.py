@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from aiohttp import web
@@ -30,6 +31,7 @@ from support import (
     PNID,
     PNID_BR,
     TIME_ZONE,
+    Closer,
     ConfigFactory,
     FakeClock,
     OpenAdmin,
@@ -143,6 +145,20 @@ async def client(aiohttp_client: Any, app: web.Application) -> TestClient[Any, A
 def service(client: TestClient[Any, Any], app: web.Application) -> BlocklistService:
     """The running app's blocklist service (the app has started, so the store is open)."""
     return app[SERVICE]
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[Closer]:
+    """Register an httpx client to be closed after the test (pywa never closes the session it is given)."""
+    opened: list[httpx.AsyncClient] = []
+
+    def register(session: httpx.AsyncClient) -> httpx.AsyncClient:
+        opened.append(session)
+        return session
+
+    yield register
+    for session in opened:
+        await session.aclose()
 
 
 @pytest.fixture

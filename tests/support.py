@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from playwright.async_api import Locator, Page, expect
@@ -302,6 +303,9 @@ TIME_ZONE = "America/Bogota"  # UTC-5 all year: a date shown in UTC would be vis
 
 
 OpenAdmin = Callable[..., Awaitable[Page]]
+
+Closer = Callable[[httpx.AsyncClient], httpx.AsyncClient]
+"""The ``closing`` fixture: registers an httpx client to be closed after the test and answers it."""
 
 
 async def sign_in(page: Page, token: str = ADMIN_TOKEN) -> None:

@@ -4,11 +4,9 @@ free-form send to them goes out; opting back in lifts it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
-import httpx
 import pytest
 from aiohttp.test_utils import TestClient
 from botbuilder.core import TurnContext  # type: ignore[import-untyped]
@@ -34,7 +32,7 @@ from wa_blocklist.proxy.graph.errors import RECIPIENT_OPTED_OUT, SERVICE_UNAVAIL
 import payloads as p
 from fakes import FakeContactCenter, FakeGraph, sign
 from plugin_support import ALLOWED, BLOCKED_BSUID, blocklist_fixture  # noqa: F401  (the blocklist fixture)
-from support import APP_SECRET, PNID, VIEWER_TOKEN, auth, free_port
+from support import APP_SECRET, PNID, VIEWER_TOKEN, Closer, auth, free_port
 
 USER = ALLOWED  # not blocked: only the opt-out stands in the way
 SUPERVISOR = Actor("supervisor", "test")
@@ -43,20 +41,6 @@ TEMPLATE = {
     "template": {"name": "promo_noviembre", "language": {"code": "es"}},
 }  # fmt: skip
 TEXT = {"messaging_product": "whatsapp", "to": USER, "type": "text", "text": {"body": "Listo, no le escribimos más"}}
-
-
-@pytest.fixture
-async def sessions() -> AsyncIterator[Callable[[httpx.AsyncClient], httpx.AsyncClient]]:
-    """Close the httpx sessions given to pywa after the test (pywa never closes a session it is given)."""
-    opened: list[httpx.AsyncClient] = []
-
-    def register(session: httpx.AsyncClient) -> httpx.AsyncClient:
-        opened.append(session)
-        return session
-
-    yield register
-    for session in opened:
-        await session.aclose()
 
 
 def graph_base(fake_graph: FakeGraph) -> str:
@@ -87,9 +71,9 @@ async def test_pywa_baja_refuses_templates_and_marketing_not_text_and_alta_lifts
     client: TestClient[Any, Any],
     contact_center: FakeContactCenter,
     fake_graph: FakeGraph,
-    sessions: Callable[[httpx.AsyncClient], httpx.AsyncClient],
+    closing: Closer,
 ) -> None:
-    session = sessions(blocklist_session(blocklist, upstream=graph_base(fake_graph)))
+    session = closing(blocklist_session(blocklist, upstream=graph_base(fake_graph)))
     wa = WhatsApp(phone_id=PNID, token="bot-token", session=session)
     await wa.send_template(to=USER, name="promo_noviembre", language=TemplateLanguage.SPANISH)
     assert len(fake_graph.requests) == 1  # before BAJA a template goes out

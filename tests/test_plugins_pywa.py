@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -38,23 +37,7 @@ from plugin_support import (
     messages_payload,
     statuses_payload,
 )
-from support import APP_SECRET, PNID, VERIFY_TOKEN, free_port, wrote_recently
-
-Closer = Callable[[httpx.AsyncClient], httpx.AsyncClient]
-
-
-@pytest.fixture
-async def closing() -> AsyncIterator[Closer]:
-    """Register an httpx client to be closed after the test (pywa never closes the session it is given)."""
-    opened: list[httpx.AsyncClient] = []
-
-    def register(session: httpx.AsyncClient) -> httpx.AsyncClient:
-        opened.append(session)
-        return session
-
-    yield register
-    for session in opened:
-        await session.aclose()
+from support import APP_SECRET, PNID, VERIFY_TOKEN, Closer, free_port, wrote_recently
 
 
 def graph_url(fake_graph: FakeGraph) -> str:
