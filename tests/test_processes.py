@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,26 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def test_workers_share_the_port_and_are_restarted(embedded_config: Path) -> None:
+@dataclass
+class Workers:
+    """A ``serve --workers 2`` supervisor whose embedded Redis and two workers are up and serving."""
+
+    supervisor: subprocess.Popen[bytes]
+    proxy: Proxy
+    port: int
+    data_dir: Path
+    redis_pid: int
+    first: list[int]
+    """The two workers' pids once both serve."""
+
+    def workers(self) -> list[int]:
+        """The supervisor's children now, but for the embedded Redis."""
+        return [pid for pid in children(self.supervisor.pid) if pid != self.redis_pid]
+
+
+@pytest.fixture
+def two_workers(embedded_config: Path) -> Iterator[Workers]:
+    """Start ``serve --workers 2`` on the embedded store and wait until both workers serve; kill it afterwards."""
     port = free_port()
     proxy = Proxy(embedded_config, port)
     supervisor = subprocess.Popen(
@@ -128,67 +148,57 @@ def test_workers_share_the_port_and_are_restarted(embedded_config: Path) -> None
     data_dir = embedded_config.parent / "data"
     try:
         redis_pid = wait_until(lambda: redis_alive(data_dir), timeout=30, what="the embedded redis")
-
-        def workers() -> list[int]:
-            return [pid for pid in children(supervisor.pid) if pid != redis_pid]
-
-        first = wait_until(lambda: len(workers()) == 2 and workers(), timeout=30, what="two workers")
-        proxy.process = supervisor
-        wait_until(proxy.ready, timeout=30, what="the workers to serve")
-        for _ in range(20):  # connections are spread over both workers by the kernel; every one must answer
-            assert proxy.call("GET", "/admin/api/connectors")[0] == 200
-
-        os.kill(first[0], signal.SIGKILL)
-        replaced = wait_until(
-            lambda: len(workers()) == 2 and first[0] not in workers() and workers(), timeout=30, what="a new worker"
+        started = Workers(supervisor, proxy, port, data_dir, redis_pid, first=[])
+        started.first = wait_until(
+            lambda: len(started.workers()) == 2 and started.workers(), timeout=30, what="two workers"
         )
-        assert first[1] in replaced
-        wait_until(proxy.ready, timeout=30, what="the new worker to serve")
-        assert redis_alive(data_dir) == redis_pid  # the store outlived the worker: the supervisor owns it
-
-        supervisor.send_signal(signal.SIGTERM)
-        assert supervisor.wait(60) == 0
-        assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)  # workers were stopped and reaped
-        wait_until(lambda: not Path(f"/proc/{redis_pid}").exists(), timeout=15, what="the embedded redis to exit")
-    finally:
-        if supervisor.poll() is None:
-            supervisor.kill()
-            supervisor.wait()
-
-
-def test_workers_die_with_a_killed_supervisor(embedded_config: Path, record_property: Any) -> None:
-    port = free_port()
-    proxy = Proxy(embedded_config, port)
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "wa_blocklist.proxy.cli", "serve", "--config", str(embedded_config), "--port", str(port),
-         "--workers", "2"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    data_dir = embedded_config.parent / "data"
-    try:
-        redis_pid = wait_until(lambda: redis_alive(data_dir), timeout=30, what="the embedded redis")
-        workers = wait_until(
-            lambda: len(w := [p for p in children(supervisor.pid) if p != redis_pid]) == 2 and w,
-            timeout=30, what="two workers",
-        )  # fmt: skip
         proxy.process = supervisor
         wait_until(proxy.ready, timeout=30, what="the workers to serve")
-
-        supervisor.kill()  # kill -9: no chance to stop its workers itself
-        killed = time.monotonic()
-        supervisor.wait()
-        wait_until(
-            lambda: not any(Path(f"/proc/{pid}").exists() and alive(pid) for pid in workers),
-            timeout=15, what="the orphaned workers to exit",
-        )  # fmt: skip
-        seconds = time.monotonic() - killed
-        wait_until(lambda: not Path(f"/proc/{redis_pid}").exists(), timeout=15, what="the embedded redis to exit")
-        with pytest.raises(OSError):  # nothing serves on the port any more
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        yield started
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
             supervisor.wait()
+
+
+def test_workers_share_the_port_and_are_restarted(two_workers: Workers) -> None:
+    proxy, supervisor, first = two_workers.proxy, two_workers.supervisor, two_workers.first
+    workers = two_workers.workers
+    for _ in range(20):  # connections are spread over both workers by the kernel; every one must answer
+        assert proxy.call("GET", "/admin/api/connectors")[0] == 200
+
+    os.kill(first[0], signal.SIGKILL)
+    replaced = wait_until(
+        lambda: len(workers()) == 2 and first[0] not in workers() and workers(), timeout=30, what="a new worker"
+    )
+    assert first[1] in replaced
+    wait_until(proxy.ready, timeout=30, what="the new worker to serve")
+    # the store outlived the worker: the supervisor owns it
+    assert redis_alive(two_workers.data_dir) == two_workers.redis_pid
+
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(60) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)  # workers were stopped and reaped
+    wait_until(
+        lambda: not Path(f"/proc/{two_workers.redis_pid}").exists(), timeout=15, what="the embedded redis to exit"
+    )
+
+
+def test_workers_die_with_a_killed_supervisor(two_workers: Workers, record_property: Any) -> None:
+    supervisor, workers = two_workers.supervisor, two_workers.first
+    supervisor.kill()  # kill -9: no chance to stop its workers itself
+    killed = time.monotonic()
+    supervisor.wait()
+    wait_until(
+        lambda: not any(Path(f"/proc/{pid}").exists() and alive(pid) for pid in workers),
+        timeout=15, what="the orphaned workers to exit",
+    )  # fmt: skip
+    seconds = time.monotonic() - killed
+    wait_until(
+        lambda: not Path(f"/proc/{two_workers.redis_pid}").exists(), timeout=15, what="the embedded redis to exit"
+    )
+    with pytest.raises(OSError):  # nothing serves on the port any more
+        socket.create_connection(("127.0.0.1", two_workers.port), timeout=1).close()
     record_property("workers_exit_after_supervisor_kill_s", round(seconds, 3))
     print(f"\nworkers exited {seconds * 1000:.0f} ms after kill -9 of the supervisor")
 
