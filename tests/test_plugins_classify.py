@@ -107,6 +107,15 @@ async def via_proxy(
         return response.status, await response.json()
 
 
+async def refused_by_proxy(
+    client: TestClient[Any, Any], service: BlocklistService, case: tuple[str, str, str, dict[str, str], bytes]
+) -> tuple[int, Any]:
+    """Block BLOCKED, then send a REFUSED case through the proxy: its status and body."""
+    await block(service, BLOCKED)
+    _, method, target, headers, body = case
+    return await via_proxy(client, method, target, headers, body)
+
+
 @pytest.fixture
 async def graph_base(fake_graph: FakeGraph) -> str:
     assert fake_graph.server is not None
@@ -127,9 +136,8 @@ async def test_httpx_transport_refuses_what_the_proxy_refuses(
     service: BlocklistService,
     fake_graph: FakeGraph,
 ) -> None:
-    await block(service, BLOCKED)
     _, method, target, headers, body = case
-    proxy_status, proxy_body = await via_proxy(client, method, target, headers, body)
+    proxy_status, proxy_body = await refused_by_proxy(client, service, case)
     assert fake_graph.requests == [] and proxy_status in (400, 403, 404, 405)
     # httpx would normalise some paths: the raw target is sent as it is written.
     request = session.build_request(method, "https://graph.facebook.com", headers=headers, content=body)
@@ -148,9 +156,8 @@ async def test_aiohttp_middleware_refuses_what_the_proxy_refuses(
     service: BlocklistService,
     fake_graph: FakeGraph,
 ) -> None:
-    await block(service, BLOCKED)
     _, method, target, headers, body = case
-    proxy_status, proxy_body = await via_proxy(client, method, target, headers, body)
+    proxy_status, proxy_body = await refused_by_proxy(client, service, case)
     async with aiohttp.ClientSession(middlewares=(graph_client_middleware(blocklist),)) as graph:
         with pytest.raises(GraphSendRefused) as err:
             url = aiohttp.client.URL(graph_base + target, encoded=True)
