@@ -86,17 +86,27 @@ async def wait_for(predicate: Any, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def one_upload_too_many(
+    upstream: Upstream, client: TestClient[Any, Any], taken: int
+) -> tuple[list[Connection], int, dict[str, Any]]:
+    """Open ``taken`` uploads and wait until they stream upstream, then one more: the open ones and its answer."""
+    open_uploads = [await open_upload(client) for _ in range(taken)]
+    await wait_for(lambda: upstream.uploads_open == taken, f"{taken} uploads streaming upstream")
+    reader, writer = await open_upload(client)
+    status, body = await answer(reader)
+    writer.close()
+    return open_uploads, status, body
+
+
 SEND = {"messaging_product": "whatsapp", "to": "573001234567", "type": "text", "text": {"body": "hola"}}
 
 
 async def test_sends_are_served_while_the_upload_limit_is_taken_and_one_more_upload_gets_429(limited: Any) -> None:
     upstream, client = await limited(uploads_total=3, uploads_per_client=3)
-    open_uploads = [await open_upload(client) for _ in range(3)]
-    await wait_for(lambda: upstream.uploads_open == 3, "three uploads streaming upstream")
-
-    reader, writer = await open_upload(client)
-    status, body = await answer(reader)
-    writer.close()
+    open_uploads, status, body = await one_upload_too_many(upstream, client, 3)
     assert status == 429
     assert body["error"]["code"] == 4 and body["error"]["is_transient"] is True
     assert "at most 3" in body["error"]["error_data"]["details"]
@@ -115,11 +125,7 @@ async def test_sends_are_served_while_the_upload_limit_is_taken_and_one_more_upl
 
 async def test_one_client_cannot_take_every_upload_slot(limited: Any) -> None:
     upstream, client = await limited(uploads_total=10, uploads_per_client=2)
-    open_uploads = [await open_upload(client) for _ in range(2)]
-    await wait_for(lambda: upstream.uploads_open == 2, "two uploads streaming upstream")
-    reader, writer = await open_upload(client)
-    status, body = await answer(reader)
-    writer.close()
+    open_uploads, status, body = await one_upload_too_many(upstream, client, 2)
     assert status == 429
     assert "this client already streams 2 uploads" in body["error"]["error_data"]["details"]
     for _, w in open_uploads:
