@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from aiohttp import web
 from playwright.async_api import Locator, Page, expect
 
 from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
@@ -159,6 +160,19 @@ def base_config_data(redis_url: str) -> dict[str, Any]:
 
 
 ConfigFactory = Callable[..., Config]
+
+
+async def stand_in_graph(aiohttp_server: Any, app: web.Application, **gateway: Any) -> Callable[[dict[str, Any]], None]:
+    """Serve ``app`` as the Graph API: a ``make_config`` change that points ``graph.base_url`` at it (and sets
+    the ``gateway`` keys given)."""
+    server = await aiohttp_server(app)
+
+    def point(data: dict[str, Any]) -> None:
+        data["graph"]["base_url"] = str(server.make_url("")).rstrip("/")
+        if gateway:
+            data.setdefault("gateway", {}).update(gateway)
+
+    return point
 
 
 async def wrote_recently(service: BlocklistService, pnid: str, *wa_ids: str, bsuid: str = "") -> None:

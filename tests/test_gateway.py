@@ -23,7 +23,7 @@ from wa_blocklist.proxy.config import Config
 from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 
 from fakes import FakeGraph
-from support import PNID, PNID_BR, RedisServer, auth, free_port, wrote_recently
+from support import PNID, PNID_BR, RedisServer, auth, free_port, stand_in_graph, wrote_recently
 
 TOKEN = {"Authorization": "Bearer EAAG-contact-center-token"}
 BLOCKED = "573001234567"
@@ -485,12 +485,7 @@ async def streaming_config(aiohttp_server: Any, make_config: Any) -> tuple[Strea
     app = web.Application()
     app.router.add_post("/v21.0/{pnid}/media", upstream.upload)
     app.router.add_get("/v21.0/{id:[0-9]+}", upstream.media)
-    server = await aiohttp_server(app)
-
-    def point(data: dict[str, Any]) -> None:
-        data["graph"]["base_url"] = str(server.make_url("")).rstrip("/")
-
-    return upstream, make_config(point)
+    return upstream, make_config(await stand_in_graph(aiohttp_server, app))
 
 
 @pytest.fixture

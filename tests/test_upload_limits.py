@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from wa_blocklist.proxy.app import create_app
 from wa_blocklist.proxy.config import Config
 
-from support import PNID
+from support import PNID, stand_in_graph
 
 UPLOAD_BYTES = 4 * 1024 * 1024
 
@@ -47,13 +47,7 @@ async def limited(aiohttp_server: Any, aiohttp_client: Any, make_config: Any, cl
         app = web.Application()
         app.router.add_post("/v21.0/{pnid}/media", upstream.upload)
         app.router.add_post("/v21.0/{pnid}/messages", upstream.send)
-        server = await aiohttp_server(app)
-
-        def point(data: dict[str, Any]) -> None:
-            data["graph"]["base_url"] = str(server.make_url("")).rstrip("/")
-            data.setdefault("gateway", {}).update(gateway)
-
-        config: Config = make_config(point)
+        config: Config = make_config(await stand_in_graph(aiohttp_server, app, **gateway))
         return upstream, await aiohttp_client(create_app(config, clock=clock))
 
     return build
