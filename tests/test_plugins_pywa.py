@@ -135,16 +135,22 @@ def signed_post(body: bytes) -> dict[str, Any]:
     }
 
 
-async def test_blocked_users_updates_never_reach_handlers(
-    blocklist: BlocklistClient, service: BlocklistService, closing: Closer
-) -> None:
-    await block(service, BLOCKED)
+def guarded_bot(blocklist: BlocklistClient, closing: Closer) -> tuple[Starlette, WhatsApp]:
+    """A pywa bot serving Meta's webhooks on a Starlette app (validator on), guarded by ``blocklist``."""
     app = Starlette()
     wa = WhatsApp(
         phone_id=PNID, token="bot-token", server=app, verify_token=VERIFY_TOKEN, app_secret=APP_SECRET,
         webhook_endpoint="/webhooks/whatsapp", session=closing(httpx.AsyncClient()),
     )  # fmt: skip
     guard_webhooks(wa, blocklist)
+    return app, wa
+
+
+async def test_blocked_users_updates_never_reach_handlers(
+    blocklist: BlocklistClient, service: BlocklistService, closing: Closer
+) -> None:
+    await block(service, BLOCKED)
+    app, wa = guarded_bot(blocklist, closing)
     seen: list[str] = []
     statuses: list[str] = []
     raw: list[int] = []
@@ -234,12 +240,7 @@ async def test_transport_arguments_are_checked() -> None:
 
 async def test_only_updates_verified_by_the_validator_are_recorded(service: BlocklistService, closing: Closer) -> None:
     async with BlocklistClient.direct(service.config, actor="test-bot") as blocklist:
-        app = Starlette()
-        wa = WhatsApp(
-            phone_id=PNID, token="bot-token", server=app, verify_token=VERIFY_TOKEN, app_secret=APP_SECRET,
-            webhook_endpoint="/webhooks/whatsapp", session=closing(httpx.AsyncClient()),
-        )  # fmt: skip
-        guard_webhooks(wa, blocklist)
+        app, wa = guarded_bot(blocklist, closing)
         body = dumps(messages_payload(PNID, (ALLOWED, ALLOWED_BSUID, "hello")))
         # A custom server that hands a body to the handler without pywa's validator: handled, never recorded.
         assert await wa.webhook_update_handler(body) == ("ok", 200)
