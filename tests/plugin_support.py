@@ -17,6 +17,7 @@ from wa_blocklist.plugins.client import BlocklistClient
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 from wa_blocklist.proxy.config import Config
 
+from fakes import FakeGraph
 from support import ADMIN_TOKEN, PNID, FakeClock, wrote_recently
 
 BLOCKED = "573001234567"  # a Colombian mobile, as a wa_id
@@ -110,6 +111,24 @@ def statuses_payload(pnid: str, *recipients: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+def answer_sends(fake_graph: FakeGraph, path: str, wa_id: str, message_id: str, **extra: Any) -> str:
+    """Have the fake Graph answer POSTs to ``path`` as Meta answers a send to ``wa_id`` (``extra`` fields after
+    messaging_product); the fake Graph's base URL."""
+    assert fake_graph.server is not None
+    fake_graph.respond(
+        "POST",
+        path,
+        200,
+        {
+            "messaging_product": "whatsapp",
+            **extra,
+            "contacts": [{"input": wa_id, "wa_id": wa_id}],
+            "messages": [{"id": message_id}],
+        },
+    )
+    return str(fake_graph.server.make_url("")).rstrip("/")
 
 
 def dumps(payload: Any) -> bytes:

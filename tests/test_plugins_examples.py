@@ -22,6 +22,7 @@ from fakes import FakeGraph, sign
 from plugin_support import (
     ALLOWED,
     BLOCKED,
+    answer_sends,
     block,
     blocklist_fixture,  # noqa: F401  (the blocklist fixture, both modes)
     dumps,
@@ -32,23 +33,12 @@ from support import APP_SECRET, PNID, VERIFY_TOKEN
 
 @pytest.fixture
 def settings(fake_graph: FakeGraph) -> WhatsAppSettings:
-    assert fake_graph.server is not None
-    fake_graph.respond(
-        "POST",
-        r"/messages$",
-        200,
-        {
-            "messaging_product": "whatsapp",
-            "contacts": [{"input": ALLOWED, "wa_id": ALLOWED}],
-            "messages": [{"id": "wamid.REPLY"}],
-        },
-    )
     return WhatsAppSettings(
         phone_number_id=PNID,
         access_token="bot-access-token",
         app_secret=APP_SECRET,
         verify_token=VERIFY_TOKEN,
-        graph_url=str(fake_graph.server.make_url("")).rstrip("/"),
+        graph_url=answer_sends(fake_graph, r"/messages$", ALLOWED, "wamid.REPLY"),
     )
 
 

@@ -31,7 +31,7 @@ from wa_blocklist.proxy.graph.errors import RECIPIENT_OPTED_OUT, SERVICE_UNAVAIL
 
 import payloads as p
 from fakes import FakeContactCenter, FakeGraph, sign
-from plugin_support import ALLOWED, BLOCKED_BSUID, blocklist_fixture  # noqa: F401  (the blocklist fixture)
+from plugin_support import ALLOWED, BLOCKED_BSUID, answer_sends, blocklist_fixture  # noqa: F401  (the blocklist fixture)
 from support import APP_SECRET, PNID, VIEWER_TOKEN, Closer, auth, free_port
 
 USER = ALLOWED  # not blocked: only the opt-out stands in the way
@@ -45,18 +45,7 @@ TEXT = {"messaging_product": "whatsapp", "to": USER, "type": "text", "text": {"b
 
 def graph_base(fake_graph: FakeGraph) -> str:
     """The fake Graph's base URL, answering sends (``messages`` and ``marketing_messages``) as Meta does."""
-    assert fake_graph.server is not None
-    fake_graph.respond(
-        "POST",
-        r"/(marketing_)?messages$",
-        200,
-        {
-            "messaging_product": "whatsapp",
-            "contacts": [{"input": USER, "wa_id": USER}],
-            "messages": [{"id": "wamid.SENT"}],
-        },
-    )
-    return str(fake_graph.server.make_url("")).rstrip("/")
+    return answer_sends(fake_graph, r"/(marketing_)?messages$", USER, "wamid.SENT")
 
 
 async def webhook(client: TestClient[Any, Any], text: str) -> None:

@@ -31,6 +31,7 @@ from plugin_support import (
     ALLOWED_BSUID,
     BLOCKED,
     BLOCKED_BSUID,
+    answer_sends,
     block,
     blocklist_fixture,  # noqa: F401  (the blocklist fixture, both modes)
     dumps,
@@ -42,19 +43,7 @@ from support import APP_SECRET, PNID, VERIFY_TOKEN, Closer, free_port, wrote_rec
 
 def graph_url(fake_graph: FakeGraph) -> str:
     """The fake Graph's base URL, answering sends as Meta does (pywa reads ``contacts[0]``)."""
-    assert fake_graph.server is not None
-    fake_graph.respond(
-        "POST",
-        r"/messages$",
-        200,
-        {
-            "messaging_product": "whatsapp",
-            "success": True,
-            "contacts": [{"input": ALLOWED, "wa_id": ALLOWED}],
-            "messages": [{"id": "wamid.SENT"}],
-        },
-    )
-    return str(fake_graph.server.make_url("")).rstrip("/")
+    return answer_sends(fake_graph, r"/messages$", ALLOWED, "wamid.SENT", success=True)
 
 
 async def test_send_to_blocked_user_raises_pywa_error_and_never_leaves(
