@@ -34,8 +34,9 @@ from wa_blocklist.proxy.graph.classify import (
     read_params,
 )
 
-from fakes import FakeGraph
-from support import PNID, base_config_data, wrote_recently
+import payloads as p
+from fakes import FakeGraph, sign
+from support import APP_SECRET, PNID, base_config_data, wrote_recently
 
 TOKEN = "Bearer EAAG-contact-center-token"
 BLOCKED = "573001234567"
@@ -398,3 +399,34 @@ async def test_structured_parameters_in_the_query_are_read_too(client, service, 
     status, got = await raw(client, "POST", f"/v21.0/{GROUP}/participants?participants={participants}", {}, b"")
     assert (status, got["error"]["code"]) == (400, 139900)
     assert fake_graph.requests == []
+
+
+async def test_answering_a_blocked_users_call_is_refused_and_unseen_calls_too(client, service, fake_graph):
+    # The calls come in through the receiver (verified webhooks), which learns whose each call is.
+    blocked_call, allowed_call = "wacid.BLOCKED-CALLER-0001", "wacid.ALLOWED-CALLER-0001"
+    body = p.encode(p.envelope(p.calls_change(
+        PNID, p.call("connect", BLOCKED, call_id=blocked_call), p.call("connect", ALLOWED, call_id=allowed_call)
+    )))  # fmt: skip
+    headers = {**JSON, "X-Hub-Signature-256": sign(APP_SECRET, body)}
+    assert (await client.post("/webhooks/whatsapp", data=body, headers=headers)).status == 200
+    await service.block(PNID, BLOCKED, actor=Actor("supervisor", "admin_api"))
+    calls = f"/v21.0/{PNID}/calls"
+    for action in ("pre_accept", "accept"):
+        answer = {"messaging_product": "whatsapp", "call_id": blocked_call, "action": action}
+        status, got = await raw(client, "POST", calls, JSON, json.dumps(answer).encode())
+        assert (status, got["error"]["code"]) == (400, 139900), action
+    unseen = {"messaging_product": "whatsapp", "call_id": "wacid.NEVER-SEEN", "action": "accept"}
+    status, got = await raw(client, "POST", calls, JSON, json.dumps(unseen).encode())
+    assert (status, got["error"]["code"]) == (403, 10)
+    nameless = {"messaging_product": "whatsapp", "action": "accept"}
+    status, got = await raw(client, "POST", calls, JSON, json.dumps(nameless).encode())
+    assert (status, got["error"]["code"]) == (400, 100)
+    assert fake_graph.requests == []
+    # The allowed caller's call is answered, and ending the blocked caller's call passes.
+    for body_ in (
+        {"messaging_product": "whatsapp", "call_id": allowed_call, "action": "accept"},
+        {"messaging_product": "whatsapp", "call_id": blocked_call, "action": "terminate"},
+    ):
+        status, _ = await raw(client, "POST", calls, JSON, json.dumps(body_).encode())
+        assert status == 200, body_
+    assert len(fake_graph.requests) == 2

@@ -56,6 +56,8 @@ METHODS = frozenset({"GET", "POST", "DELETE"})
 """The methods Meta's Graph API serves. Any other is refused everywhere."""
 
 SEND_EDGES = frozenset({"messages", "marketing_messages", "calls"})
+_ANSWERING = frozenset({"pre_accept", "accept"})
+"""Call actions that connect a user's call (``connect`` names the user in ``to``; ``reject``/``terminate`` end one)."""
 GUARDED_EDGES = SEND_EDGES | {"messages_encrypted", "block_users", "participants", "join_requests"}
 """Edges whose requests are checked; the allow-list (built in or configured) can never name them."""
 
@@ -717,7 +719,8 @@ class Reach:
         recipients: ``(field, value)`` for each ``to`` / ``recipient`` to check with every reading of the number;
             an unreadable value is refused.
         maybe_recipients: the same from a second reading (:attr:`Params.also`): checked when readable.
-        message_ids: messages a read receipt or typing indicator refers to (their senders must not be blocked).
+        message_ids: messages a read receipt or typing indicator refers to, and calls being answered (their users must
+            not be blocked).
         participants: ``(field, value)`` users to be added to a group.
         join_requests: join-request IDs to be approved.
         group_send: a send to a group (allowed; its members joined through checked approvals).
@@ -775,6 +778,12 @@ def reach(target: Target, params: Params) -> Reach:
         message_ids.append(message_id)
     for value in params.also.get("message_id", []):
         message_ids.append(value)
+    if target.edge == "calls" and fields.get("action") in _ANSWERING:
+        # Answering a call connects the caller: whose call it is was learned from the verified calls webhook.
+        call_id = fields.get("call_id")
+        if not isinstance(call_id, str) or not call_id.strip():
+            raise invalid("answering a call (pre_accept, accept) needs the call_id of a call the user placed")
+        message_ids.append(call_id)
     return Reach(
         recipients=tuple(recipients),
         maybe_recipients=tuple(maybe),

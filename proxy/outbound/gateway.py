@@ -362,7 +362,8 @@ class Gateway:
     async def _check_receipt(self, connector: ConnectorConfig, message_id: str) -> None:
         sender = await self._lookup(connector, self.service.message_sender(connector.phone_number_id, message_id))
         if sender is None:
-            self._unknown_reference(f"the message {message_id[:80]!r}", "who sent it")
+            what = "call" if message_id.startswith("wacid") else "message"
+            self._unknown_reference(f"the {what} {message_id[:80]!r}", "whose it is")
             return
         await self.refuse_if_blocked([connector], [sender])
 
