@@ -122,11 +122,15 @@ async def filter_payload(
     kept: dict[tuple[int, int], dict[str, Any]] = {c.where: c.value for c in changes}
     removed = 0
     for pnid, mine in by_pnid.items():
-        users = [InboundUser(p.wa_id, p.bsuid, active) for p, active in wp.users(mine)]
+        people = wp.users(mine)
+        users = [InboundUser(p.wa_id, p.bsuid, active) for p, active in people]
         if not users:
             continue
+        recording = record_inbound and verified
+        # What belongs to whom (read receipts, call answers, join approvals the bot may send later): verified only.
+        references = wp.references(mine, [p for p, _ in people]) if recording else ((), ())
         try:
-            flags = await blocklist.blocked_users(pnid, users, record_inbound=record_inbound and verified)
+            flags = await blocklist.blocked_users(pnid, users, record_inbound=recording, references=references)
         except UnknownConnector:
             log.debug("webhook for %s: not a configured connector, passed unchecked", pnid)
             continue

@@ -46,6 +46,9 @@ from wa_blocklist.proxy.store.blocks import BlockEntry, open_store
 
 log = logging.getLogger(__name__)
 
+References = tuple[Sequence[tuple[str, int]], Sequence[tuple[str, int]]]
+"""``(message or call ID, user index)`` and ``(join request ID, user index)`` pairs of one webhook."""
+
 DEFAULT_ACTOR = Actor("bot", "plugin")
 """Who blocks through a direct client unless told otherwise."""
 
@@ -232,7 +235,12 @@ class BlocklistClient(ABC):
 
     @abstractmethod
     async def blocked_users(
-        self, pnid: str, users: Sequence[InboundUser], *, record_inbound: bool = False
+        self,
+        pnid: str,
+        users: Sequence[InboundUser],
+        *,
+        record_inbound: bool = False,
+        references: References = ((), ()),
     ) -> list[bool]:
         """Which of these webhook users are blocked on the connector, one flag per user.
 
@@ -241,6 +249,9 @@ class BlocklistClient(ABC):
             users: each user's wa_id and/or BSUID as a webhook carries them.
             record_inbound: the users just messaged the connector: record it (direct mode only; this is what
                 lets a supervisor block them under Meta's 24-hour rule, and what links wa_ids to BSUIDs).
+            references: with ``record_inbound``, the webhook's message/call IDs and join requests with the index of
+                their user (:func:`wa_blocklist.proxy.graph.payload.references`), so the bot's own read receipts,
+                call answers and join approvals can be checked later (direct mode only).
 
         Raises:
             UnknownConnector, StoreUnavailable: as :meth:`is_blocked`.
@@ -377,11 +388,17 @@ class DirectBlocklistClient(BlocklistClient):
         return await self.service.first_blocked(pnid, self.service.readings(pnid, number_or_bsuid)) is not None
 
     async def blocked_users(
-        self, pnid: str, users: Sequence[InboundUser], *, record_inbound: bool = False
+        self,
+        pnid: str,
+        users: Sequence[InboundUser],
+        *,
+        record_inbound: bool = False,
+        references: References = ((), ()),
     ) -> list[bool]:
         self.service.connector(pnid)
         if record_inbound:
-            return await self.service.record_inbound(pnid, users)
+            messages, joins = references
+            return await self.service.record_inbound(pnid, users, messages=messages, join_requests=joins)
         return [await self.service.inbound_blocked(pnid, user) for user in users]
 
     async def block(self, pnid: str, number: str, *, reason: str = "") -> tuple[Block, bool]:
@@ -577,7 +594,12 @@ class HttpBlocklistClient(BlocklistClient):
         return bool(body["blocked"])
 
     async def blocked_users(
-        self, pnid: str, users: Sequence[InboundUser], *, record_inbound: bool = False
+        self,
+        pnid: str,
+        users: Sequence[InboundUser],
+        *,
+        record_inbound: bool = False,
+        references: References = ((), ()),
     ) -> list[bool]:
         # The admin API has no inbound-recording endpoint (the proxy's webhook receiver records); each identity the
         # webhook shows is checked, and the check follows the wa_id↔BSUID links the proxy has learned.

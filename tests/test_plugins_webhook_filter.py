@@ -104,3 +104,26 @@ async def test_not_a_webhook_payload_passes(config: Config) -> None:
     for payload in ([], {"entry": "x"}, {"entry": [{"changes": [{"value": {"messages": [{"from": BLOCKED}]}}]}]}):
         result = await filter_payload(payload, never_started)
         assert result.payload is payload and result.removed == 0
+
+
+async def test_a_direct_bot_learns_whose_messages_and_calls_are_from_verified_bodies_only(
+    config: Config, clock: Any, service: BlocklistService
+) -> None:
+    # A bot without the proxy in front: its own read receipts and call answers are checked against what its verified
+    # webhooks showed (the gateway's classifier refuses references nobody has seen).
+    messages = messages_payload(PNID, (ALLOWED, "", "hola"), (BLOCKED, BLOCKED_BSUID, "hola"))
+    calls = calls_payload(PNID, (ALLOWED, "USER_INITIATED"))
+    async with BlocklistClient.direct(config, actor="test-bot", clock=clock) as bot:
+        for payload in (messages, calls):  # forged (never verified): nothing learned
+            await filter_payload(payload, bot, record_inbound=True, verified=False)
+        assert await service.message_sender(PNID, "wamid.TEST0") is None
+        assert await service.message_sender(PNID, "wacid.0") is None
+        for payload in (messages, calls):
+            await filter_payload(payload, bot, record_inbound=True, verified=True)
+        sender = await service.message_sender(PNID, "wamid.TEST0")
+        assert sender is not None and sender.value == ALLOWED
+        other = await service.message_sender(PNID, "wamid.TEST1")
+        assert other is not None and other.value in (BLOCKED, BLOCKED_BSUID)
+        caller = await service.message_sender(PNID, "wacid.0")
+        assert caller is not None and caller.value == ALLOWED
+        assert (await bot.check_message(PNID, "wamid.TEST0")).known

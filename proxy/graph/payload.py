@@ -43,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -363,6 +363,22 @@ def _complete(items: list[Item]) -> list[Item]:
         elif uid and not wa and uid in by_uid:
             i.person = Person(by_uid[uid], uid)
     return [i for i in items if i.person]
+
+
+def references(
+    changes: Iterable[Change], people: Sequence[Person]
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """What the items of verified changes say belongs to whom, for the gateway's checks of later requests.
+
+    Returns:
+        ``(message or user-placed call ID, index of its user in people)`` (read receipts, answering a call) and
+        ``(join request ID, index of its user in people)`` (join approvals), for items whose user is in ``people``.
+    """
+    index = {person: i for i, person in enumerate(people)}
+    items = [item for change in changes for item in change.items if item.person in index]
+    owned = [(item.message_id or item.call_id, index[item.person]) for item in items if item.message_id or item.call_id]
+    joins = [(item.join_request_id, index[item.person]) for item in items if item.join_request_id]
+    return owned, joins
 
 
 def users(changes: Iterable[Change], policy: Policy = POLICY) -> list[tuple[Person, bool]]:

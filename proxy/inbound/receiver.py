@@ -375,10 +375,7 @@ async def _check_share(service: BlocklistService, share: _Share, verified: bool)
         pnid = share.connector.phone_number_id
         if verified:
             items = [i for c in share.changes for i in c.items]
-            # Message IDs (read receipts) and user-placed call IDs (answering a call) name their user for the gateway.
-            messages = [(i.message_id or i.call_id, index[i.person]) for i in items
-                        if (i.message_id or i.call_id) and i.person in index]  # fmt: skip
-            joins = [(i.join_request_id, index[i.person]) for i in items if i.join_request_id and i.person in index]
+            messages, joins = wp.references(share.changes, list(index))
             keywords, counted = _keywords_and_counts(share.connector, items, index)
             detail = await service.record_inbound_detail(
                 pnid, users, messages=messages, join_requests=joins, keywords=keywords, counted=counted
