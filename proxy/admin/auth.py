@@ -52,11 +52,8 @@ class Principal:
     kind: Literal["token", "person"]
 
 
-class TooManyAttempts(BlocklistError):
+class TooManyAttempts(BlocklistError, status=429, code="too_many_attempts"):
     """Too many failed authentications from one client address; retry after ``retry_after`` seconds."""
-
-    status = 429
-    code = "too_many_attempts"
 
     def __init__(self, retry_after: float) -> None:
         seconds = max(1, math.ceil(retry_after))

@@ -25,18 +25,12 @@ from aiohttp import StreamReader
 from ..base.errors import BlocklistError
 
 
-class TooManyUploads(BlocklistError):
+class TooManyUploads(BlocklistError, status=429, code="too_many_uploads"):
     """The upload limits are reached (for this client or in all): retry later."""
 
-    status = 429
-    code = "too_many_uploads"
 
-
-class UploadTooSlow(BlocklistError):
+class UploadTooSlow(BlocklistError, status=408, code="upload_too_slow"):
     """The caller sent its upload below the minimum pace, or paused longer than allowed."""
-
-    status = 408
-    code = "upload_too_slow"
 
 
 class UploadLimiter:
