@@ -105,7 +105,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {
         str(s): {
             "description": text[s],
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            "content": {"application/json": {"schema": _ref("Error")}},
         }
         for s in statuses
     }
@@ -121,6 +121,33 @@ def _json_body(properties: dict[str, Any], **limits: Any) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
+def _ref(schema: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{schema}"}
+
+
+def _listing(key: str, schema: str, description: str, *, paged: bool = False) -> dict[str, Any]:
+    """A 200 answer ``{key: [schema, ...]}``, with ``next_cursor`` (null on the last page) when ``paged``."""
+    properties: dict[str, Any] = {key: {"type": "array", "items": _ref(schema)}}
+    if paged:
+        properties["next_cursor"] = {"type": "string", "nullable": True}
+    return _json({"type": "object", "required": list(properties), "properties": properties}, description)
+
+
+def _created(schema: str, created: str, existing: str) -> dict[str, Any]:
+    """The answers of a POST that makes something: 201 with it, or 200 with the one that was there already."""
+    return {"201": _json(_ref(schema), created), "200": _json(_ref(schema), existing)}
+
+
+def _csv_body(example: str) -> dict[str, Any]:
+    """A required CSV request body."""
+    return {"required": True, "content": {"text/csv": {"schema": {"type": "string", "example": example}}}}
+
+
+def _path(name: str) -> dict[str, Any]:
+    """A path parameter without a description."""
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 _PNID = {"name": "pnid", "in": "path", "required": True, "schema": {"type": "string"}, "description": "phone number ID"}
 _NUMBER = {
     "name": "number",
@@ -134,6 +161,7 @@ _NUMBER_AND_REASON = {"number": {"type": "string", "example": "+57 300 123 4567"
 """The fields every body that names a number shares: the number in any written form (or a BSUID) and a reason."""
 _LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
 _CURSOR = {"name": "cursor", "in": "query", "schema": {"type": "string"}}
+_DRY_RUN = {"name": "dry_run", "in": "query", "schema": {"type": "boolean"}, "description": "write nothing"}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -180,16 +208,7 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "Configured connectors with their count of blocked numbers",
                 "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["connectors"],
-                            "properties": {
-                                "connectors": {"type": "array", "items": {"$ref": "#/components/schemas/Connector"}}
-                            },
-                        },
-                        "Connectors",
-                    ),
+                    "200": _listing("connectors", "Connector", "Connectors"),
                     **_errors(401, 503),
                 },
             }
@@ -199,7 +218,7 @@ OPENAPI: dict[str, Any] = {
                 "summary": "One connector",
                 "parameters": [_PNID],
                 "responses": {
-                    "200": _json({"$ref": "#/components/schemas/Connector"}, "The connector"),
+                    "200": _json(_ref("Connector"), "The connector"),
                     **_errors(401, 404, 503),
                 },
             }
@@ -209,17 +228,7 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Blocked numbers, newest first",
                 "parameters": [_PNID, {"name": "q", "in": "query", "schema": {"type": "string"}}, _LIMIT, _CURSOR],
                 "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["blocks", "next_cursor"],
-                            "properties": {
-                                "blocks": {"type": "array", "items": {"$ref": "#/components/schemas/Entry"}},
-                                "next_cursor": {"type": "string", "nullable": True},
-                            },
-                        },
-                        "A page of entries",
-                    ),
+                    "200": _listing("blocks", "Entry", "A page of entries", paged=True),
                     **_errors(400, 401, 404, 503),
                 },
             },
@@ -245,8 +254,7 @@ OPENAPI: dict[str, Any] = {
                     required=["number"],
                 ),
                 "responses": {
-                    "201": _json({"$ref": "#/components/schemas/Entry"}, "Blocked"),
-                    "200": _json({"$ref": "#/components/schemas/Entry"}, "Already blocked (the existing entry)"),
+                    **_created("Entry", "Blocked", "Already blocked (the existing entry)"),
                     **_errors(400, 401, 403, 404, 409, 413, 503),
                 },
             },
@@ -256,7 +264,7 @@ OPENAPI: dict[str, Any] = {
                 "summary": "The block entry of a number",
                 "parameters": [_PNID, _NUMBER],
                 "responses": {
-                    "200": _json({"$ref": "#/components/schemas/Entry"}, "The entry"),
+                    "200": _json(_ref("Entry"), "The entry"),
                     **_errors(400, 401, 404, 503),
                 },
             },
@@ -283,7 +291,7 @@ OPENAPI: dict[str, Any] = {
                     minProperties=1,
                 ),
                 "responses": {
-                    "200": _json({"$ref": "#/components/schemas/Entry"}, "The updated entry"),
+                    "200": _json(_ref("Entry"), "The updated entry"),
                     **_errors(400, 401, 403, 404, 413, 503),
                 },
             },
@@ -304,18 +312,10 @@ OPENAPI: dict[str, Any] = {
                 "description": "The whole file is checked first: bad encoding, bad CSV, a bad header or more than "
                 "64000 rows refuse it whole (400 invalid_csv / 413 too_many_rows, nothing written). Then each row "
                 "is blocked, already blocked, or refused with its reason (24-hour rule, bad number, duplicate).",
-                "parameters": [
-                    _PNID,
-                    {"name": "dry_run", "in": "query", "schema": {"type": "boolean"}, "description": "write nothing"},
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "text/csv": {"schema": {"type": "string", "example": "number,reason\n+57 300 123 4567,spam\n"}}
-                    },
-                },
+                "parameters": [_PNID, _DRY_RUN],
+                "requestBody": _csv_body("number,reason\n+57 300 123 4567,spam\n"),
                 "responses": {
-                    "200": _json({"$ref": "#/components/schemas/ImportReport"}, "The per-row report"),
+                    "200": _json(_ref("ImportReport"), "The per-row report"),
                     **_errors(400, 401, 403, 404, 413, 503),
                 },
             }
@@ -326,24 +326,13 @@ OPENAPI: dict[str, Any] = {
                 "description": "Each row keeps its reason, expires_at, blocked_by and blocked_at; rows whose block "
                 "has expired are refused, numbers already blocked are left as they are. Audited with the source "
                 "admin_api_restore.",
-                "parameters": [
-                    _PNID,
-                    {"name": "dry_run", "in": "query", "schema": {"type": "boolean"}, "description": "write nothing"},
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "text/csv": {
-                            "schema": {
-                                "type": "string",
-                                "example": "number,reason,expires_at,type,blocked_at,blocked_by,source\n"
-                                "573001234567,spam,,phone,2026-11-25T03:31:24.031Z,supervisor,admin_api\n",
-                            }
-                        }
-                    },
-                },
+                "parameters": [_PNID, _DRY_RUN],
+                "requestBody": _csv_body(
+                    "number,reason,expires_at,type,blocked_at,blocked_by,source\n"
+                    "573001234567,spam,,phone,2026-11-25T03:31:24.031Z,supervisor,admin_api\n"
+                ),
                 "responses": {
-                    "200": _json({"$ref": "#/components/schemas/ImportReport"}, "The per-row report"),
+                    "200": _json(_ref("ImportReport"), "The per-row report"),
                     **_errors(400, 401, 403, 404, 413, 503),
                 },
             }
@@ -373,11 +362,11 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Whether the sender of an inbound message is blocked (read receipts, typing indicators)",
                 "parameters": [
                     _PNID,
-                    {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    _path("message_id"),
                 ],
                 "responses": {
                     "200": _json(
-                        {"$ref": "#/components/schemas/ReferenceCheck"},
+                        _ref("ReferenceCheck"),
                         "known: seen in a verified webhook; blocked: its sender is blocked on the connector",
                     ),
                     **_errors(401, 404, 503),
@@ -387,12 +376,10 @@ OPENAPI: dict[str, Any] = {
         "/join_requests/{join_request_id}/check": {
             "get": {
                 "summary": "Whether the user behind a group join request is blocked on any connector",
-                "parameters": [
-                    {"name": "join_request_id", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
+                "parameters": [_path("join_request_id")],
                 "responses": {
                     "200": _json(
-                        {"$ref": "#/components/schemas/ReferenceCheck"},
+                        _ref("ReferenceCheck"),
                         "known: seen in a verified webhook; blocked: its user is blocked on a connector",
                     ),
                     **_errors(401, 503),
@@ -404,17 +391,7 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Every block and unblock on the connector, newest first",
                 "parameters": [_PNID, _LIMIT, _CURSOR],
                 "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["records", "next_cursor"],
-                            "properties": {
-                                "records": {"type": "array", "items": {"$ref": "#/components/schemas/AuditRecord"}},
-                                "next_cursor": {"type": "string", "nullable": True},
-                            },
-                        },
-                        "A page of audit records",
-                    ),
+                    "200": _listing("records", "AuditRecord", "A page of audit records", paged=True),
                     **_errors(400, 401, 404, 503),
                 },
             }
@@ -443,7 +420,7 @@ _OUTCOMES = {
                                  "not_blocked"],
                     },
                     "detail": {"type": "string", "description": "what happened on this connector and why"},
-                    "block": {"allOf": [{"$ref": "#/components/schemas/Entry"}], "nullable": True},
+                    "block": {"allOf": [_ref("Entry")], "nullable": True},
                 },
             },
         }
@@ -495,7 +472,7 @@ OPENAPI["paths"].update(
                     required=["number"],
                 ),
                 "responses": {
-                    "200": _json({"$ref": "#/components/schemas/Outcomes"}, "One outcome per connector"),
+                    "200": _json(_ref("Outcomes"), "One outcome per connector"),
                     **_errors(400, 401, 403, 404, 413, 503),
                 },
             }
@@ -505,7 +482,7 @@ OPENAPI["paths"].update(
                 "summary": "On which connectors a number is blocked",
                 "parameters": [_NUMBER],
                 "responses": {
-                    "200": _json({"$ref": "#/components/schemas/Outcomes"}, "blocked / not_blocked per connector"),
+                    "200": _json(_ref("Outcomes"), "blocked / not_blocked per connector"),
                     **_errors(401, 503),
                 },
             },
@@ -513,7 +490,7 @@ OPENAPI["paths"].update(
                 "summary": "Unblock a number on several or all connectors",
                 "parameters": [_NUMBER, _CONNECTORS_QUERY, _REASON_QUERY],
                 "responses": {
-                    "200": _json({"$ref": "#/components/schemas/Outcomes"}, "unblocked / not_blocked per connector"),
+                    "200": _json(_ref("Outcomes"), "unblocked / not_blocked per connector"),
                     **_errors(400, 401, 403, 404, 503),
                 },
             },
@@ -523,31 +500,16 @@ OPENAPI["paths"].update(
                 "summary": "Numbers opted out of template and marketing sends, newest first",
                 "parameters": [_PNID],
                 "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["optouts"],
-                            "properties": {
-                                "optouts": {"type": "array", "items": {"$ref": "#/components/schemas/OptOut"}}
-                            },
-                        },
-                        "The opt-outs",
-                    ),
+                    "200": _listing("optouts", "OptOut", "The opt-outs"),
                     **_errors(401, 404, 503),
                 },
             },
             "post": {
                 "summary": "Opt a number out of template and marketing sends (no 24-hour rule)",
                 "parameters": [_PNID],
-                "requestBody": _json_body(
-                    {
-                        **_NUMBER_AND_REASON,
-                    },
-                    required=["number"],
-                ),
+                "requestBody": _json_body(_NUMBER_AND_REASON, required=["number"]),
                 "responses": {
-                    "201": _json({"$ref": "#/components/schemas/OptOut"}, "Opted out"),
-                    "200": _json({"$ref": "#/components/schemas/OptOut"}, "Had opted out already"),
+                    **_created("OptOut", "Opted out", "Had opted out already"),
                     **_errors(400, 401, 403, 404, 413, 503),
                 },
             },
@@ -558,7 +520,7 @@ OPENAPI["paths"].update(
                 "BSUID links: what the gateway and the plugins check); viewer role enough",
                 "parameters": [_PNID, _NUMBER],
                 "responses": {
-                    "200": _json({"$ref": "#/components/schemas/OptOut"}, "Opted out: the entry"),
+                    "200": _json(_ref("OptOut"), "Opted out: the entry"),
                     **_errors(400, 401, 404, 503),
                 },
             },
