@@ -181,155 +181,151 @@ def plan(service: BlocklistService, pnid: str, rows: list[tuple[int, dict[str, s
     return results
 
 
-async def import_csv(
-    service: BlocklistService,
-    pnid: str,
-    data: bytes,
-    *,
-    actor: Actor,
-    dry_run: bool = False,
-    progress: Progress | None = None,
-) -> ImportReport:
-    """Import a CSV file into a connector's blocklist (see the module docstring for the format).
+class CsvLoad:
+    """One way of applying a CSV file to a connector's blocklist: :data:`import_csv` or :data:`restore_csv`.
 
-    Args:
-        dry_run: check every row (including the 24-hour rule) and report, writing nothing.
-        progress: called as rows are applied.
-
-    Raises:
-        InvalidCsv, TooManyRows: the file was refused whole; nothing was written.
-        UnknownConnector: no such connector.
-        StoreUnavailable: the store went away; rows reported before are applied, the others are not (re-run it).
+    Both read and check the whole file first (:func:`read_rows`, :func:`plan`), then apply every row not refused,
+    ``_CONCURRENCY`` at a time; they differ in what a row carries (:meth:`prepare`), how a dry run judges it
+    (:meth:`check`) and how it is written (:meth:`write`).
     """
-    service.connector(pnid)
-    results = plan(service, pnid, read_rows(data))
 
-    async def apply(result: RowResult) -> None:
-        if dry_run:
-            await _check(service, pnid, result)
-        else:
-            await _block(service, pnid, result, actor)
+    async def __call__(
+        self,
+        service: BlocklistService,
+        pnid: str,
+        data: bytes,
+        *,
+        actor: Actor,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> ImportReport:
+        """Apply ``data`` to the connector's blocklist and report every row.
 
-    await _apply_rows(results, apply, progress)
-    return ImportReport(dry_run=dry_run, rows=results)
+        Args:
+            actor: who is recorded in the audit trail (with its source).
+            dry_run: check every row (an import: including the 24-hour rule) and report, writing nothing.
+            progress: called as rows are applied.
 
-
-async def _apply_rows(
-    results: list[RowResult], apply: Callable[[RowResult], Awaitable[None]], progress: Progress | None
-) -> None:
-    """Apply every row not refused by the plan, ``_CONCURRENCY`` at a time, reporting progress as rows finish."""
-    todo = [r for r in results if not r.outcome]
-    done = len(results) - len(todo)
-    if progress is not None:
-        progress(done, len(results))
-    semaphore = asyncio.Semaphore(_CONCURRENCY)
-
-    async def one(result: RowResult) -> None:
-        nonlocal done
-        async with semaphore:
-            await apply(result)
-        done += 1
+        Raises:
+            InvalidCsv, TooManyRows: the file was refused whole; nothing was written.
+            UnknownConnector: no such connector.
+            StoreUnavailable: the store went away; rows reported before are applied, the others are not (re-run it;
+                that is harmless).
+        """
+        service.connector(pnid)
+        rows = read_rows(data)
+        results = plan(service, pnid, rows)
+        for result, (_, values) in zip(results, rows, strict=True):
+            if not result.outcome:
+                try:
+                    self.prepare(service, result, values)
+                except BlocklistError as exc:
+                    result.outcome, result.reason = "refused", exc.message
+        todo = [r for r in results if not r.outcome]
+        done = len(results) - len(todo)
         if progress is not None:
             progress(done, len(results))
+        semaphore = asyncio.Semaphore(_CONCURRENCY)
 
-    await asyncio.gather(*(one(r) for r in todo))
+        async def one(result: RowResult) -> None:
+            nonlocal done
+            async with semaphore:
+                if dry_run:
+                    await self.check(service, pnid, result)
+                else:
+                    await self.write(service, pnid, result, actor)
+            done += 1
+            if progress is not None:
+                progress(done, len(results))
+
+        await asyncio.gather(*(one(r) for r in todo))
+        return ImportReport(dry_run=dry_run, rows=results)
+
+    def prepare(self, service: BlocklistService, result: RowResult, values: dict[str, str]) -> None:
+        """Read what else a planned row carries; raise a :class:`BlocklistError` to refuse it."""
+
+    async def check(self, service: BlocklistService, pnid: str, result: RowResult) -> None:
+        """Set the outcome a write would have, writing nothing."""
+        raise NotImplementedError
+
+    async def write(self, service: BlocklistService, pnid: str, result: RowResult, actor: Actor) -> None:
+        """Write the row and set its outcome."""
+        raise NotImplementedError
 
 
-async def _block(service: BlocklistService, pnid: str, result: RowResult, actor: Actor) -> None:
+class _Import(CsvLoad):
+    async def check(self, service: BlocklistService, pnid: str, result: RowResult) -> None:
+        check = await service.may_block(pnid, result.number)
+        if check is BlockCheck.ALREADY_BLOCKED:
+            result.outcome = "already_blocked"
+        elif check is BlockCheck.NOT_RECENTLY_ACTIVE:
+            result.outcome, result.reason = "refused", _STALE
+        else:
+            result.outcome = "blocked"
+
+    async def write(self, service: BlocklistService, pnid: str, result: RowResult, actor: Actor) -> None:
+        fields = {"expires_at_ms": result.expires_at_ms, "duration_seconds": result.duration_seconds}
+        await _settle(service.block, pnid, result, actor, fields, refused=NotRecentlyActive, reason=_STALE)
+
+
+class _Restore(CsvLoad):
+    def prepare(self, service: BlocklistService, result: RowResult, values: dict[str, str]) -> None:
+        result.block_reason = clean_reason(_unguard(values.get("reason", "")))
+        result.blocked_by = _unguard(values.get("blocked_by", ""))
+        result.source = values.get("source", "")
+        if values.get("blocked_at"):
+            result.blocked_at_ms = _moment("blocked_at", values["blocked_at"])
+            if result.blocked_at_ms > service.now_ms():
+                raise BadRequest("blocked_at is in the future")
+
+    async def check(self, service: BlocklistService, pnid: str, result: RowResult) -> None:
+        exists = await service.find(pnid, result.number) is not None
+        result.outcome = "already_blocked" if exists else "blocked"
+
+    async def write(self, service: BlocklistService, pnid: str, result: RowResult, actor: Actor) -> None:
+        expires_at_ms = result.expires_at_ms
+        if result.duration_seconds is not None:
+            expires_at_ms = service.now_ms() + result.duration_seconds * 1000
+        fields = {
+            "blocked_at_ms": result.blocked_at_ms,
+            "blocked_by": result.blocked_by,
+            "source": result.source,
+            "expires_at_ms": expires_at_ms,
+        }
+        await _settle(service.restore, pnid, result, actor, fields, refused=BadRequest)
+
+
+async def _settle(
+    write: Callable[..., Awaitable[tuple[Any, bool]]],
+    pnid: str,
+    result: RowResult,
+    actor: Actor,
+    fields: dict[str, Any],
+    *,
+    refused: type[BlocklistError],
+    reason: str = "",
+) -> None:
+    """Write a row (``write``: :meth:`BlocklistService.block` or ``restore``, given the row's number, reason and
+    ``fields``) and set its outcome: ``refused`` on a ``refused`` error (with ``reason``, else the error's
+    message), else ``blocked`` or ``already_blocked``."""
     try:
-        _, created = await service.block(
-            pnid,
-            result.number,
-            actor=actor,
-            reason=result.block_reason,
-            expires_at_ms=result.expires_at_ms,
-            duration_seconds=result.duration_seconds,
-        )
-    except NotRecentlyActive:
-        result.outcome, result.reason = "refused", _STALE
+        _, created = await write(pnid, result.number, actor=actor, reason=result.block_reason, **fields)
+    except refused as exc:
+        result.outcome, result.reason = "refused", reason or exc.message
         return
     result.outcome = "blocked" if created else "already_blocked"
-
-
-async def _check(service: BlocklistService, pnid: str, result: RowResult) -> None:
-    check = await service.may_block(pnid, result.number)
-    if check is BlockCheck.ALREADY_BLOCKED:
-        result.outcome = "already_blocked"
-    elif check is BlockCheck.NOT_RECENTLY_ACTIVE:
-        result.outcome, result.reason = "refused", _STALE
-    else:
-        result.outcome = "blocked"
 
 
 _STALE = "24-hour rule: the user has not messaged this connector in the last 24 hours"
 
+import_csv = _Import()
+"""Import a CSV file into a connector's blocklist (see the module docstring for the format), with the 24-hour rule."""
 
-async def restore_csv(
-    service: BlocklistService,
-    pnid: str,
-    data: bytes,
-    *,
-    actor: Actor,
-    dry_run: bool = False,
-    progress: Progress | None = None,
-) -> ImportReport:
-    """Restore an export as it was: each row keeps its reason, expiry, ``blocked_by`` and ``blocked_at``.
+restore_csv = _Restore()
+"""Restore an export as it was: each row keeps its reason, expiry, ``blocked_by`` and ``blocked_at``.
 
-    The 24-hour rule is not applied (see :meth:`BlocklistService.restore`); every other row check of an import is.
-    Rows whose block has expired already are refused. ``actor`` is recorded in the audit trail with its own source.
-
-    Raises:
-        InvalidCsv, TooManyRows: the file was refused whole; nothing was written.
-        UnknownConnector: no such connector.
-        StoreUnavailable: the store went away; re-running the restore is harmless.
-    """
-    service.connector(pnid)
-    rows = read_rows(data)
-    results = plan(service, pnid, rows)
-    for result, (_, values) in zip(results, rows, strict=True):
-        if result.outcome:
-            continue
-        result.block_reason = clean_reason(_unguard(values.get("reason", "")))
-        result.blocked_by = _unguard(values.get("blocked_by", ""))
-        result.source = values.get("source", "")
-        try:
-            if values.get("blocked_at"):
-                result.blocked_at_ms = _moment("blocked_at", values["blocked_at"])
-                if result.blocked_at_ms > service.now_ms():
-                    raise BadRequest("blocked_at is in the future")
-        except BlocklistError as exc:
-            result.outcome, result.reason = "refused", exc.message
-
-    async def apply(result: RowResult) -> None:
-        if dry_run:
-            exists = await service.find(pnid, result.number) is not None
-            result.outcome = "already_blocked" if exists else "blocked"
-        else:
-            await _restore(service, pnid, result, actor)
-
-    await _apply_rows(results, apply, progress)
-    return ImportReport(dry_run=dry_run, rows=results)
-
-
-async def _restore(service: BlocklistService, pnid: str, result: RowResult, actor: Actor) -> None:
-    expires_at_ms = result.expires_at_ms
-    if result.duration_seconds is not None:
-        expires_at_ms = service.now_ms() + result.duration_seconds * 1000
-    try:
-        _, created = await service.restore(
-            pnid,
-            result.number,
-            actor=actor,
-            reason=result.block_reason,
-            blocked_at_ms=result.blocked_at_ms,
-            blocked_by=result.blocked_by,
-            source=result.source,
-            expires_at_ms=expires_at_ms,
-        )
-    except BadRequest as exc:
-        result.outcome, result.reason = "refused", exc.message
-        return
-    result.outcome = "blocked" if created else "already_blocked"
+The 24-hour rule is not applied (see :meth:`BlocklistService.restore`); every other row check of an import is.
+Rows whose block has expired already are refused. ``actor`` is recorded in the audit trail with its own source."""
 
 
 def _moment(column: str, text: str) -> int:
