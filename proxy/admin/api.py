@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypedDict
+
 from aiohttp import web
 
 from ..appkeys import SERVICE
@@ -15,14 +18,26 @@ _BODY_FIELDS = frozenset({"number", "reason", "duration", "expires_at"})
 routes = web.RouteTableDef()
 
 
-def _int_param(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
+class _Page(TypedDict):
+    limit: int
+    cursor: str | None
+
+
+def _page(request: web.Request, default_limit: int) -> _Page:
+    """A listing's paging query parameters: ``limit`` (a whole number, ``default_limit`` when absent) and
+    ``cursor`` (from the previous page's ``next_cursor``)."""
+    raw = request.query.get("limit")
     try:
-        return int(raw)
+        limit = default_limit if raw is None or raw == "" else int(raw)
     except ValueError:
-        raise BadRequest(f"{name} must be a whole number") from None
+        raise BadRequest("limit must be a whole number") from None
+    return {"limit": limit, "cursor": request.query.get("cursor") or None}
+
+
+async def undo(request: web.Request, change: Callable[..., Awaitable[object]], reason: str) -> web.Response:
+    """Undo a block or an opt-out: ``change(pnid, number, actor=, reason=)`` on the path's connector and number; 204."""
+    await change(request.match_info["pnid"], request.match_info["number"], actor=actor(request), reason=reason)
+    return web.Response(status=204)
 
 
 @routes.get("/api/session")
@@ -47,12 +62,8 @@ async def get_connector(request: web.Request) -> web.Response:
 
 @routes.get("/api/connectors/{pnid}/blocks")
 async def list_blocks(request: web.Request) -> web.Response:
-    entries, next_cursor = await request.config_dict[SERVICE].list_blocks(
-        request.match_info["pnid"],
-        limit=_int_param(request, "limit", 50),
-        cursor=request.query.get("cursor") or None,
-        q=request.query.get("q", ""),
-    )
+    service, query = request.config_dict[SERVICE], request.query.get("q", "")
+    entries, next_cursor = await service.list_blocks(request.match_info["pnid"], q=query, **_page(request, 50))
     return web.json_response({"blocks": [e.to_json() for e in entries], "next_cursor": next_cursor})
 
 
@@ -86,13 +97,7 @@ async def get_block(request: web.Request) -> web.Response:
 
 @routes.delete("/api/connectors/{pnid}/blocks/{number}")
 async def remove_block(request: web.Request) -> web.Response:
-    await request.config_dict[SERVICE].unblock(
-        request.match_info["pnid"],
-        request.match_info["number"],
-        actor=actor(request),
-        reason=request.query.get("reason", ""),
-    )
-    return web.Response(status=204)
+    return await undo(request, request.config_dict[SERVICE].unblock, request.query.get("reason", ""))
 
 
 @routes.get("/api/connectors/{pnid}/check/{number}")
@@ -135,11 +140,7 @@ async def check_join_request(request: web.Request) -> web.Response:
 
 @routes.get("/api/connectors/{pnid}/audit")
 async def audit_trail(request: web.Request) -> web.Response:
-    records, next_cursor = await request.config_dict[SERVICE].audit(
-        request.match_info["pnid"],
-        limit=_int_param(request, "limit", 100),
-        cursor=request.query.get("cursor") or None,
-    )
+    records, next_cursor = await request.config_dict[SERVICE].audit(request.match_info["pnid"], **_page(request, 100))
     return web.json_response({"records": records, "next_cursor": next_cursor})
 
 

@@ -19,6 +19,7 @@ from aiohttp import web
 from ..appkeys import SERVICE
 from ..base.errors import BadRequest
 from ..blocklist.service import MAX_REASON, NotOptedOut, parse_expiry
+from .api import undo
 from .http import actor, json_object, path_connector
 
 routes = web.RouteTableDef()
@@ -139,10 +140,4 @@ async def get_optout(request: web.Request) -> web.Response:
 @routes.delete("/api/connectors/{pnid}/optouts/{number}")
 async def remove_optout(request: web.Request) -> web.Response:
     """Opt a number back in; 204, or 404 ``not_opted_out``."""
-    await request.config_dict[SERVICE].opt_in(
-        request.match_info["pnid"],
-        request.match_info["number"],
-        actor=actor(request),
-        reason=_reason(request.query.get("reason")),
-    )
-    return web.Response(status=204)
+    return await undo(request, request.config_dict[SERVICE].opt_in, _reason(request.query.get("reason")))
