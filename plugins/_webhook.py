@@ -11,9 +11,9 @@ anyone or make a stranger "recently active". The check itself is the blocklist's
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from wa_blocklist.proxy.base.errors import BlocklistError, UnknownConnector
 from wa_blocklist.proxy.blocklist.service import InboundUser
@@ -28,6 +28,8 @@ __all__ = [
     "Decision",
     "FilterResult",
     "OnError",
+    "WebhookGuard",
+    "WebhookOptions",
     "check_on_error",
     "check_recording",
     "decide",
@@ -271,3 +273,58 @@ async def decide(
     if result.empty:
         return Decision((200, "ok"), b"", None)
     return Decision(None, result.body, result.signature)
+
+
+class WebhookOptions(TypedDict, total=False):
+    """The options every webhook middleware takes (ASGI and aiohttp), all keyword-only and optional."""
+
+    path: str | Collection[str]
+    """The webhook path(s) to guard, exactly as the request's path (default ``/webhooks/whatsapp``)."""
+    app_secret: str | None
+    """The Meta app secret: bodies are recorded from only when their signature verifies under it, and bodies that
+    changed are re-signed with it (bots that verify signatures need it)."""
+    on_error: OnError
+    """When the blocklist cannot answer, ``deny`` (the default) answers 503 (Meta retries later), ``allow`` forwards
+    the body unchecked."""
+    record_inbound: bool
+    """Record message senders as having written now (default True; direct mode, needs ``app_secret``; enables
+    blocking under Meta's 24-hour rule for a bot that runs without the proxy)."""
+    max_body_bytes: int
+    """Larger bodies are answered 413 (default 3 MiB; Meta's payloads are far smaller)."""
+
+
+class WebhookGuard:
+    """A webhook middleware's settings, checked once, and its decision for each request.
+
+    Raises:
+        ValueError: ``record_inbound`` on a direct blocklist without ``app_secret``, or a bad ``on_error``.
+        TypeError: an option that is not one of :class:`WebhookOptions`.
+    """
+
+    def __init__(self, blocklist: BlocklistClient, options: WebhookOptions) -> None:
+        unknown = sorted(set(options) - WebhookOptions.__optional_keys__)
+        if unknown:  # what a keyword-only signature would refuse, for callers mypy does not check
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+        path = options.get("path", "/webhooks/whatsapp")
+        self.paths = frozenset([path] if isinstance(path, str) else path)
+        self.blocklist = blocklist
+        self.app_secret = options.get("app_secret")
+        self.on_error = check_on_error(options.get("on_error", "deny"))
+        self.record_inbound = options.get("record_inbound", True)
+        check_recording(blocklist, self.record_inbound, self.app_secret)
+        self.max_body_bytes = options.get("max_body_bytes", 3 * 1024 * 1024)
+
+    def guards(self, method: str, path: str) -> bool:
+        """Whether a request is a webhook POST to one of the guarded paths."""
+        return method == "POST" and path in self.paths
+
+    async def decide(self, body: bytes, signature: str | None) -> Decision:
+        """:func:`decide` for one webhook body with these settings."""
+        return await decide(
+            body,
+            self.blocklist,
+            app_secret=self.app_secret,
+            signature=signature,
+            on_error=self.on_error,
+            record_inbound=self.record_inbound,
+        )

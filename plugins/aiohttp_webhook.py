@@ -14,7 +14,7 @@ did not verify under ``app_secret``; a direct-mode middleware with ``record_inbo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from typing import Unpack
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
@@ -23,56 +23,34 @@ from aiohttp.typedefs import Handler, Middleware
 from wa_blocklist.proxy.base.bodies import read_body
 from wa_blocklist.proxy.base.errors import BodyTooLarge
 
-from ._webhook import SIGNATURE_HEADER, OnError, check_on_error, check_recording, decide
+from ._webhook import SIGNATURE_HEADER, WebhookGuard, WebhookOptions
 from .client import BlocklistClient
 
 __all__ = ["webhook_middleware"]
 
 
-def webhook_middleware(
-    blocklist: BlocklistClient,
-    *,
-    path: str | Collection[str] = "/webhooks/whatsapp",
-    app_secret: str | None = None,
-    on_error: OnError = "deny",
-    record_inbound: bool = True,
-    max_body_bytes: int = 3 * 1024 * 1024,
-) -> Middleware:
+def webhook_middleware(blocklist: BlocklistClient, **options: Unpack[WebhookOptions]) -> Middleware:
     """An aiohttp middleware that drops blocked users' items from WhatsApp webhooks before the handler runs.
 
     Args:
         blocklist: the blocklist to check against (started before the app serves, e.g. in a cleanup context).
-        path: the webhook path(s) to guard (``request.path``).
-        app_secret: the Meta app secret: bodies are recorded from only when their signature verifies under it, and
-            bodies that changed are re-signed with it.
-        on_error: when the blocklist cannot answer, ``deny`` answers 503 (Meta retries later), ``allow``
-            forwards the body unchecked.
-        record_inbound: record message senders as having written now (direct mode; needs ``app_secret``).
-        max_body_bytes: larger bodies are answered 413.
+        **options: ``path`` (``request.path``), ``app_secret``, ``on_error``, ``record_inbound``,
+            ``max_body_bytes``: see :class:`wa_blocklist.plugins._webhook.WebhookOptions`.
 
     Raises:
         ValueError: ``record_inbound`` on a direct blocklist without ``app_secret``, or a bad ``on_error``.
     """
-    paths = frozenset([path] if isinstance(path, str) else path)
-    check_on_error(on_error)
-    check_recording(blocklist, record_inbound, app_secret)
+    guard = WebhookGuard(blocklist, options)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method != "POST" or request.path not in paths:
+        if not guard.guards(request.method, request.path):
             return await handler(request)
         try:
-            body = await read_body(request, max_body_bytes, within=None)
+            body = await read_body(request, guard.max_body_bytes, within=None)
         except BodyTooLarge:
             return web.Response(status=413, text="payload too large")
-        decision = await decide(
-            body,
-            blocklist,
-            app_secret=app_secret,
-            signature=request.headers.get(SIGNATURE_HEADER),
-            on_error=on_error,
-            record_inbound=record_inbound,
-        )
+        decision = await guard.decide(body, request.headers.get(SIGNATURE_HEADER))
         if decision.respond is not None:
             status, text = decision.respond
             return web.Response(status=status, text=text)

@@ -14,10 +14,10 @@ is recorded from a body whose signature did not verify under ``app_secret``; a d
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Unpack
 
-from ._webhook import SIGNATURE_HEADER, OnError, check_on_error, check_recording, decide
+from ._webhook import SIGNATURE_HEADER, WebhookGuard, WebhookOptions
 from .client import BlocklistClient
 
 __all__ = ["WebhookBlocklistMiddleware"]
@@ -41,38 +41,19 @@ class WebhookBlocklistMiddleware:
     Args:
         app: the bot's ASGI application.
         blocklist: the blocklist to check against (start it in the app's lifespan, or before serving).
-        path: the webhook path(s) to guard, exactly as in ``scope["path"]``.
-        app_secret: the Meta app secret: bodies are recorded from only when their signature verifies under it, and
-            bodies that changed are re-signed with it (bots that verify signatures need it).
-        on_error: when the blocklist cannot answer, ``deny`` answers 503 (Meta retries later), ``allow``
-            forwards the body unchecked.
-        record_inbound: record message senders as having written now (direct mode, needs ``app_secret``; enables
-            blocking under Meta's 24-hour rule for a bot that runs without the proxy).
-        max_body_bytes: larger bodies are answered 413 (Meta's payloads are far smaller).
+        **options: ``path`` (exactly as in ``scope["path"]``), ``app_secret``, ``on_error``, ``record_inbound``,
+            ``max_body_bytes``: see :class:`wa_blocklist.plugins._webhook.WebhookOptions`.
+
+    Raises:
+        ValueError: ``record_inbound`` on a direct blocklist without ``app_secret``, or a bad ``on_error``.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        blocklist: BlocklistClient,
-        *,
-        path: str | Collection[str] = "/webhooks/whatsapp",
-        app_secret: str | None = None,
-        on_error: OnError = "deny",
-        record_inbound: bool = True,
-        max_body_bytes: int = 3 * 1024 * 1024,
-    ) -> None:
+    def __init__(self, app: ASGIApp, blocklist: BlocklistClient, **options: Unpack[WebhookOptions]) -> None:
         self.app = app
-        self.blocklist = blocklist
-        self.paths = frozenset([path] if isinstance(path, str) else path)
-        self.app_secret = app_secret
-        self.on_error = check_on_error(on_error)
-        check_recording(blocklist, record_inbound, app_secret)
-        self.record_inbound = record_inbound
-        self.max_body_bytes = max_body_bytes
+        self.guard = WebhookGuard(blocklist, options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+        if scope["type"] != "http" or not self.guard.guards(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
         try:
@@ -82,14 +63,7 @@ class WebhookBlocklistMiddleware:
             return
         headers: list[tuple[bytes, bytes]] = list(scope.get("headers", []))
         signature = next((v.decode("latin-1") for k, v in headers if k.lower() == _SIGNATURE), None)
-        decision = await decide(
-            body,
-            self.blocklist,
-            app_secret=self.app_secret,
-            signature=signature,
-            on_error=self.on_error,
-            record_inbound=self.record_inbound,
-        )
+        decision = await self.guard.decide(body, signature)
         if decision.respond is not None:
             await _respond(send, *decision.respond)
             return
@@ -110,7 +84,7 @@ class WebhookBlocklistMiddleware:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > self.guard.max_body_bytes:
                 raise _TooLarge
             chunks.append(chunk)
             if not message.get("more_body", False):
