@@ -233,7 +233,6 @@ class BlocklistClient(ABC):
             StoreUnavailable: as :meth:`is_blocked`.
         """
 
-    @abstractmethod
     async def blocked_users(
         self,
         pnid: str,
@@ -256,6 +255,11 @@ class BlocklistClient(ABC):
         Raises:
             UnknownConnector, StoreUnavailable: as :meth:`is_blocked`.
         """
+        return await self._blocked_users(pnid, users, references if record_inbound else None)
+
+    @abstractmethod
+    async def _blocked_users(self, pnid: str, users: Sequence[InboundUser], record: References | None) -> list[bool]:
+        """:meth:`blocked_users`; ``record``: the webhook's references when its users are to be recorded, else None."""
 
     @abstractmethod
     async def block(self, pnid: str, number: str, *, reason: str = "") -> tuple[Block, bool]:
@@ -387,17 +391,10 @@ class DirectBlocklistClient(BlocklistClient):
         # Every reading Meta may take of the text, as the proxy's gateway and its check endpoint do.
         return await self.service.first_blocked(pnid, self.service.readings(pnid, number_or_bsuid)) is not None
 
-    async def blocked_users(
-        self,
-        pnid: str,
-        users: Sequence[InboundUser],
-        *,
-        record_inbound: bool = False,
-        references: References = ((), ()),
-    ) -> list[bool]:
+    async def _blocked_users(self, pnid: str, users: Sequence[InboundUser], record: References | None) -> list[bool]:
         self.service.connector(pnid)
-        if record_inbound:
-            messages, joins = references
+        if record is not None:
+            messages, joins = record
             return await self.service.record_inbound(pnid, users, messages=messages, join_requests=joins)
         return [await self.service.inbound_blocked(pnid, user) for user in users]
 
@@ -593,14 +590,7 @@ class HttpBlocklistClient(BlocklistClient):
         _, body = await self._call("GET", self._url(pnid, "check", number_or_bsuid), ok=(200,))
         return bool(body["blocked"])
 
-    async def blocked_users(
-        self,
-        pnid: str,
-        users: Sequence[InboundUser],
-        *,
-        record_inbound: bool = False,
-        references: References = ((), ()),
-    ) -> list[bool]:
+    async def _blocked_users(self, pnid: str, users: Sequence[InboundUser], record: References | None) -> list[bool]:
         # The admin API has no inbound-recording endpoint (the proxy's webhook receiver records); each identity the
         # webhook shows is checked, and the check follows the wa_id↔BSUID links the proxy has learned.
         async def one(user: InboundUser) -> bool:
