@@ -270,6 +270,111 @@ class ApiError extends Error {
 
 const $ = (id) => document.getElementById(id);
 
+/** Put a copy of the template #`id` in place of each <div data-`kind`="name">, shaped by `build(copy, name)`. */
+function instantiate(kind, id, build) {
+  for (const slot of document.querySelectorAll(`[data-${kind}]`)) {
+    const copy = $(id).content.cloneNode(true);
+    build(copy, slot.dataset[kind]);
+    slot.replaceWith(copy);
+  }
+}
+
+/**
+ * The page's two listings, copies of the #listing template: a table with its column headers, an empty-state line and
+ * a foot with the count and a "more" button, with the ids `${name}-table`, `-body`, `-empty`, `-count`. A column is
+ * [label key, class, and for a label inside a span, the span's class].
+ */
+const LISTINGS = {
+  connectors: {
+    caption: "connectorsTitle",
+    foot: "list-foot",
+    more: ["connectors-more", "showMoreConnectors"],
+    columns: [
+      ["colName"],
+      ["colDisplayNumber"],
+      ["colPhoneNumberId"],
+      ["colBlockedCount", "numeric"],
+      ["colActions", "actions", ""],
+    ],
+  },
+  blocks: {
+    labelledBy: "blocked-title",
+    scroll: true,
+    foot: "dialog-foot",
+    more: ["load-more", "loadMore"],
+    columns: [
+      ["colNumber"],
+      ["colBlockedAt"],
+      ["colReason"],
+      ["colBlockedBy"],
+      ["colExpires"],
+      ["colActions", "actions edit-only", "visually-hidden"],
+    ],
+  },
+};
+
+function buildListing(listing, name) {
+  const spec = LISTINGS[name];
+  const [wrap, empty, foot] = listing.children;
+  const table = wrap.querySelector("table");
+  wrap.classList.toggle("table-scroll", Boolean(spec.scroll));
+  table.id = `${name}-table`;
+  if (spec.caption) {
+    const caption = table.createCaption();
+    caption.className = "visually-hidden";
+    caption.dataset.i18n = spec.caption;
+  }
+  if (spec.labelledBy) {
+    table.setAttribute("aria-labelledby", spec.labelledBy);
+    table.setAttribute("aria-busy", "false");
+  }
+  for (const [label, className, spanClass] of spec.columns) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    if (className) th.className = className;
+    const text = spanClass === undefined ? th : th.appendChild(document.createElement("span"));
+    if (spanClass) text.className = spanClass;
+    text.dataset.i18n = label;
+    table.tHead.rows[0].append(th);
+  }
+  table.tBodies[0].id = `${name}-body`;
+  empty.id = `${name}-empty`;
+  foot.className = spec.foot;
+  const [count, more] = foot.children;
+  count.id = `${name}-count`;
+  [more.id, more.dataset.i18n] = spec.more;
+}
+
+/**
+ * A block's terms (reason, and how long it lasts), copies of the #terms template with the ids `${name}-reason` and
+ * the select's: in the add form "Permanent" is the value "", in the edit dialog "permanent" after "Keep as it is".
+ */
+const TERMS = {
+  add: { select: ["add-duration", "duration", "durationLabel"], permanent: "" },
+  edit: { select: ["edit-expiry", "expiry", "expiryLabel"], permanent: "permanent", keep: "keepExpiry" },
+};
+
+function buildTerms(terms, name) {
+  const spec = TERMS[name];
+  const [reason, expiry] = terms.children;
+  reason.querySelector("input").id = `${name}-reason`;
+  reason.querySelector("label").htmlFor = `${name}-reason`;
+  const label = expiry.querySelector("label");
+  const select = expiry.querySelector("select");
+  [select.id, select.name, label.dataset.i18n] = spec.select;
+  label.htmlFor = select.id;
+  select.options[0].value = spec.permanent;
+  if (spec.keep) {
+    const keep = new Option("", "keep");
+    keep.dataset.i18n = spec.keep;
+    select.prepend(keep);
+    select.selectedIndex = 0;
+  }
+}
+
+instantiate("listing", "listing", buildListing);
+instantiate("terms", "terms", buildTerms);
+
 const el = {
   signinView: $("signin-view"),
   signinForm: $("signin-form"),
