@@ -40,7 +40,8 @@ from pathlib import Path
 import redis
 import yaml
 
-from wa_blocklist.proxy.store.blocks import BlockEntry, redis_server_binary
+from wa_blocklist.proxy.store.embedded import redis_server_binary
+from wa_blocklist.proxy.store.schema import BlockEntry
 
 REPO = Path(__file__).resolve().parent.parent
 PNID = "106540352242922"

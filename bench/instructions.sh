@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 WORK=$(mktemp -d /tmp/wabl-instr-XXXX)
 UP=18981; RP=18982; PORT=18983
-REDIS=$(command -v redis-server || $PY -c 'from proxy.store import redis_server_binary; print(redis_server_binary())')
+REDIS=$(command -v redis-server || $PY -c 'from wa_blocklist.proxy.store.embedded import redis_server_binary; print(redis_server_binary())')
 ONLY=" $* "
 cleanup() {
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; kill "${REDIS_PID:-}" 2>/dev/null
@@ -69,7 +69,7 @@ measure aiohttp-bare-relay $PY -m bench.floor proxy $PORT "http://127.0.0.1:$UP"
 # the user the webhook scenario's deliveries filter out (bench.fixed_load's second user)
 $PY -c "
 import redis, time
-from wa_blocklist.proxy.store.blocks import BlockEntry
+from wa_blocklist.proxy.store.schema import BlockEntry
 entry = BlockEntry('573109999999', 'phone', '573109999999', int(time.time() * 1000), 'bench', 'b', 'b')
 redis.Redis(port=$RP).hset('wabl:{106540352242922}:blocks', '573109999999', entry.dumps())"
 LOAD="webhook bench-secret" measure webhook-1-of-2-blocked $(serve true true)

@@ -42,7 +42,8 @@ from wa_blocklist.proxy.base.errors import BlocklistError, InvalidNumber, StoreU
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, Clock, InboundUser, NotOptedOut
 from wa_blocklist.proxy.config import Config, load_config
 from wa_blocklist.proxy.graph import identity
-from wa_blocklist.proxy.store.blocks import BlockEntry, open_store
+from wa_blocklist.proxy.store.client import open_store
+from wa_blocklist.proxy.store.schema import BlockEntry
 
 log = logging.getLogger(__name__)
 

@@ -39,8 +39,8 @@ from .ops.expiry import DEFAULT_SWEEP_SECONDS, SWEEP_SECONDS, expiry_sweep_ctx
 from .ops.health import setup_health
 from .outbound.gateway import gateway_client, webhook_client
 from .outbound.routes import setup_gateway
-from .store.blocks import open_store
 from .store.cache import CheckCache
+from .store.client import open_store
 
 
 def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:

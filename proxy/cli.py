@@ -23,7 +23,8 @@ from .blocklist.csv_io import export_csv, import_csv, restore_csv
 from .blocklist.meta_sync import MetaSync
 from .blocklist.service import Actor, BlocklistService, parse_duration
 from .config import Config, connector_problems, load_config
-from .store.blocks import BlockEntry, open_store
+from .store.client import open_store
+from .store.schema import BlockEntry
 
 DEFAULT_CONFIG = os.environ.get("WA_BLOCKLIST_CONFIG", "config.yaml")
 # Commands that only use the store: a secret the environment left empty does not stop them.

@@ -29,7 +29,8 @@ from playwright.async_api import Locator, Page, expect
 
 from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
 from wa_blocklist.proxy.config import Config, load_config
-from wa_blocklist.proxy.store.blocks import open_store, redis_server_binary
+from wa_blocklist.proxy.store.client import open_store
+from wa_blocklist.proxy.store.embedded import redis_server_binary
 
 PNID = "111111111111111"  # "Ventas Colombia", default country CO
 

@@ -307,7 +307,7 @@ async def test_bidi_controls_of_an_entry_stored_before_cleaning_are_not_shown(
     client: TestClient[Any, Any], service: BlocklistService
 ) -> None:
     from wa_blocklist.proxy.graph.identity import from_wa_id
-    from wa_blocklist.proxy.store.blocks import BlockEntry
+    from wa_blocklist.proxy.store.schema import BlockEntry
 
     who = from_wa_id("573001234567")
     legacy = BlockEntry(number=who.value, kind=who.kind, key=who.key, blocked_at_ms=service.now_ms(),

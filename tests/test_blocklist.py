@@ -10,7 +10,7 @@ import pytest
 from wa_blocklist.proxy.base.errors import BadRequest, InvalidNumber, NotBlocked, NotRecentlyActive, UnknownConnector
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, InboundUser
 from wa_blocklist.proxy.config import Config
-from wa_blocklist.proxy.store.blocks import open_store
+from wa_blocklist.proxy.store.client import open_store
 
 from support import PNID, PNID_BR, FakeClock, wrote_recently
 

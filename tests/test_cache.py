@@ -14,8 +14,8 @@ from relay import Relay
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, InboundUser
 from wa_blocklist.proxy.config import Config, StoreConfig
 from wa_blocklist.proxy.graph.identity import from_wa_id
-from wa_blocklist.proxy.store.blocks import open_store
 from wa_blocklist.proxy.store.cache import MAX_STALENESS_SECONDS, CheckCache
+from wa_blocklist.proxy.store.client import open_store
 
 from support import PNID, FakeClock, RedisServer, wrote_recently
 

@@ -23,7 +23,7 @@ from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 from wa_blocklist.proxy.config import StoreConfig
 from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 from wa_blocklist.proxy.graph.identity import from_wa_id
-from wa_blocklist.proxy.store.blocks import open_store
+from wa_blocklist.proxy.store.client import open_store
 
 import payloads as p
 from fakes import FakeContactCenter, FakeGraph, sign

@@ -26,7 +26,7 @@ import yaml
 
 from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
 from wa_blocklist.proxy.config import load_config
-from wa_blocklist.proxy.store.blocks import open_store
+from wa_blocklist.proxy.store.client import open_store
 
 from fakes import FakeGraph, sign
 from plugin_support import ALLOWED, BLOCKED, dumps, messages_payload

@@ -7,7 +7,7 @@ import pytest
 from wa_blocklist.proxy.base.errors import StoreUnavailable
 from wa_blocklist.proxy.config import Config
 from wa_blocklist.proxy.inbound.replay import ReplayGuard
-from wa_blocklist.proxy.store.blocks import open_store
+from wa_blocklist.proxy.store.client import open_store
 
 import payloads as p
 from support import PNID, PNID_BR, RedisServer

@@ -16,8 +16,8 @@ from relay import Relay
 from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
 from wa_blocklist.proxy.config import load_config
 from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
-from wa_blocklist.proxy.store.blocks import open_store
 from wa_blocklist.proxy.store.cache import MAX_STALENESS_SECONDS
+from wa_blocklist.proxy.store.client import open_store
 
 from fakes import FakeGraph
 from support import ADMIN_TOKEN, PNID, LoggedProxy, Proxy, base_config_data, free_port

@@ -22,7 +22,7 @@ from wa_blocklist.proxy.app import create_app, server_options
 from wa_blocklist.proxy.appkeys import SERVICE
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 from wa_blocklist.proxy.config import Config, load_config
-from wa_blocklist.proxy.store.blocks import open_store
+from wa_blocklist.proxy.store.client import open_store
 
 import payloads as p
 from fakes import FakeContactCenter, FakeGraph, sign

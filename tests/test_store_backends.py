@@ -21,8 +21,9 @@ from wa_blocklist.proxy.base.errors import NotBlocked, NotRecentlyActive
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, InboundUser
 from wa_blocklist.proxy.config import Config, StoreConfig
 from wa_blocklist.proxy.graph.identity import from_wa_id
-from wa_blocklist.proxy.store.blocks import open_store, redis_server_binary
 from wa_blocklist.proxy.store.cache import CheckCache
+from wa_blocklist.proxy.store.client import open_store
+from wa_blocklist.proxy.store.embedded import redis_server_binary
 
 from support import PNID, PNID_BR, FakeClock, free_port, wait_until
 

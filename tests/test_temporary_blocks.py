@@ -14,7 +14,7 @@ from wa_blocklist.proxy.base.errors import BadRequest, NotBlocked
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, InboundUser, expiry_ms, parse_duration
 from wa_blocklist.proxy.graph.identity import recipient
 from wa_blocklist.proxy.ops.expiry import SWEEP_SECONDS, sweep_once
-from wa_blocklist.proxy.store.blocks import BlockEntry
+from wa_blocklist.proxy.store.schema import BlockEntry
 
 import payloads as p
 from fakes import FakeContactCenter, FakeGraph, sign

@@ -16,7 +16,8 @@ from redis import exceptions as redis_errors
 
 from ..base.errors import StoreUnavailable
 from ..config import Config, ConnectorConfig, GraphConfig
-from ..store.blocks import BlockEntry, BlocklistStore
+from ..store.blocks import BlocklistStore
+from ..store.schema import BlockEntry
 from ..store.sync_queue import SyncQueue
 from .service import BlocklistService, Clock
 

@@ -30,8 +30,9 @@ from ..config import Config, ConnectorConfig
 from ..graph import identity as ids
 from ..graph.identity import Identity
 from ..graph.optout import Keyword
-from ..store.blocks import DAY_MS, BlockEntry, BlocklistStore, BlockStatus
+from ..store.blocks import BlocklistStore, BlockStatus
 from ..store.cache import CheckCache
+from ..store.schema import DAY_MS, BlockEntry
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from ..graph import identity as ids
 from ..graph.classify import PERMISSION_DENIED, Target
 from ..graph.errors import BAD_REQUEST, SERVICE_UNAVAILABLE, error_envelope
 from ..graph.identity import Identity
-from ..store.blocks import iso_ms
+from ..store.schema import iso_ms
 from .gateway import Gateway, GraphRefusal, bad_request, store_unavailable
 
 ACTOR = Actor(name="graph_api", source="block_users_api")

@@ -36,7 +36,7 @@ SUPERVISOR_FD_ENV = "WA_BLOCKLIST_SUPERVISOR_FD"
 def serve_workers(args: argparse.Namespace, config: Config) -> int:
     """Run ``args.workers`` copies of the server on one port and keep them running (see the module docstring)."""
     from ..base.logs import setup_logging
-    from ..store.blocks import EmbeddedRedis
+    from ..store.embedded import EmbeddedRedis
     from .startup import StartupError, claim_embedded_store
 
     setup_logging()

@@ -3,7 +3,7 @@
 Checking a send costs a Redis round trip; most sends go to users who are not blocked and whose answer does not change
 between two sends. This cache remembers answers per connector and forgets a connector's answers as soon as anything
 that could change them happens anywhere: every block, unblock and newly learned wa_id↔BSUID link publishes the
-connector's ID on :data:`~proxy.store.INVALIDATION_CHANNEL` inside the same Lua script that makes the change.
+connector's ID on :data:`~proxy.store.schema.INVALIDATION_CHANNEL` inside the same Lua script that makes the change.
 
 Why it cannot serve a stale "not blocked":
 - answers are cached only while the subscription is confirmed; when the subscription breaks, everything is dropped and
@@ -38,7 +38,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
 
-from .blocks import INVALIDATION_CHANNEL
+from .schema import INVALIDATION_CHANNEL
 
 log = logging.getLogger(__name__)
 
