@@ -32,7 +32,7 @@ from .base.logs import (
 from .base.tasks import background
 from .blocklist.meta_sync import MetaClient, MetaSync
 from .blocklist.service import BlocklistService, Clock
-from .config import Config
+from .config import Config, LiveConfig
 from .inbound.receiver import setup_webhooks
 from .metrics import Metrics
 from .ops.expiry import DEFAULT_SWEEP_SECONDS, SWEEP_SECONDS, expiry_sweep_ctx
@@ -59,7 +59,7 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     app = web.Application(
         middlewares=[make_request_middleware(metrics.request_done)], handler_args={"auto_decompress": False}
     )
-    app[CONFIG] = config
+    app[CONFIG] = LiveConfig(config)  # the one config reference; a reload sets its current (run/reload.py)
     app[CLOCK] = clock
     app[METRICS] = metrics
     app.on_response_prepare.append(send_request_id)
@@ -100,8 +100,8 @@ def server_options(config: Config) -> dict[str, Any]:
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with open_store(app[CONFIG].store) as store:
-        cache = CheckCache(store.redis) if app[CONFIG].store.local_cache else None
+    async with open_store(app[CONFIG].current.store) as store:
+        cache = CheckCache(store.redis) if app[CONFIG].current.store.local_cache else None
         store.observe = app[METRICS].store_call
         app[METRICS].watch_cache(cache)
         app[STORE] = store
@@ -118,7 +118,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _graph_session_ctx(app: web.Application) -> AsyncIterator[None]:
     # No total timeout: media up/downloads of tens of MB must not be cut; connect and read idle time are bounded.
-    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=app[CONFIG].graph.timeout_seconds)
+    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=app[CONFIG].current.graph.timeout_seconds)
 
     def session(limit: int, traces: list[aiohttp.TraceConfig]) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
@@ -133,7 +133,7 @@ async def _graph_session_ctx(app: web.Application) -> AsyncIterator[None]:
     async with (
         session(1000, []) as gateway,
         session(100, [request_id_trace(), app[METRICS].trace("graph")]) as own,
-        gateway_client(app[CONFIG]) as client,
+        gateway_client(app[CONFIG].current) as client,
     ):
         app[GATEWAY_SESSION] = gateway
         app[GRAPH_SESSION] = own
@@ -149,11 +149,11 @@ async def _webhook_session_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _meta_sync_ctx(app: web.Application) -> AsyncIterator[None]:
     """Attach the Meta sync listener and run its retry task while the app runs (only when a connector syncs)."""
-    config = app[CONFIG]
+    config = app[CONFIG].current
     if not any(c.sync_to_meta for c in config.connectors):
         yield
         return
-    sync = MetaSync(app[STORE], config, MetaClient(app[GRAPH_SESSION], config.graph), app[CLOCK])
+    sync = MetaSync(app[STORE], app[CONFIG], MetaClient(app[GRAPH_SESSION], config.graph), app[CLOCK])
     sync.attach(app[SERVICE])
     app[META_SYNC] = sync
     async with background(sync.run(), "meta-sync"):

@@ -12,11 +12,14 @@ from pyreqwest.client import Client as ReqwestClient
 
 from .blocklist.meta_sync import MetaSync
 from .blocklist.service import BlocklistService, Clock
-from .config import Config
+from .config import LiveConfig
 from .metrics import Metrics
 from .store.blocks import BlocklistStore
 
-CONFIG = web.AppKey("config", Config)
+CONFIG = web.AppKey("config", LiveConfig)
+"""The running config: read ``app[CONFIG].current`` (``request.config_dict[CONFIG].current`` in the admin sub-app)
+once per request. The blocklist service, the Meta sync and the gateway hold this same object, and a reload sets its
+``current`` (:func:`wa_blocklist.proxy.run.reload.apply_config`), so nothing holds a copy to patch."""
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 STORE = web.AppKey("store", BlocklistStore)
 SERVICE = web.AppKey("service", BlocklistService)

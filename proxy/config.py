@@ -3,18 +3,29 @@
 Values may reference the environment as ``${VAR}`` or ``${VAR:-default}``; substitution happens after YAML
 parsing, so a secret with YAML-special characters cannot break the file. Every problem found is reported at
 once, each naming its key (``connectors[1].app_secret: ...``), and a bad config never starts the proxy.
+
+The dataclasses below are the one statement of every setting: its key is the field's name, its default the
+field's default, its kind the field's type (``bool``, ``int``, ``float``, ``str`` or a ``Literal`` of choices),
+and its rules the markers of an ``Annotated`` type (:class:`Between`, :class:`NonEmpty`, :class:`Url`...). The
+parser reads a section field by field from them (:func:`settings_of`), so a new plain setting is one line in
+its dataclass; only settings with a shape of their own (lists, nested mappings) or checks across settings are
+read by hand in :func:`parse_config`.
+
+The running proxy holds its config in one :class:`LiveConfig`, which every face reads per request and a reload
+replaces (:mod:`wa_blocklist.proxy.run.reload`).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 import yaml
@@ -33,24 +44,57 @@ AppendFsync = Literal["always", "everysec"]
 BlockUsersUnblock = Literal["refuse", "allow"]
 UnknownReferences = Literal["refuse", "pass"]
 
-ROLES: tuple[Role, ...] = get_args(Role)
-STORE_ERROR_POLICIES: tuple[StoreErrorPolicy, ...] = get_args(StoreErrorPolicy)
-UNKNOWN_CONNECTOR_POLICIES: tuple[UnknownConnectorPolicy, ...] = get_args(UnknownConnectorPolicy)
-UNKNOWN_WEBHOOK_POLICIES: tuple[UnknownWebhookPolicy, ...] = get_args(UnknownWebhookPolicy)
-APPENDFSYNC_MODES: tuple[AppendFsync, ...] = get_args(AppendFsync)
 STORE_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
 
 _Choice = TypeVar("_Choice", bound=str)
+_Section = TypeVar("_Section")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_PNID = re.compile(r"^[0-9]{5,32}$")
+_ID = r"^[0-9]{5,32}$"
+"""Phone number IDs and WhatsApp Business Account IDs (YAML may write them as numbers: read as their digits)."""
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+# --- rules a setting's Annotated type may carry ---------------------------------------------------------------
+
+
+class NonEmpty:
+    """A text setting that may not be empty."""
+
+
+class Secret:
+    """A secret: must be present, and (when secrets are required) not empty."""
+
+
+class Url:
+    """An http(s) URL; ``""`` stays allowed when it is the setting's default (meaning "none")."""
+
+
+class Between(NamedTuple):
+    """The inclusive bounds of a whole-number setting (every ``int`` setting states them)."""
+
+    low: int
+    high: int
+
+
+class Pattern(NamedTuple):
+    """A text setting that must match ``regex``, or the problem reads ``'<value>' <problem>``."""
+
+    regex: str
+    problem: str
+
+
+NOT_A_SETTING = {"setting": False}
+"""Field metadata of a dataclass field that is not a key of the file (``Config.source``)."""
+
+
+# --- the settings ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
+    host: Annotated[str, NonEmpty] = "127.0.0.1"
+    port: Annotated[int, Between(0, 65535)] = 8080
     idle_timeout_seconds: float = 75.0
     """A connection that sends no complete request for this long is closed (idle keep-alive, slow headers)."""
     body_timeout_seconds: float = 30.0
@@ -60,15 +104,15 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class GraphConfig:
-    base_url: str = "https://graph.facebook.com"
-    api_version: str = "v21.0"
+    base_url: Annotated[str, Url] = "https://graph.facebook.com"
+    api_version: Annotated[str, NonEmpty, Pattern(r"^v[0-9]+\.[0-9]+$", "is not valid (like v21.0)")] = "v21.0"
     timeout_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
 class StoreConfig:
     redis_url: str = ""
-    data_dir: str = "./data"
+    data_dir: Annotated[str, NonEmpty] = "./data"
     appendfsync: AppendFsync = "always"
     timeout_seconds: float = 2.0
     local_cache: bool = True
@@ -81,8 +125,8 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class AdminToken:
-    name: str
-    token: str = field(repr=False)
+    name: Annotated[str, NonEmpty]
+    token: Annotated[str, Secret] = field(repr=False)
     role: Role = "viewer"
 
 
@@ -90,9 +134,9 @@ class AdminToken:
 class PersonRole:
     """A role given to people signed in by an authenticating reverse proxy, by e-mail address or by group."""
 
-    role: Role
     email: str = ""
     group: str = ""
+    role: Role = "viewer"
 
 
 @dataclass(frozen=True)
@@ -103,8 +147,8 @@ class ProxyAuthConfig:
     """
 
     trusted_addresses: tuple[str, ...] = ()
-    email_header: str = "X-Auth-Request-Email"
-    groups_header: str = "X-Auth-Request-Groups"
+    email_header: Annotated[str, NonEmpty] = "X-Auth-Request-Email"
+    groups_header: Annotated[str, NonEmpty] = "X-Auth-Request-Groups"
     roles: tuple[PersonRole, ...] = ()
 
 
@@ -137,12 +181,12 @@ class GatewayConfig:
     """``refuse``: a block made by a supervisor cannot be lifted through the Graph face; ``allow``: it can."""
     unknown_references: UnknownReferences = "refuse"
     """``refuse`` or ``pass``: read receipts on message IDs and join-request approvals the proxy has not seen."""
-    uploads_total: int = 200
+    uploads_total: Annotated[int, Between(1, 900)] = 200
     """Streamed pass-through uploads at once, in all (kept well under the upstream pool of 1,000: sends always find
     a connection); one more is refused with 429."""
-    uploads_per_client: int = 20
+    uploads_per_client: Annotated[int, Between(1, 900)] = 20
     """Streamed uploads at once from one client address."""
-    upload_min_bytes: int = 16 * 1024
+    upload_min_bytes: Annotated[int, Between(0, 1 << 30)] = 16 * 1024
     """A streamed upload must bring at least this many bytes in every ``upload_pace_seconds`` window, or it is cut
     with 408 (a trickle that keeps just under the pause bound)."""
     upload_pace_seconds: float = 10.0
@@ -151,22 +195,23 @@ class GatewayConfig:
 @dataclass(frozen=True)
 class WebhookConfig:
     forward_timeout_seconds: float = 10.0
-    max_body_bytes: int = 3 * 1024 * 1024
+    max_body_bytes: Annotated[int, Between(1024, 1 << 30)] = 3 * 1024 * 1024
     unknown_connectors: UnknownWebhookPolicy = "refuse"
-    account_events_to: str = ""
+    account_events_to: Annotated[str, Url] = ""
     """Where account-level events (no phone number ID) of a WABA no connector names go; "" for nowhere."""
     deduplicate_replays: bool = True
     """Forward a signed body once per window: a replay (or Meta's duplicate delivery) is acknowledged, not forwarded."""
-    replay_window_seconds: int = 3600
+    replay_window_seconds: Annotated[int, Between(60, 7 * 24 * 3600)] = 3600
 
 
 @dataclass(frozen=True)
 class ConnectorConfig:
-    phone_number_id: str
-    name: str
-    app_secret: str = field(repr=False)
-    verify_token: str = field(repr=False)
-    forward_webhooks_to: str
+    phone_number_id: Annotated[str, NonEmpty, Pattern(_ID, "is not a phone number ID (digits only)")]
+    name: Annotated[str, NonEmpty]
+    """Shown in the admin page and logs; the file may leave it out (then it is the phone number ID)."""
+    app_secret: Annotated[str, Secret] = field(repr=False)
+    verify_token: Annotated[str, Secret] = field(repr=False)
+    forward_webhooks_to: Annotated[str, Url]
     display_number: str = ""
     default_country: str = ""
     access_token: str = field(default="", repr=False)
@@ -174,18 +219,18 @@ class ConnectorConfig:
     allow_encrypted_messages: bool = False
     on_store_error: StoreErrorPolicy = "deny"
     require_signature: bool = True
-    waba_id: str = ""
+    waba_id: Annotated[str, Pattern(_ID, "is not a WhatsApp Business Account ID (digits only)")] = ""
     """The WhatsApp Business Account the number belongs to: account-level webhook events of it go to this connector's
     contact center."""
     optout_keywords: tuple[str, ...] = DEFAULT_OPTOUT_KEYWORDS
     """Whole messages that opt a user out of template and marketing sends (issue 19); () turns keywords off."""
     optin_keywords: tuple[str, ...] = DEFAULT_OPTIN_KEYWORDS
     """Whole messages that opt a user back in."""
-    flood_max_messages: int = 0
+    flood_max_messages: Annotated[int, Between(0, 100_000)] = 0
     """Flood protection: more than this many messages from one user in ``flood_window_seconds`` puts a temporary
     block on them (0: off)."""
-    flood_window_seconds: int = 60
-    flood_block_seconds: int = 3600
+    flood_window_seconds: Annotated[int, Between(1, 86_400)] = 60
+    flood_block_seconds: Annotated[int, Between(1, 366 * 86_400)] = 3600
     """How long an automatic flood block lasts."""
 
     @cached_property
@@ -221,7 +266,7 @@ class Config:
     webhooks: WebhookConfig
     connectors: tuple[ConnectorConfig, ...]
     reload: ReloadConfig = field(default_factory=ReloadConfig)
-    source: str = "<memory>"
+    source: str = field(default="<memory>", metadata=NOT_A_SETTING)
 
     _by_pnid: dict[str, ConnectorConfig] = field(init=False, repr=False, compare=False)
 
@@ -231,6 +276,26 @@ class Config:
     def connector(self, phone_number_id: str) -> ConnectorConfig | None:
         """Return the connector with this phone number ID, or None."""
         return self._by_pnid.get(phone_number_id)
+
+
+class LiveConfig:
+    """The running config: the one reference every face reads per request, and that a reload replaces.
+
+    The application holds one (``app[CONFIG]``, created by ``create_app``) and hands it to the blocklist service and
+    the Meta sync; :func:`wa_blocklist.proxy.run.reload.apply_config` sets :attr:`current`, the only place a running
+    proxy's config changes. Read ``current`` once per request and keep that value for the request, so one request
+    never mixes two configs.
+    """
+
+    __slots__ = ("current",)
+
+    def __init__(self, config: Config) -> None:
+        self.current = config
+
+
+def live(config: Config | LiveConfig) -> LiveConfig:
+    """``config`` itself when it is a :class:`LiveConfig`, else a new one holding it (CLI, plugins, tests)."""
+    return config if isinstance(config, LiveConfig) else LiveConfig(config)
 
 
 def connector_problems(new: Config, running: Config | None = None) -> list[str]:
@@ -292,162 +357,78 @@ def parse_config(
     source: str = "<memory>",
     require_secrets: bool = True,
 ) -> Config:
-    """Validate an already-parsed config mapping (see :func:`load_config`)."""
+    """Validate an already-parsed config mapping (see :func:`load_config`).
+
+    Each section is read from its dataclass (:func:`read_section`); what follows each read is only what its
+    fields cannot say: lists, nested mappings and checks across settings.
+    """
     if data is None:
         data = {}
     v = _Validator(os.environ if env is None else env, require_secrets)
     if not isinstance(data, dict):
         raise ConfigError(["(top level): must be a mapping of sections"])
-    v.known_keys("", data, ("server", "graph", "store", "admin", "gateway", "webhooks", "reload", "connectors"))
+    v.known_keys("", data, keys_of(Config))
 
-    server = v.section("server", data)
-    graph = v.section("graph", data)
-    store = v.section("store", data)
-    admin = v.section("admin", data)
-    gateway = v.section("gateway", data)
-    webhooks = v.section("webhooks", data)
-    reload = v.section("reload", data)
-    v.known_keys("server", server, keys_of(ServerConfig))
-    v.known_keys("graph", graph, keys_of(GraphConfig))
-    v.known_keys("store", store, keys_of(StoreConfig))
-    v.known_keys("admin", admin, keys_of(AdminConfig))
-    v.known_keys("reload", reload, keys_of(ReloadConfig))
-    v.known_keys(
-        "gateway",
-        gateway,
-        keys_of(GatewayConfig),
-    )
-    v.known_keys(
-        "webhooks",
-        webhooks,
-        keys_of(WebhookConfig),
-    )
-
-    server_cfg = ServerConfig(
-        host=v.string("server.host", server.get("host"), default="127.0.0.1", allow_empty=False),
-        port=v.integer("server.port", server.get("port"), default=8080, low=0, high=65535),
-        idle_timeout_seconds=v.number("server.idle_timeout_seconds", server.get("idle_timeout_seconds"), 75.0),
-        body_timeout_seconds=v.number("server.body_timeout_seconds", server.get("body_timeout_seconds"), 30.0),
-    )
-    graph_cfg = GraphConfig(
-        base_url=v.url("graph.base_url", graph.get("base_url"), default="https://graph.facebook.com"),
-        api_version=v.pattern(
-            "graph.api_version", graph.get("api_version"), r"^v[0-9]+\.[0-9]+$", "like v21.0", default="v21.0"
-        ),
-        timeout_seconds=v.number("graph.timeout_seconds", graph.get("timeout_seconds"), default=30.0),
-    )
-    redis_url = v.string("store.redis_url", store.get("redis_url"), default="")
-    if redis_url and urlsplit(redis_url).scheme not in STORE_SCHEMES:
+    server = read_section(v, "server", ServerConfig, v.section("server", data))
+    graph = read_section(v, "graph", GraphConfig, v.section("graph", data))
+    graph["base_url"] = graph["base_url"].rstrip("/")
+    store = read_section(v, "store", StoreConfig, v.section("store", data))
+    scheme = urlsplit(store["redis_url"]).scheme
+    if store["redis_url"] and scheme not in STORE_SCHEMES:
         v.problem(
             "store.redis_url",
-            "not a redis://, rediss://, unix://, redis+cluster:// or redis+sentinel:// URL"
-            f" (scheme {urlsplit(redis_url).scheme!r})",
+            f"not a redis://, rediss://, unix://, redis+cluster:// or redis+sentinel:// URL (scheme {scheme!r})",
         )
-    data_dir = v.string("store.data_dir", store.get("data_dir"), default="./data", allow_empty=False)
-    if base_dir is not None and data_dir and not os.path.isabs(data_dir):
-        data_dir = str((base_dir / data_dir).resolve())
-    store_cfg = StoreConfig(
-        redis_url=redis_url,
-        data_dir=data_dir,
-        appendfsync=v.choice("store.appendfsync", store.get("appendfsync"), APPENDFSYNC_MODES, "always"),
-        timeout_seconds=v.number("store.timeout_seconds", store.get("timeout_seconds"), default=2.0),
-        local_cache=v.boolean("store.local_cache", store.get("local_cache"), default=True),
+    if base_dir is not None and store["data_dir"] and not os.path.isabs(store["data_dir"]):
+        store["data_dir"] = str((base_dir / store["data_dir"]).resolve())
+    admin_raw = v.section("admin", data)
+    admin = read_section(
+        v,
+        "admin",
+        AdminConfig,
+        admin_raw,
+        tokens=_tokens(v, admin_raw.get("tokens")),
+        proxy_auth=_proxy_auth(v, admin_raw.get("proxy_auth")),
     )
-    metrics_token = v.string("admin.metrics_token", admin.get("metrics_token"), default="")
-    if metrics_token and len(metrics_token) < 12:
+    if admin["metrics_token"] and len(admin["metrics_token"]) < 12:
         v.problem("admin.metrics_token", "too short (at least 12 characters)")
-    admin_cfg = AdminConfig(
-        tokens=tuple(_tokens(v, admin.get("tokens"))),
-        metrics_token=metrics_token,
-        proxy_auth=_proxy_auth(v, admin.get("proxy_auth")),
-    )
-    reload_cfg = ReloadConfig(
-        allow_no_connectors=v.boolean("reload.allow_no_connectors", reload.get("allow_no_connectors"), False),
-        allow_replacing_all_connectors=v.boolean(
-            "reload.allow_replacing_all_connectors", reload.get("allow_replacing_all_connectors"), False
-        ),
-    )
-    gateway_cfg = GatewayConfig(
-        unknown_connectors=v.choice(
-            "gateway.unknown_connectors", gateway.get("unknown_connectors"), UNKNOWN_CONNECTOR_POLICIES, "refuse"
-        ),
-        enforce=v.boolean("gateway.enforce", gateway.get("enforce"), default=True),
-        allow=_gateway_allow(v, gateway.get("allow")),
-        block_users_unblock=v.choice(
-            "gateway.block_users_unblock", gateway.get("block_users_unblock"), get_args(BlockUsersUnblock), "refuse"
-        ),
-        unknown_references=v.choice(
-            "gateway.unknown_references", gateway.get("unknown_references"), get_args(UnknownReferences), "refuse"
-        ),
-        uploads_total=v.integer("gateway.uploads_total", gateway.get("uploads_total"), 200, low=1, high=900),
-        uploads_per_client=v.integer(
-            "gateway.uploads_per_client", gateway.get("uploads_per_client"), 20, low=1, high=900
-        ),
-        upload_min_bytes=v.integer(
-            "gateway.upload_min_bytes", gateway.get("upload_min_bytes"), 16 * 1024, low=0, high=1 << 30
-        ),
-        upload_pace_seconds=v.number("gateway.upload_pace_seconds", gateway.get("upload_pace_seconds"), 10.0),
-    )
-    webhooks_cfg = WebhookConfig(
-        forward_timeout_seconds=v.number(
-            "webhooks.forward_timeout_seconds", webhooks.get("forward_timeout_seconds"), default=10.0
-        ),
-        max_body_bytes=v.integer(
-            "webhooks.max_body_bytes", webhooks.get("max_body_bytes"), default=3 * 1024 * 1024, low=1024, high=1 << 30
-        ),
-        unknown_connectors=v.choice(
-            "webhooks.unknown_connectors", webhooks.get("unknown_connectors"), UNKNOWN_WEBHOOK_POLICIES, "refuse"
-        ),
-        account_events_to=(
-            v.url("webhooks.account_events_to", webhooks.get("account_events_to"))
-            if webhooks.get("account_events_to") not in (None, "")
-            else ""
-        ),
-        deduplicate_replays=v.boolean("webhooks.deduplicate_replays", webhooks.get("deduplicate_replays"), True),
-        replay_window_seconds=v.integer(
-            "webhooks.replay_window_seconds", webhooks.get("replay_window_seconds"), 3600, low=60, high=7 * 24 * 3600
-        ),
-    )
-    connectors = tuple(_connectors(v, data.get("connectors")))
+    gateway_raw = v.section("gateway", data)
+    gateway = read_section(v, "gateway", GatewayConfig, gateway_raw, allow=_gateway_allow(v, gateway_raw.get("allow")))
+    webhooks = read_section(v, "webhooks", WebhookConfig, v.section("webhooks", data))
+    reload = read_section(v, "reload", ReloadConfig, v.section("reload", data))
+    connectors = _connectors(v, data.get("connectors"))
     if v.problems:
         raise ConfigError(v.problems)
     return Config(
-        server=server_cfg,
-        graph=graph_cfg,
-        store=store_cfg,
-        admin=admin_cfg,
-        gateway=gateway_cfg,
-        webhooks=webhooks_cfg,
+        server=ServerConfig(**server),
+        graph=GraphConfig(**graph),
+        store=StoreConfig(**store),
+        admin=AdminConfig(**admin),
+        gateway=GatewayConfig(**gateway),
+        webhooks=WebhookConfig(**webhooks),
         connectors=connectors,
-        reload=reload_cfg,
+        reload=ReloadConfig(**reload),
         source=source,
     )
 
 
-def _tokens(v: _Validator, raw: Any) -> list[AdminToken]:
+def _tokens(v: _Validator, raw: Any) -> tuple[AdminToken, ...]:
     tokens: list[AdminToken] = []
     seen_names: dict[str, int] = {}
     seen_tokens: dict[str, int] = {}
-    for i, item in enumerate(v.listing("admin.tokens", raw, "{name, token, role}")):
-        key = f"admin.tokens[{i}]"
-        if not isinstance(item, dict):
-            v.problem(key, "must be a mapping with name, token and role")
-            continue
-        v.known_keys(key, item, keys_of(AdminToken))
-        name = v.string(f"{key}.name", item.get("name"), allow_empty=False)
-        token = v.secret(f"{key}.token", item.get("token"))
-        role = v.choice(f"{key}.role", item.get("role"), ROLES, "viewer")
-        if name in seen_names:
-            v.problem(f"{key}.name", f"duplicate of admin.tokens[{seen_names[name]}].name ({name!r})")
-        seen_names.setdefault(name, i)
-        if token and token in seen_tokens:
-            v.problem(f"{key}.token", f"same token as admin.tokens[{seen_tokens[token]}]")
-        if token:
-            seen_tokens.setdefault(token, i)
-        if token and len(token) < 12:
+    for i, key, item in _mappings(v, "admin.tokens", raw, "{name, token, role}", " with name, token and role"):
+        token = AdminToken(**read_section(v, key, AdminToken, item))
+        if token.name in seen_names:
+            v.problem(f"{key}.name", f"duplicate of admin.tokens[{seen_names[token.name]}].name ({token.name!r})")
+        seen_names.setdefault(token.name, i)
+        if token.token and token.token in seen_tokens:
+            v.problem(f"{key}.token", f"same token as admin.tokens[{seen_tokens[token.token]}]")
+        if token.token:
+            seen_tokens.setdefault(token.token, i)
+        if token.token and len(token.token) < 12:
             v.problem(f"{key}.token", "too short (at least 12 characters)")
-        tokens.append(AdminToken(name=name, token=token, role=role))
-    return tokens
+        tokens.append(token)
+    return tuple(tokens)
 
 
 def _proxy_auth(v: _Validator, raw: Any) -> ProxyAuthConfig:
@@ -456,7 +437,6 @@ def _proxy_auth(v: _Validator, raw: Any) -> ProxyAuthConfig:
     if not isinstance(raw, dict):
         v.problem("admin.proxy_auth", "must be a mapping with trusted_addresses and roles")
         return ProxyAuthConfig()
-    v.known_keys("admin.proxy_auth", raw, keys_of(ProxyAuthConfig))
     addresses: list[str] = []
     listed = v.listing(
         "admin.proxy_auth.trusted_addresses", raw.get("trusted_addresses") or [], "IP addresses or networks"
@@ -470,113 +450,63 @@ def _proxy_auth(v: _Validator, raw: Any) -> ProxyAuthConfig:
             continue
         addresses.append(text)
     roles: list[PersonRole] = []
-    for i, item in enumerate(v.listing("admin.proxy_auth.roles", raw.get("roles") or [], "{email or group, role}")):
-        key = f"admin.proxy_auth.roles[{i}]"
-        if not isinstance(item, dict):
-            v.problem(key, "must be a mapping with email or group, and role")
-            continue
-        v.known_keys(key, item, keys_of(PersonRole))
-        email = v.string(f"{key}.email", item.get("email"), default="").lower()
-        group = v.string(f"{key}.group", item.get("group"), default="")
-        if bool(email) == bool(group):
+    shape = " with email or group, and role"
+    for _, key, item in _mappings(v, "admin.proxy_auth.roles", raw.get("roles") or [], "{email or group, role}", shape):
+        role = read_section(v, key, PersonRole, item)
+        role["email"] = role["email"].lower()
+        if bool(role["email"]) == bool(role["group"]):
             v.problem(key, "needs exactly one of email or group")
-        role = v.choice(f"{key}.role", item.get("role"), ROLES, "viewer")
-        roles.append(PersonRole(role=role, email=email, group=group))
+        roles.append(PersonRole(**role))
     return ProxyAuthConfig(
-        trusted_addresses=tuple(addresses),
-        email_header=v.string(
-            "admin.proxy_auth.email_header", raw.get("email_header"), default="X-Auth-Request-Email", allow_empty=False
-        ),
-        groups_header=v.string(
-            "admin.proxy_auth.groups_header",
-            raw.get("groups_header"),
-            default="X-Auth-Request-Groups",
-            allow_empty=False,
-        ),
-        roles=tuple(roles),
+        **read_section(
+            v, "admin.proxy_auth", ProxyAuthConfig, raw, trusted_addresses=tuple(addresses), roles=tuple(roles)
+        )
     )
 
 
-def _connectors(v: _Validator, raw: Any) -> list[ConnectorConfig]:
+def _connectors(v: _Validator, raw: Any) -> tuple[ConnectorConfig, ...]:
     connectors: list[ConnectorConfig] = []
     seen: dict[str, int] = {}
-    for i, item in enumerate(v.listing("connectors", raw, "connectors")):
-        key = f"connectors[{i}]"
-        if not isinstance(item, dict):
-            v.problem(key, "must be a mapping")
-            continue
-        v.known_keys(
-            key,
-            item,
-            keys_of(ConnectorConfig),
-        )
-        raw_pnid = item.get("phone_number_id")
-        if isinstance(raw_pnid, int) and not isinstance(raw_pnid, bool):
-            raw_pnid = str(raw_pnid)
-        pnid = v.string(f"{key}.phone_number_id", raw_pnid, allow_empty=False)
-        if pnid and not _PNID.match(pnid):
-            v.problem(f"{key}.phone_number_id", f"{pnid!r} is not a phone number ID (digits only)")
+    for i, key, item in _mappings(v, "connectors", raw, "connectors", ""):
+        pnid = v.setting(key, _setting(ConnectorConfig, "phone_number_id"), item)
         if pnid in seen:
             v.problem(f"{key}.phone_number_id", f"duplicate connector: same as connectors[{seen[pnid]}] ({pnid})")
         if pnid:
             seen.setdefault(pnid, i)
-        country = v.string(f"{key}.default_country", item.get("default_country"), default="").upper()
+        found = read_section(
+            v,
+            key,
+            ConnectorConfig,
+            item,
+            phone_number_id=pnid,
+            name=v.string(f"{key}.name", item.get("name"), default=pnid, allow_empty=False),
+            optout_keywords=_keywords(v, key, "optout_keywords", item),
+            optin_keywords=_keywords(v, key, "optin_keywords", item),
+        )
+        country = found["default_country"] = found["default_country"].upper()
         if country and (not _COUNTRY.match(country) or country not in identity.REGIONS):
             v.problem(f"{key}.default_country", f"{country!r} is not a two-letter region code such as CO or BR")
-        display_number = v.string(f"{key}.display_number", item.get("display_number"), default="")
-        if display_number:
+        if found["display_number"]:
             try:
-                identity.region_of(display_number)
+                identity.region_of(found["display_number"])
             except InvalidNumber as exc:
                 v.problem(f"{key}.display_number", str(exc))
-        access_token = v.string(f"{key}.access_token", item.get("access_token"), default="")
-        sync = v.boolean(f"{key}.sync_to_meta", item.get("sync_to_meta"), default=False)
-        if sync and not access_token:
+        if found["sync_to_meta"] and not found["access_token"]:
             v.problem(
                 f"{key}.access_token",
                 "empty, but sync_to_meta is on and needs it" + v.unset_hint(f"{key}.access_token"),
             )
-        connectors.append(
-            ConnectorConfig(
-                phone_number_id=pnid,
-                name=v.string(f"{key}.name", item.get("name"), default=pnid, allow_empty=False),
-                display_number=display_number,
-                default_country=country,
-                app_secret=v.secret(f"{key}.app_secret", item.get("app_secret")),
-                verify_token=v.secret(f"{key}.verify_token", item.get("verify_token")),
-                forward_webhooks_to=v.url(f"{key}.forward_webhooks_to", item.get("forward_webhooks_to")),
-                access_token=access_token,
-                sync_to_meta=sync,
-                allow_encrypted_messages=v.boolean(
-                    f"{key}.allow_encrypted_messages", item.get("allow_encrypted_messages"), default=False
-                ),
-                on_store_error=v.choice(
-                    f"{key}.on_store_error", item.get("on_store_error"), STORE_ERROR_POLICIES, "deny"
-                ),
-                require_signature=v.boolean(f"{key}.require_signature", item.get("require_signature"), default=True),
-                waba_id=_waba_id(v, f"{key}.waba_id", item.get("waba_id")),
-                optout_keywords=_keywords(v, f"{key}.optout_keywords", item, DEFAULT_OPTOUT_KEYWORDS),
-                optin_keywords=_keywords(v, f"{key}.optin_keywords", item, DEFAULT_OPTIN_KEYWORDS),
-                flood_max_messages=v.integer(
-                    f"{key}.flood_max_messages", item.get("flood_max_messages"), 0, 0, 100_000
-                ),
-                flood_window_seconds=v.integer(
-                    f"{key}.flood_window_seconds", item.get("flood_window_seconds"), 60, 1, 86_400
-                ),
-                flood_block_seconds=v.integer(
-                    f"{key}.flood_block_seconds", item.get("flood_block_seconds"), 3600, 1, 366 * 86_400
-                ),
-            )
-        )
-    return connectors
+        connectors.append(ConnectorConfig(**found))
+    return tuple(connectors)
 
 
-def _keywords(v: _Validator, key: str, item: dict[str, Any], default: tuple[str, ...]) -> tuple[str, ...]:
+def _keywords(v: _Validator, where: str, name: str, item: dict[str, Any]) -> tuple[str, ...]:
     """A list of opt-out / opt-in keywords (absent: the defaults; an empty list: none)."""
-    name = key.rsplit(".", 1)[1]
-    if name not in item or item[name] is None:
+    default: tuple[str, ...] = _setting(ConnectorConfig, name).default
+    raw = item.get(name)
+    if raw is None:
         return default
-    raw = item[name]
+    key = f"{where}.{name}"
     if not isinstance(raw, list) or not all(isinstance(word, str) for word in raw):
         v.problem(key, "must be a list of words, e.g. [STOP, BAJA]")
         return default
@@ -609,18 +539,71 @@ def _gateway_allow(v: _Validator, raw: Any) -> tuple[Surface, ...]:
     return tuple(found)
 
 
-def _waba_id(v: _Validator, key: str, raw: Any) -> str:
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        raw = str(raw)
-    text = v.string(key, raw, default="")
-    if text and not _PNID.match(text):
-        v.problem(key, f"{text!r} is not a WhatsApp Business Account ID (digits only)")
-    return text
+def _mappings(v: _Validator, key: str, raw: Any, what: str, shape: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """The entries of a list of mappings (``admin.tokens``, ``connectors``...): ``(index, key, mapping)`` each;
+    an entry that is not a mapping is reported (``must be a mapping{shape}``) and skipped."""
+    for i, item in enumerate(v.listing(key, raw, what)):
+        if isinstance(item, dict):
+            yield i, f"{key}[{i}]", item
+        else:
+            v.problem(f"{key}[{i}]", f"must be a mapping{shape}")
+
+
+# --- settings read from their dataclass -----------------------------------------------------------------------
+
+
+class Setting(NamedTuple):
+    """One key of a config section, as its dataclass field states it."""
+
+    name: str
+    kind: Any
+    """``bool``, ``int``, ``float``, ``str``, a ``Literal[...]`` of choices, or another type read by hand."""
+    rules: tuple[Any, ...]
+    """The markers of its ``Annotated`` type (:class:`Between`, :class:`NonEmpty`, :class:`Url`...)."""
+    default: Any
+    """The field's default (or its default factory's value); None when the file must give it."""
+
+
+@functools.cache
+def settings_of(section: type) -> tuple[Setting, ...]:
+    """The settings of a config dataclass, in field order: its init fields, less those marked :data:`NOT_A_SETTING`."""
+    hints = get_type_hints(section, include_extras=True)
+    found: list[Setting] = []
+    for f in fields(section):
+        if not f.init or f.metadata.get("setting") is False:
+            continue
+        kind, rules = hints[f.name], ()
+        if get_origin(kind) is Annotated:
+            kind, *extra = get_args(kind)
+            rules = tuple(extra)
+        if f.default is not MISSING:
+            default = f.default
+        elif f.default_factory is not MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        found.append(Setting(f.name, kind, rules, default))
+    return tuple(found)
 
 
 def keys_of(section: type) -> tuple[str, ...]:
-    """The keys a config section accepts: its dataclass's fields, so that the two cannot drift apart."""
-    return tuple(f.name for f in fields(section))
+    """The keys a config section accepts: its dataclass's settings, so that the two cannot drift apart."""
+    return tuple(s.name for s in settings_of(section))
+
+
+def _setting(section: type, name: str) -> Setting:
+    return next(s for s in settings_of(section) if s.name == name)
+
+
+def read_section(v: _Validator, key: str, section: type, data: dict[str, Any], **given: Any) -> dict[str, Any]:
+    """Read a mapping of the file as ``section`` states it: unknown keys reported, each setting read by its kind
+    and rules (absent: its default), and the values in ``given`` (read by hand) taken as they are.
+
+    Returns:
+        The keyword arguments of ``section``.
+    """
+    v.known_keys(key, data, keys_of(section))
+    return {s.name: given[s.name] if s.name in given else v.setting(key, s, data) for s in settings_of(section)}
 
 
 class _Validator:
@@ -669,6 +652,34 @@ class _Validator:
                 prefix = f"{where}.{key}" if where else str(key)
                 self.problem(prefix, f"unknown key (known keys here: {', '.join(known)})")
 
+    def setting(self, where: str, setting: Setting, data: dict[str, Any]) -> Any:
+        """The value of ``setting`` in the mapping ``data`` at ``where``, read by its kind and rules."""
+        key, value, kind, default = f"{where}.{setting.name}", data.get(setting.name), setting.kind, setting.default
+        if get_origin(kind) is Literal:
+            return self.choice(key, value, get_args(kind), default)
+        if kind is bool:
+            return self.boolean(key, value, default)
+        if kind is float:
+            return self.number(key, value, default)
+        if kind is int:
+            bounds = next(rule for rule in setting.rules if isinstance(rule, Between))
+            return self.integer(key, value, default, bounds.low, bounds.high)
+        if kind is str:
+            return self.text(key, value, default, setting.rules)
+        raise TypeError(f"{key}: a {kind} setting is read by hand; pass its value to read_section")
+
+    def text(self, key: str, value: Any, default: str | None, rules: tuple[Any, ...]) -> str:
+        """A text setting under its rules (:class:`Secret`, :class:`Url`, :class:`NonEmpty`, :class:`Pattern`)."""
+        if Secret in rules:
+            return self.secret(key, value)
+        if Url in rules:
+            return "" if value == "" == default else self.url(key, value, default)
+        text = self.string(key, value, default, allow_empty=NonEmpty not in rules)
+        for rule in rules:
+            if isinstance(rule, Pattern) and text and not re.match(rule.regex, text):
+                self.problem(key, f"{text!r} {rule.problem}")
+        return text
+
     def _substitute(self, key: str, value: str) -> str:
         def replace(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
@@ -711,12 +722,6 @@ class _Validator:
             parts = urlsplit(text)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 self.problem(key, f"{text!r} is not an http(s) URL")
-        return text.rstrip("/") if key == "graph.base_url" else text
-
-    def pattern(self, key: str, value: Any, regex: str, hint: str, default: str) -> str:
-        text = self.string(key, value, default=default, allow_empty=False)
-        if text and not re.match(regex, text):
-            self.problem(key, f"{text!r} is not valid ({hint})")
         return text
 
     def choice(self, key: str, value: Any, options: tuple[_Choice, ...], default: _Choice) -> _Choice:

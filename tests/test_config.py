@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_origin
 
 import pytest
 import yaml
 
 from wa_blocklist.proxy.base.errors import ConfigError
-from wa_blocklist.proxy.config import load_config, parse_config
+from wa_blocklist.proxy.config import (
+    AdminConfig,
+    AdminToken,
+    Between,
+    Config,
+    ConnectorConfig,
+    GatewayConfig,
+    GraphConfig,
+    PersonRole,
+    ProxyAuthConfig,
+    ReloadConfig,
+    ServerConfig,
+    StoreConfig,
+    WebhookConfig,
+    keys_of,
+    load_config,
+    parse_config,
+    settings_of,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,6 +86,53 @@ def test_unknown_key_is_named_with_the_known_ones() -> None:
     assert found == [
         "server.prot: unknown key (known keys here: host, port, idle_timeout_seconds, body_timeout_seconds)"
     ]
+
+
+def test_defaults_are_the_dataclasses_own() -> None:
+    """The parser states no default of its own: an absent key gets its dataclass field's default."""
+    config = parse_config(minimal(), env=ENV)
+    assert config.server == ServerConfig() and config.graph == GraphConfig() and config.store == StoreConfig()
+    assert config.gateway == GatewayConfig() and config.webhooks == WebhookConfig()
+    assert config.reload == ReloadConfig() and config.admin.proxy_auth == ProxyAuthConfig()
+    connector = config.connectors[0]
+    given = set(minimal()["connectors"][0])
+    for f in fields(ConnectorConfig):
+        if f.name not in given:
+            assert getattr(connector, f.name) == f.default, f.name
+
+
+SECTIONS = (ServerConfig, GraphConfig, StoreConfig, AdminConfig, AdminToken, ProxyAuthConfig, PersonRole)
+SECTIONS += (ReloadConfig, GatewayConfig, WebhookConfig, ConnectorConfig)
+READ_BY_HAND = {"tokens", "proxy_auth", "trusted_addresses", "roles", "allow", "optout_keywords", "optin_keywords"}
+
+
+def test_every_setting_is_read_from_its_dataclass() -> None:
+    """Each field is a key of the file, read by its type (a whole number states its bounds), or read by hand."""
+    for section in SECTIONS:
+        for setting in settings_of(section):
+            if setting.name in READ_BY_HAND:
+                continue
+            assert setting.kind in (bool, int, float, str) or get_origin(setting.kind) is Literal, setting
+            if setting.kind is int:
+                assert any(isinstance(rule, Between) for rule in setting.rules), setting
+    assert keys_of(Config) == ("server", "graph", "store", "admin", "gateway", "webhooks", "connectors", "reload")
+
+
+def test_unknown_keys_are_named_in_every_section_and_entry() -> None:
+    data = minimal()
+    data["cache"] = {}
+    data["gateway"] = {"unknown_connector": "pass"}
+    data["connectors"][0]["app_secrets"] = "x"
+    found = problems(data)
+    known = ", ".join(keys_of(ConnectorConfig))
+    assert (
+        "cache: unknown key (known keys here: server, graph, store, admin, gateway, webhooks, connectors, reload)"
+        in found
+    )
+    assert f"connectors[0].app_secrets: unknown key (known keys here: {known})" in found
+    assert any(
+        p.startswith("gateway.unknown_connector: unknown key (known keys here: unknown_connectors,") for p in found
+    )
 
 
 def test_missing_phone_number_id_and_bad_url_are_both_reported() -> None:

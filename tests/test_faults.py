@@ -149,7 +149,7 @@ async def test_redis_stopped_under_a_running_proxy_every_face_fails_safe_then_re
     # Redis comes back empty on the same port, and ALLOWED is blocked there before our subscription is back.
     own_redis.start()
     async with open_store(StoreConfig(redis_url=own_redis.url)) as other:
-        await BlocklistService(other, client.app[CONFIG]).block(
+        await BlocklistService(other, client.app[CONFIG].current).block(
             PNID, ALLOWED, actor=Actor("other-replica", "test"), force=True
         )
     resp = await client.post(f"/v21.0/{PNID}/messages", json=text_message(ALLOWED))

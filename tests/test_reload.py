@@ -6,6 +6,7 @@ import copy
 import logging
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,24 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient
 
-from wa_blocklist.proxy.appkeys import CONFIG, METRICS, SERVICE
+from wa_blocklist.proxy.app import create_app
+from wa_blocklist.proxy.appkeys import CONFIG, META_SYNC, METRICS, SERVICE
+from wa_blocklist.proxy.config import LiveConfig
 from wa_blocklist.proxy.run.reload import reload_config
 
-from support import ADMIN_TOKEN, PNID, PNID_BR, REPO, LoggedProxy, auth, base_config_data, free_port, wait_until
+from fakes import FakeContactCenter, FakeGraph
+from support import (
+    ADMIN_TOKEN,
+    PNID,
+    PNID_BR,
+    REPO,
+    FakeClock,
+    LoggedProxy,
+    auth,
+    base_config_data,
+    free_port,
+    wait_until,
+)
 
 PNID_NEW = "333333333333333"
 NEW_CONNECTOR = {
@@ -90,27 +105,78 @@ async def test_reload_swaps_every_reader_and_refuses_start_time_sections(
     app = client.app
     assert app is not None
     data = base_config_data(redis_url)
-    data["graph"]["base_url"] = app[CONFIG].graph.base_url
-    data["connectors"][0]["forward_webhooks_to"] = app[CONFIG].connectors[0].forward_webhooks_to
-    data["connectors"][1]["forward_webhooks_to"] = app[CONFIG].connectors[1].forward_webhooks_to
+    data["graph"]["base_url"] = app[CONFIG].current.graph.base_url
+    data["connectors"][0]["forward_webhooks_to"] = app[CONFIG].current.connectors[0].forward_webhooks_to
+    data["connectors"][1]["forward_webhooks_to"] = app[CONFIG].current.connectors[1].forward_webhooks_to
     data["admin"]["tokens"][0]["token"] = "rotated-admin-token-0002"
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     assert reload_config(app, path)
-    assert app[SERVICE].config is app[CONFIG]
+    assert app[SERVICE].config is app[CONFIG].current  # the service reads the same reference
     # A rotated admin token works on the next request, the old one no longer does.
     assert (await client.get("/admin/api/session", headers=auth(ADMIN_TOKEN))).status == 401
     assert (await client.get("/admin/api/session", headers=auth("rotated-admin-token-0002"))).status == 200
 
-    before = app[CONFIG]
+    before = app[CONFIG].current
     data["store"]["timeout_seconds"] = 9
     path.write_text(yaml.safe_dump(data))
     assert not reload_config(app, path)
-    assert app[CONFIG] is before
+    assert app[CONFIG].current is before
     path.unlink()
     assert not reload_config(app, path)
-    assert app[CONFIG] is before
+    assert app[CONFIG].current is before
     assert (await client.get("/healthz")).status == 200
+
+
+def _syncing(data: dict[str, Any]) -> None:
+    data["connectors"][0]["sync_to_meta"] = True
+    data["connectors"][0]["access_token"] = "EAAG-connector-token"
+
+
+@pytest.mark.filterwarnings("error::DeprecationWarning")
+async def test_a_reload_is_seen_by_the_service_the_gateway_and_the_meta_sync_without_a_deprecation_warning(
+    aiohttp_client: Any,
+    make_config: Callable[..., Any],
+    clock: FakeClock,
+    tmp_path: Path,
+    redis_url: str,
+    fake_graph: FakeGraph,
+    contact_center: FakeContactCenter,
+) -> None:
+    app = create_app(make_config(_syncing), clock=clock)
+    client = await aiohttp_client(app)
+    holder = app[CONFIG]
+    assert isinstance(holder, LiveConfig)
+    # One reference, held by every reader: nothing is copied that a reload would have to patch.
+    assert app[SERVICE].live is holder and app[META_SYNC].live is holder
+    send = {"messaging_product": "whatsapp", "to": "525512345678", "type": "text", "text": {"body": "hola"}}
+    refused = await client.post(f"/v21.0/{PNID_NEW}/messages", json=send)
+    assert refused.status == 403  # not a connector yet
+
+    data = base_config_data(redis_url)
+    _syncing(data)
+    data["graph"]["base_url"] = holder.current.graph.base_url
+    data["connectors"].append(NEW_CONNECTOR)
+    assert contact_center.server is not None
+    for connector in data["connectors"]:
+        connector["forward_webhooks_to"] = str(contact_center.server.make_url("/webhooks/whatsapp"))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert reload_config(app, path)
+    assert [w.message for w in caught] == []
+    new = holder.current
+    assert new.connector(PNID_NEW) is not None
+    assert app[CONFIG] is holder and app[SERVICE].config is new and app[META_SYNC].config is new
+
+    # The gateway reads the same reference on the next request: the new connector's sends go through.
+    passed = await client.post(f"/v21.0/{PNID_NEW}/messages", json=send, headers={"Authorization": "Bearer EAAG-x"})
+    assert passed.status == 200 and len(fake_graph.requests) == 1
+    # The service and the Meta sync see it too: the new connector is listed, and only the syncing one is synced.
+    listed = await client.get("/admin/api/connectors", headers=auth())
+    assert [c["phone_number_id"] for c in (await listed.json())["connectors"]] == [PNID, PNID_BR, PNID_NEW]
+    assert [c.phone_number_id for c in app[META_SYNC].config.connectors if c.sync_to_meta] == [PNID]
 
 
 def _refusals(app: Any) -> float:
@@ -138,14 +204,14 @@ async def test_a_reload_that_would_switch_enforcement_off_is_refused_logged_and_
     app = client.app
     assert app is not None
     data = base_config_data(redis_url)
-    data["graph"]["base_url"] = app[CONFIG].graph.base_url
+    data["graph"]["base_url"] = app[CONFIG].current.graph.base_url
     change(data)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
-    before = app[CONFIG]
+    before = app[CONFIG].current
     with caplog.at_level(logging.INFO, logger="wa_blocklist.proxy.run.reload"):
         assert not reload_config(app, path)
-    assert app[CONFIG] is before
+    assert app[CONFIG].current is before
     assert _refusals(app) == 1
     [record] = [r for r in caplog.records if r.name == "wa_blocklist.proxy.run.reload"]
     assert record.levelno == logging.ERROR and "refused" in record.getMessage()
@@ -155,7 +221,7 @@ async def test_a_reload_that_would_switch_enforcement_off_is_refused_logged_and_
     data["reload"] = {"allow_no_connectors": True, "allow_replacing_all_connectors": True}
     path.write_text(yaml.safe_dump(data))
     assert reload_config(app, path)
-    assert app[CONFIG] is not before and _refusals(app) == 1
+    assert app[CONFIG].current is not before and _refusals(app) == 1
 
 
 def test_check_config_and_serve_refuse_a_config_without_connectors(tmp_path: Path, redis_url: str) -> None:

@@ -50,6 +50,6 @@ async def apply_csv(request: web.Request, apply: Callable[..., Awaitable[ImportR
     flag = request.query.get("dry_run", "false").strip().lower()
     if flag not in ("true", "false", "1", "0", ""):
         raise BadRequest("dry_run must be true or false")
-    body = await read_body(request, MAX_BYTES, within=request.config_dict[CONFIG].server.body_timeout_seconds)
+    body = await read_body(request, MAX_BYTES, within=request.config_dict[CONFIG].current.server.body_timeout_seconds)
     report = await apply(service, pnid, body, actor=actor(request, source), dry_run=flag in ("true", "1"))
     return web.json_response(report.to_json())

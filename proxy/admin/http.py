@@ -64,7 +64,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """Auth for every API route (a token or a person signed in by a trusted reverse proxy); only the ``admin`` role
     may change anything."""
     if request.path.startswith("/admin/api/") and request.path != "/admin/api/openapi.json":
-        who = authenticate(request, request.config_dict[CONFIG].admin, request.app[THROTTLE])
+        who = authenticate(request, request.config_dict[CONFIG].current.admin, request.app[THROTTLE])
         if request.method not in _READ_METHODS and who.role != "admin":
             what = "the token" if who.kind == "token" else ""
             raise Forbidden(f"{what} {who.name!r} has the {who.role} role and cannot change blocks".strip())
@@ -136,7 +136,7 @@ async def json_object(
     Raises:
         BadRequest: too large or slow (413/408 from :func:`read_body`), not JSON, not an object, unknown fields.
     """
-    raw = await read_body(request, MAX_BODY, within=request.config_dict[CONFIG].server.body_timeout_seconds)
+    raw = await read_body(request, MAX_BODY, within=request.config_dict[CONFIG].current.server.body_timeout_seconds)
     body = parse_json(raw)
     if not isinstance(body, dict):
         raise BadRequest(f"the request body must be a JSON object such as {example}")

@@ -15,7 +15,7 @@ import aiohttp
 from redis import exceptions as redis_errors
 
 from ..base.errors import StoreUnavailable
-from ..config import Config, ConnectorConfig, GraphConfig
+from ..config import Config, ConnectorConfig, GraphConfig, LiveConfig, live
 from ..store.blocks import BlocklistStore
 from ..store.schema import BlockEntry
 from ..store.sync_queue import SyncQueue
@@ -108,6 +108,7 @@ SYNC_LEASE_MS = 60_000
 SYNC_BACKOFF_MS = (5_000, 30_000, 120_000, 600_000, 3_600_000)
 """Delay before retry N (the last one repeats): a failed sync is retried forever, never dropped."""
 
+
 class MetaSync:
     """Applies blocks and unblocks made in the admin API, CLI or plugins at Meta (``sync_to_meta: true``).
 
@@ -120,20 +121,30 @@ class MetaSync:
 
     Args:
         store: the blocklist store (its Redis client holds the queue).
-        config: the validated config.
+        config: the running proxy's :class:`LiveConfig` (the one the blocklist service reads), or a config of its own
+            (the CLI).
         client: the Meta client; None in processes that only queue (the CLI).
         clock: seconds since the epoch.
     """
 
     def __init__(
-        self, store: BlocklistStore, config: Config, client: MetaClient | None = None, clock: Clock = time.time
+        self,
+        store: BlocklistStore,
+        config: Config | LiveConfig,
+        client: MetaClient | None = None,
+        clock: Clock = time.time,
     ) -> None:
         self.queue = SyncQueue(store.redis)
-        self.config = config
+        self.live = live(config)
         self.client = client
         self.clock = clock
         self.wake = asyncio.Event()
         self._round = asyncio.Lock()  # one round at a time in this process; the lease guards across replicas
+
+    @property
+    def config(self) -> Config:
+        """The config now (read per call: a reload replaces it)."""
+        return self.live.current
 
     def attach(self, service: BlocklistService) -> None:
         """Queue every change of ``service`` on a connector with ``sync_to_meta``."""
@@ -254,4 +265,3 @@ def _sync_error(status: int, answer: Any) -> str:
     if isinstance(error, dict):
         return f"Meta answered HTTP {status} (code {error.get('code')}): {str(error.get('message', ''))[:200]}"
     return f"Meta answered HTTP {status}"
-

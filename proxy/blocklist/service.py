@@ -26,7 +26,7 @@ from ..base.errors import (
     UnknownConnector,
 )
 from ..base.phone_format import masked
-from ..config import Config, ConnectorConfig
+from ..config import Config, ConnectorConfig, LiveConfig, live
 from ..graph import identity as ids
 from ..graph.identity import Identity
 from ..graph.optout import Keyword
@@ -46,6 +46,9 @@ MAX_BLOCK_DURATION_MS = 366 * DAY_MS
 
 _DURATION = re.compile(r"^\s*([0-9]{1,12})\s*([smhdw]?)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+Owned = Sequence[tuple[str, int]]
+"""``(message, call or join request ID, index of its user in the users given)`` pairs from a verified webhook."""
 
 ChangeListener = Callable[[Literal["block", "unblock"], str, BlockEntry], Awaitable[None]]
 
@@ -85,18 +88,28 @@ class BlocklistService:
 
     Args:
         store: the Redis-backed store.
-        config: the validated config (connectors are looked up here).
+        config: the running proxy's :class:`LiveConfig` (a reload is seen at once), or a config of its own (CLI,
+            plugins, tests); connectors are looked up here.
         clock: seconds since the epoch.
     """
 
     def __init__(
-        self, store: BlocklistStore, config: Config, clock: Clock = time.time, cache: CheckCache | None = None
+        self,
+        store: BlocklistStore,
+        config: Config | LiveConfig,
+        clock: Clock = time.time,
+        cache: CheckCache | None = None,
     ) -> None:
         self.store = store
-        self.config = config
+        self.live = live(config)
         self.clock = clock
         self.cache = cache
         self._listeners: list[ChangeListener] = []
+
+    @property
+    def config(self) -> Config:
+        """The config now (read per call: a reload replaces it)."""
+        return self.live.current
 
     def add_listener(self, listener: ChangeListener) -> None:
         """Call ``listener(action, pnid, entry)`` after every block created and every unblock."""
@@ -346,12 +359,7 @@ class BlocklistService:
 
         For bodies that were not verified, and for plugins that check without recording.
         """
-        found: list[Identity] = []
-        if user.wa_id:
-            with contextlib.suppress(InvalidNumber):
-                found.append(ids.from_wa_id(user.wa_id))
-        if user.bsuid and (bsuid := ids.bsuid(user.bsuid)) is not None:
-            found.append(bsuid)
+        found = _identities(user)
         return bool(found) and await self.first_blocked(pnid, found) is not None
 
     async def may_block(self, pnid: str, number: str) -> BlockCheck:
@@ -428,12 +436,7 @@ class BlocklistService:
         return entry.number if entry is not None else key
 
     async def record_inbound(
-        self,
-        pnid: str,
-        users: Sequence[InboundUser],
-        *,
-        messages: Sequence[tuple[str, int]] = (),
-        join_requests: Sequence[tuple[str, int]] = (),
+        self, pnid: str, users: Sequence[InboundUser], *, messages: Owned = (), join_requests: Owned = ()
     ) -> list[bool]:
         """Record a VERIFIED webhook's users: the active ones wrote now; returns which of them are blocked.
 
@@ -448,18 +451,7 @@ class BlocklistService:
         Unparseable wa_ids are still checked by their BSUID; with neither usable, the user counts as not blocked
         and nothing is recorded for them.
         """
-        pairs: list[tuple[str, str, bool]] = []
-        for user in users:
-            wa_key = ""
-            if user.wa_id:
-                try:
-                    wa_key = ids.from_wa_id(user.wa_id).key
-                except InvalidNumber:
-                    wa_key = ""
-            found = ids.bsuid(user.bsuid) if user.bsuid else None
-            pairs.append((wa_key, found.key if found else "", user.active))
-        usable = [(ref, u) for ref, u in messages if 0 <= u < len(pairs) and (pairs[u][0] or pairs[u][1])]
-        joins = [(ref, u) for ref, u in join_requests if 0 <= u < len(pairs) and (pairs[u][0] or pairs[u][1])]
+        pairs, usable, joins = _recordable(users, messages, join_requests)
         return await self.store.record_inbound(pnid, pairs, self.now_ms(), messages=usable, join_requests=joins)
 
     async def message_sender(self, pnid: str, message_id: str) -> Identity | None:
@@ -495,12 +487,7 @@ class BlocklistService:
                 log.warning("a blocked user changed number on %s, but the new wa_id is unreadable", pnid)
         if new_bsuid and (found_new := ids.bsuid(new_bsuid)) is not None:
             new.append(found_new)
-        known: list[Identity] = []
-        if old.wa_id:
-            with contextlib.suppress(InvalidNumber):
-                known.append(ids.from_wa_id(old.wa_id))
-        if old.bsuid and (found := ids.bsuid(old.bsuid)) is not None:
-            known.append(found)
+        known = _identities(old)
         key = await self.first_blocked(pnid, known) if known and new else None
         entry = await self.store.get(pnid, key, self.now_ms()) if key else None
         if entry is None:
@@ -555,7 +542,8 @@ class BlocklistService:
 
     async def connectors(self) -> list[dict[str, Any]]:
         """Every configured connector with its count of blocked numbers (secrets never included)."""
-        counts = await self.store.count([c.phone_number_id for c in self.config.connectors], self.now_ms())
+        connectors = self.config.connectors  # one config for the whole answer, even if a reload lands meanwhile
+        counts = await self.store.count([c.phone_number_id for c in connectors], self.now_ms())
         return [
             {
                 "phone_number_id": c.phone_number_id,
@@ -564,7 +552,7 @@ class BlocklistService:
                 "region": c.region,
                 "blocked_count": counts[c.phone_number_id],
             }
-            for c in self.config.connectors
+            for c in connectors
         ]
 
     async def sweep_expired(self, limit: int = 1000) -> dict[str, list[BlockEntry]]:
@@ -771,8 +759,8 @@ class BlocklistService:
         pnid: str,
         users: Sequence[InboundUser],
         *,
-        messages: Sequence[tuple[str, int]] = (),
-        join_requests: Sequence[tuple[str, int]] = (),
+        messages: Owned = (),
+        join_requests: Owned = (),
         keywords: Sequence[tuple[int, Keyword, str]] = (),
         counted: Sequence[tuple[int, list[str]]] = (),
     ) -> list[int]:
@@ -810,8 +798,7 @@ class BlocklistService:
                 if who is None or not message_ids:
                     continue
                 reason = (
-                    f"flood: more than {connector.flood_max_messages} messages in "
-                    f"{connector.flood_window_seconds} s"
+                    f"flood: more than {connector.flood_max_messages} messages in {connector.flood_window_seconds} s"
                 )
                 expires = now + connector.flood_block_seconds * 1000
                 entry = BlockEntry(
@@ -821,9 +808,7 @@ class BlocklistService:
                 flood.append({"user": u, "fkey": who.key, "ids": message_ids, "window": window,
                               "max": connector.flood_max_messages, "key": who.key, "entry": entry.dumps(),
                               "expires": expires, "number": who.value, "kind": who.kind, "reason": reason})  # fmt: skip
-        pairs = [(k[0], k[1], u.active) for k, u in zip((_keys_of(u) for u in users), users, strict=True)]
-        usable = [(ref, u) for ref, u in messages if 0 <= u < len(pairs) and (pairs[u][0] or pairs[u][1])]
-        joins = [(ref, u) for ref, u in join_requests if 0 <= u < len(pairs) and (pairs[u][0] or pairs[u][1])]
+        pairs, usable, joins = _recordable(users, messages, join_requests)
         flags = await self.store.record_inbound_detail(
             pnid, pairs, now, messages=usable, join_requests=joins, prefs=prefs, flood=flood
         )
@@ -888,6 +873,30 @@ def _keys_of(user: InboundUser) -> tuple[str, str]:
             wa_key = ids.from_wa_id(user.wa_id).key
     found = ids.bsuid(user.bsuid) if user.bsuid else None
     return wa_key, found.key if found else ""
+
+
+def _identities(user: InboundUser) -> list[Identity]:
+    """The readable identities of an inbound user: its wa_id, its BSUID, both or none."""
+    found: list[Identity] = []
+    if user.wa_id:
+        with contextlib.suppress(InvalidNumber):
+            found.append(ids.from_wa_id(user.wa_id))
+    if user.bsuid and (bsuid := ids.bsuid(user.bsuid)) is not None:
+        found.append(bsuid)
+    return found
+
+
+def _recordable(
+    users: Sequence[InboundUser], messages: Owned, join_requests: Owned
+) -> tuple[list[tuple[str, str, bool]], list[tuple[str, int]], list[tuple[str, int]]]:
+    """What the store records of a verified webhook's users: ``(wa_id match key, BSUID, active)`` per user, and the
+    messages and join requests of the users with a usable identity (the others own nothing)."""
+    pairs = [(*_keys_of(user), user.active) for user in users]
+
+    def owned(refs: Owned) -> list[tuple[str, int]]:
+        return [(ref, u) for ref, u in refs if 0 <= u < len(pairs) and (pairs[u][0] or pairs[u][1])]
+
+    return pairs, owned(messages), owned(join_requests)
 
 
 def _primary(user: InboundUser) -> Identity | None:

@@ -110,7 +110,7 @@ def verify_token_matches(connectors: Iterable[ConnectorConfig], presented: str) 
 
 async def handle_verification(request: web.Request) -> web.Response:
     """``GET /webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=...&hub.challenge=...``: echo the challenge."""
-    config = request.app[CONFIG]
+    config = request.app[CONFIG].current
     mode = request.query.get("hub.mode", "")
     token = request.query.get("hub.verify_token", "")
     challenge = request.query.get("hub.challenge")
@@ -168,7 +168,7 @@ async def handle_webhook(request: web.Request) -> web.Response:
 
 
 async def _process(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
+    config = request.app[CONFIG].current
     body = await read_body(
         request,
         config.webhooks.max_body_bytes,
@@ -502,7 +502,7 @@ async def _deliver(
         headers[SIGNATURE_HEADER] = sign(destination.secret, body)
         headers[LEGACY_SIGNATURE_HEADER] = sign_sha1(destination.secret, body)
     tag_upstream(headers)
-    timeout = timedelta(seconds=app[CONFIG].webhooks.forward_timeout_seconds)
+    timeout = timedelta(seconds=app[CONFIG].current.webhooks.forward_timeout_seconds)
     metrics = app[METRICS]
     answered = False
     started = time.perf_counter()
@@ -547,7 +547,7 @@ def _reject_calls_later(app: web.Application, connector: ConnectorConfig, call_i
 
 async def _reject_call(app: web.Application, connector: ConnectorConfig, call_id: str) -> None:
     try:
-        if await MetaClient(app[GRAPH_SESSION], app[CONFIG].graph).reject_call(connector, call_id):
+        if await MetaClient(app[GRAPH_SESSION], app[CONFIG].current.graph).reject_call(connector, call_id):
             log.info("rejected a blocked user's call on %s", connector.name)
     except MetaError as exc:
         log.warning("could not reject a blocked user's call on %s: %s", connector.name, exc)

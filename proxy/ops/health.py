@@ -46,7 +46,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics``: this process's metrics in the Prometheus text format (behind ``admin.metrics_token``)."""
-    expected = request.app[CONFIG].admin.metrics_token
+    expected = request.app[CONFIG].current.admin.metrics_token
     if expected:
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(

@@ -215,7 +215,7 @@ class Gateway:
 
     @property
     def config(self) -> Config:
-        return self.app[CONFIG]
+        return self.app[CONFIG].current
 
     @property
     def service(self) -> BlocklistService:
@@ -734,7 +734,7 @@ async def read_capped(request: web.Request, limit: int = MAX_INSPECTED_BODY) -> 
     Raises:
         GraphRefusal: 413 too large; 408 when the body does not arrive within ``server.body_timeout_seconds``.
     """
-    seconds = request.app[CONFIG].server.body_timeout_seconds  # the gateway is on the main app
+    seconds = request.app[CONFIG].current.server.body_timeout_seconds  # the gateway is on the main app
     try:
         return await read_body(request, limit, within=seconds)
     except BodyTooLarge:

@@ -1,11 +1,12 @@
 """Hot reload of ``config.yaml`` on SIGHUP: connectors added, removed or changed without a restart.
 
 The new file is read and validated in full first; a broken one is refused (every problem logged) and the running
-config stays. A valid one is swapped in at one point, :func:`apply_config`, which replaces every reference the
-running proxy holds (``app[CONFIG]``, read per request by every face, ``BlocklistService.config`` and the Meta sync's
-config). Connectors, tokens, gateway and webhook policies take effect on the next request. Settings bound when the
-process started (``server``, ``store``, ``graph`` timeouts and the HTTP sessions) are kept; a change to them is
-logged as needing a restart.
+config stays. A valid one is swapped in at one point, :func:`apply_config`, which sets the ``current`` of the
+application's one :class:`~wa_blocklist.proxy.config.LiveConfig` (``app[CONFIG]``). The gateway, the webhook receiver,
+the admin app, the blocklist service and the Meta sync all hold that same object and read ``current`` per request,
+so nothing else needs patching. Connectors, tokens, gateway and webhook policies take effect on the next request.
+Settings bound when the process started (``server``, ``store``, ``graph`` timeouts and the HTTP sessions) are kept;
+a change to them is logged as needing a restart.
 
 A config that would switch enforcement off by accident is refused too (:func:`connector_problems`): one with no
 connectors (a file truncated before ``connectors:``, or ``connectors: []``) lets every send through unchecked, and
@@ -20,13 +21,12 @@ import asyncio
 import dataclasses
 import logging
 import signal
-import warnings
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
 
-from ..appkeys import CONFIG, META_SYNC, METRICS, SERVICE
+from ..appkeys import CONFIG, META_SYNC, METRICS
 from ..base.errors import ConfigError
 from ..config import Config, connector_problems, load_config
 
@@ -38,17 +38,12 @@ RESTART_ONLY = ("server", "store", "graph")
 
 
 def apply_config(app: web.Application, config: Config) -> None:
-    """Make ``config`` the running config of ``app`` (the one place the swap happens)."""
-    with warnings.catch_warnings():
-        # aiohttp discourages changing a started app's state because sub-apps and handlers may have copied it;
-        # here every reader looks the config up per request (``app[CONFIG]`` / ``request.config_dict``), and the
-        # swap is one assignment on the event loop's thread.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        app[CONFIG] = config
-    if SERVICE in app:
-        app[SERVICE].config = config
-    if META_SYNC in app:
-        app[META_SYNC].config = config
+    """Make ``config`` the running config of ``app`` (the one place the swap happens).
+
+    One assignment on the event loop's thread; the application's own state is not changed (aiohttp discourages that
+    once it has started, and warns), and no warning filter is needed.
+    """
+    app[CONFIG].current = config
 
 
 def reload_config(app: web.Application, path: Path) -> bool:
@@ -57,7 +52,7 @@ def reload_config(app: web.Application, path: Path) -> bool:
     A broken file, one that changes a start-time section (:data:`RESTART_ONLY`), or one refused by
     :func:`connector_problems` is refused, logged at error level and counted; the running config is kept.
     """
-    old = app[CONFIG]
+    old = app[CONFIG].current
     try:
         new = load_config(path)
     except ConfigError as exc:
