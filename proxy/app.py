@@ -38,7 +38,7 @@ from .metrics import Metrics
 from .ops.expiry import DEFAULT_SWEEP_SECONDS, SWEEP_SECONDS, expiry_sweep_ctx
 from .ops.health import setup_health
 from .outbound.gateway import gateway_client, webhook_client
-from .outbound.routes import setup_gateway
+from .outbound.routes import gateway_first, setup_gateway
 from .store.cache import CheckCache
 from .store.client import open_store
 
@@ -56,9 +56,8 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     metrics = Metrics()
     # auto_decompress off: the gateway forwards the bytes it received (a gzip send stays gzip for Meta) and decodes
     # only what it inspects (graph/classify.py: decode_body).
-    app = web.Application(
-        middlewares=[make_request_middleware(metrics.request_done)], handler_args={"auto_decompress": False}
-    )
+    request_context = make_request_middleware(metrics.request_done)
+    app = web.Application(middlewares=[request_context], handler_args={"auto_decompress": False})
     app[CONFIG] = LiveConfig(config)  # the one config reference; a reload sets its current (run/reload.py)
     app[CLOCK] = clock
     app[METRICS] = metrics
@@ -71,7 +70,8 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     app.add_subapp("/admin/", create_admin_app())
     setup_health(app)
     setup_webhooks(app)
-    setup_gateway(app)  # keep last: the gateway's catch-all route must come after every other route
+    gateway = setup_gateway(app)  # keep last: the gateway's catch-all route must come after every other route
+    gateway_first(app, request_context, gateway)  # plain Graph paths skip the router (outbound/routes.py)
     app.cleanup_ctx.append(_meta_sync_ctx)
     return app
 

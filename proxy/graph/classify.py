@@ -286,6 +286,37 @@ def classify_target(
     Raises:
         Refused: the request is refused (see the module docstring and docs/gateway.md).
     """
+    if len(raw_path) + len(raw_query) <= _MEMO_TARGET and _headers_plain(headers):
+        # no header the checks could refuse: the answer depends on the rest only
+        return _classify_memo(method, raw_path, raw_query, tuple(extra))
+    return _classify(method, raw_path, raw_query, headers, extra)
+
+
+def _headers_plain(headers: Iterable[tuple[str, str]]) -> bool:
+    """True when :func:`_check_headers` cannot refuse these headers: no name mentions a method and neither
+    ``Content-Type`` nor ``Content-Encoding`` can be there twice (a cheap test on all names at once)."""
+    names = "\n".join([name for name, _ in headers]).lower()
+    return "method" not in names and names.count("content-type") < 2 and names.count("content-encoding") < 2
+
+
+_MEMO_TARGET = 256
+"""Longest path and query whose classification is remembered (4,096 of them at most: about 1 MB)."""
+
+
+@lru_cache(maxsize=4096)
+def _classify_memo(method: str, raw_path: str, raw_query: str, extra: tuple[Surface, ...]) -> Target:
+    """:func:`_classify` of a request whose headers pass, remembered: a contact center sends to a handful of paths,
+    and a :class:`Target` is immutable. Refusals are not remembered (``lru_cache`` keeps no exceptions)."""
+    return _classify(method, raw_path, raw_query, (), extra)
+
+
+def _classify(
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Iterable[tuple[str, str]],
+    extra: Sequence[Surface],
+) -> Target:
     method = method.upper()
     parts = _path_parts(raw_path)
     if parts and parts[0].lower() in OWN_FACES:
@@ -411,9 +442,7 @@ def _check_names(pairs: Iterable[tuple[str, Any]], where: str) -> None:
         low = name.lower()
         if low in OVERRIDES:
             what = "batch requests" if low == "batch" else "method overrides"
-            raise invalid(
-                f"the {where} has a {name!r} parameter: {what} are not supported through the blocklist proxy"
-            )
+            raise invalid(f"the {where} has a {name!r} parameter: {what} are not supported through the blocklist proxy")
         if low in CHECKED_FIELDS and name != low:
             raise invalid(f"the {where} has {name!r}: parameter names are lower case ({low!r})")
         if low in seen:
@@ -453,9 +482,7 @@ class Params:
     also: dict[str, list[str]] = field(default_factory=dict)
 
 
-def read_params(
-    query: Sequence[tuple[str, str]], body: bytes, content_type: str, content_encoding: str = ""
-) -> Params:
+def read_params(query: Sequence[tuple[str, str]], body: bytes, content_type: str, content_encoding: str = "") -> Params:
     """Parse an inspected request's parameters from its query and body.
 
     Args:
@@ -526,6 +553,7 @@ def decode_body(body: bytes, content_encoding: str) -> bytes:
     return out
 
 
+@lru_cache(maxsize=256)
 def _content_type(value: str) -> tuple[str, str]:
     mime, _, rest = value.partition(";")
     charset = ""
@@ -548,6 +576,8 @@ def _reject_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _JSON = json.JSONDecoder(object_pairs_hook=_reject_pairs)
+_JSON_SPACE = " \t\n\r"
+"""JSON's whitespace (RFC 8259 §2): what may stand around the value."""
 
 
 def _json_pairs(body: bytes) -> list[tuple[str, Any]]:
@@ -557,10 +587,14 @@ def _json_pairs(body: bytes) -> list[tuple[str, Any]]:
         raise invalid("the request body is not UTF-8") from None
     if nested_deeper_than(text, MAX_JSON_DEPTH):
         raise invalid(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep")
+    text = text.strip(_JSON_SPACE)
     try:
-        data = _JSON.decode(text)
-    except (ValueError, RecursionError):
+        # what JSONDecoder.decode does, without its two whitespace regexes (scan_once is set by its constructor)
+        data, end = _JSON.scan_once(text, 0)  # type: ignore[attr-defined]
+    except (StopIteration, ValueError, RecursionError):
         raise invalid("the request body is not valid JSON") from None
+    if end != len(text):
+        raise invalid("the request body is not valid JSON")
     if not isinstance(data, dict):
         raise invalid("the request body must be a JSON object")
     return list(data.items())
@@ -656,9 +690,7 @@ def _multipart_pairs(body: bytes, content_type: str) -> list[tuple[str, Any]]:
         ):
             raise invalid("a multipart part has no single plain form-data name")
         if part.get_filename() is not None:
-            raise invalid(
-                f"the multipart field {name[:40]!r} is sent as a file; this endpoint takes only text fields"
-            )
+            raise invalid(f"the multipart field {name[:40]!r} is sent as a file; this endpoint takes only text fields")
         transfer = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
         if transfer not in ("", "7bit", "8bit", "binary"):
             raise invalid(f"the multipart field {name[:40]!r} has Content-Transfer-Encoding {transfer[:20]!r}")
@@ -753,7 +785,7 @@ def reach(target: Target, params: Params) -> Reach:
     maybe = [(name, value) for name in ("to", "recipient") for value in params.also.get(name, [])]
     group = False
     if target.edge == "calls" and "action" in fields and not isinstance(fields["action"], str):
-        raise invalid("action must be a string such as \"connect\"")
+        raise invalid('action must be a string such as "connect"')
     if "recipient_type" in fields:
         kind = fields["recipient_type"]
         if kind not in ("individual", "group"):

@@ -291,7 +291,7 @@ class Gateway:
 
     async def read_inspected(self, request: web.Request, target: Target) -> tuple[bytes, Params]:
         """Read (capped) and parse an inspected request's body; the original bytes are returned for forwarding."""
-        body = await read_capped(request) if request.body_exists else b""
+        body = await read_capped(request, self.config.server.body_timeout_seconds) if request.body_exists else b""
         headers = request.headers
         params = read_params(target.query, body, headers.get("Content-Type", ""), headers.get("Content-Encoding", ""))
         return body, params
@@ -677,6 +677,7 @@ async def relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.S
             log.warning("Graph API response broke off: %s", type(exc).__name__)
             raise unavailable(502, f"the Graph API response broke off ({type(exc).__name__}); retry later") from None
         return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+    tag_upstream(headers)  # the request's X-Request-Id, before the headers are sent (see routes.gateway_first)
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     await response.prepare(request)
     try:
@@ -712,6 +713,7 @@ async def _relay_reqwest(request: web.Request, upstream: ReqwestResponse) -> web
             log.warning("Graph API response broke off: %s", type(exc).__name__)
             raise unavailable(502, f"the Graph API response broke off ({type(exc).__name__}); retry later") from None
         return web.Response(status=status, headers=headers, body=body)
+    tag_upstream(headers)  # the request's X-Request-Id, before the headers are sent (see routes.gateway_first)
     response = web.StreamResponse(status=status, headers=headers)
     await response.prepare(request)
     reader = upstream.body_reader
@@ -728,13 +730,15 @@ async def _relay_reqwest(request: web.Request, upstream: ReqwestResponse) -> web
     return response
 
 
-async def read_capped(request: web.Request, limit: int = MAX_INSPECTED_BODY) -> bytes:
+async def read_capped(request: web.Request, seconds: float, limit: int = MAX_INSPECTED_BODY) -> bytes:
     """Read a body the gateway must inspect, refusing (413) anything over ``limit`` bytes.
 
+    Args:
+        seconds: how long the body may take to arrive (``server.body_timeout_seconds``).
+
     Raises:
-        GraphRefusal: 413 too large; 408 when the body does not arrive within ``server.body_timeout_seconds``.
+        GraphRefusal: 413 too large; 408 when the body does not arrive within ``seconds``.
     """
-    seconds = request.app[CONFIG].current.server.body_timeout_seconds  # the gateway is on the main app
     try:
         return await read_body(request, limit, within=seconds)
     except BodyTooLarge:
