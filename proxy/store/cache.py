@@ -234,6 +234,9 @@ class CheckCache:
             finally:
                 if sending is not None and not sending.done():
                     sending.cancel()
+                    # let the heartbeat's publishes settle before the client closes: one caught mid-connect would
+                    # otherwise open a connection after the pool's last disconnect and leave its socket unclosed
+                    await asyncio.wait([sending])
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             if not self._stopping:
