@@ -4,28 +4,147 @@ Every metric lives in one :class:`Metrics` object per application, with its own 
 apps in one process (tests, plugins) never collide. With ``wa-blocklist serve --workers N`` each worker process has
 its own registry and a scrape reaches one worker: scrape each worker separately or sum over ``instance`` only as
 far as that goes (see README.md, "Prometheus metrics").
+
+The metrics moved on every request and every Redis call (``wabl_requests_total``, ``wabl_request_seconds``,
+``wabl_store_seconds``, ``wabl_store_errors_total``) are kept as plain numbers (:class:`PlainCounter`,
+:class:`PlainHistogram`) and handed to prometheus_client at scrape time as the very families its ``Counter`` and
+``Histogram`` would give (names, labels, HELP, buckets, ``_created``): its objects take a lock, a label lookup and a
+walk over the buckets per observation, tens of thousands of instructions on a path that costs a few hundred
+thousand. They are updated from the event loop's thread only.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "PlainCounter", "PlainHistogram"]
 
 from .base.logs import RequestInfo
 from .store.cache import CheckCache
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+def _created_series_wanted() -> bool:
+    """prometheus_client's own switch for the ``_created`` series (``disable_created_metrics()``, or the
+    ``PROMETHEUS_DISABLE_CREATED_SERIES`` environment variable), honoured as its own metrics honour it."""
+    return bool(getattr(prometheus_metrics, "_use_created", True))
+
+
+class PlainCounter(Collector):
+    """A Prometheus counter kept as plain numbers: ``values[labelvalues] += 1`` on the hot path, exported at
+    scrape time as the family prometheus_client's ``Counter`` would give (``_total`` and ``_created`` per series).
+
+    Args:
+        name: the metric's name without ``_total``.
+        documentation: the HELP text.
+        labelnames: the label names, in order.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self.values: dict[tuple[str, ...], float] = {}
+        self.created: dict[tuple[str, ...], float] = {}
+        if not self.labelnames:  # as prometheus_client: an unlabelled counter exists (at 0) from the start
+            self.start(())
+
+    def start(self, labelvalues: tuple[str, ...]) -> None:
+        """Create the series for ``labelvalues`` at 0 (what ``Counter.labels(...)`` does on first use)."""
+        if len(labelvalues) != len(self.labelnames):
+            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {labelvalues}")
+        if labelvalues not in self.values:
+            self.values[labelvalues] = 0
+            self.created[labelvalues] = time.time()
+
+    def inc(self, labelvalues: tuple[str, ...] = (), amount: float = 1) -> None:
+        """Add ``amount`` to the series of ``labelvalues`` (the hot paths inline this)."""
+        if labelvalues not in self.values:
+            self.start(labelvalues)
+        self.values[labelvalues] += amount
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        created = self.created if _created_series_wanted() else {}
+        for labelvalues, value in list(self.values.items()):  # a copy: a scrape from another thread is safe
+            family.add_metric(labelvalues, float(value), created=created.get(labelvalues))
+        yield family
+
+
+class PlainHistogram(Collector):
+    """A Prometheus histogram kept as plain numbers: one list per series holding the count of each bucket (not
+    cumulative) and, last, the sum; ``bisect`` finds an observation's bucket. Exported at scrape time as the family
+    prometheus_client's ``Histogram`` would give (cumulative ``_bucket`` with ``le``, ``_count``, ``_sum``,
+    ``_created``).
+
+    Args:
+        name: the metric's name.
+        documentation: the HELP text.
+        labelnames: the label names, in order.
+        buckets: the upper bounds, ascending (``+Inf`` is added).
+    """
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str] = (), *, buckets: Sequence[float]
+    ) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        bounds = [float(b) for b in buckets]
+        if bounds != sorted(bounds) or not bounds:
+            raise ValueError(f"{self.name}: buckets must be in ascending order")
+        if bounds[-1] != float("inf"):
+            bounds.append(float("inf"))
+        self.bounds = tuple(bounds)
+        """The upper bounds, ``+Inf`` last: ``bisect_left(bounds, x)`` is the first bucket with ``x <= le``."""
+        self._le = tuple(floatToGoString(b) for b in self.bounds)  # type: ignore[no-untyped-call]  # as Histogram
+        self.series: dict[tuple[str, ...], list[float]] = {}
+        self.created: dict[tuple[str, ...], float] = {}
+        if not self.labelnames:
+            self.start(())
+
+    def start(self, labelvalues: tuple[str, ...]) -> list[float]:
+        """The series of ``labelvalues``, created empty on first use."""
+        series = self.series.get(labelvalues)
+        if series is None:
+            if len(labelvalues) != len(self.labelnames):
+                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {labelvalues}")
+            series = self.series[labelvalues] = [0] * len(self.bounds) + [0.0]
+            self.created[labelvalues] = time.time()
+        return series
+
+    def observe(self, amount: float, labelvalues: tuple[str, ...] = ()) -> None:
+        """Count one observation (the hot paths inline this)."""
+        series = self.series.get(labelvalues) or self.start(labelvalues)
+        series[bisect_left(self.bounds, amount)] += 1
+        series[-1] += amount
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        with_created = _created_series_wanted()
+        for labelvalues, series in list(self.series.items()):
+            *counts, total = series  # one copy, so the sum and the buckets of a series agree
+            cumulative = 0.0
+            buckets = []
+            for le, count in zip(self._le, counts, strict=True):
+                cumulative += count
+                buckets.append((le, cumulative))
+            family.add_metric(labelvalues, buckets, total)
+            if with_created:
+                labels = dict(zip(self.labelnames, labelvalues, strict=True))
+                family.samples.append(Sample(f"{self.name}_created", labels, self.created[labelvalues], None))
+        yield family
 
 
 class _CacheCollector(Collector):
@@ -56,13 +175,18 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "wabl_requests", "Requests handled, by face (gateway, webhooks, admin, ops) and outcome",
-            ["face", "outcome"], registry=r,
-        )  # fmt: skip
-        self.request_seconds = Histogram(
-            "wabl_request_seconds", "Time to answer a request, by face", ["face"], buckets=LATENCY_BUCKETS, registry=r
+        # The four moved on every request or Redis call are plain numbers (see the module docstring), registered
+        # in the order the scrape has always listed them.
+        self.requests = PlainCounter(
+            "wabl_requests",
+            "Requests handled, by face (gateway, webhooks, admin, ops) and outcome",
+            ["face", "outcome"],
         )
+        r.register(self.requests)
+        self.request_seconds = PlainHistogram(
+            "wabl_request_seconds", "Time to answer a request, by face", ["face"], buckets=LATENCY_BUCKETS
+        )
+        r.register(self.request_seconds)
         self.inbound_blocked = Counter(
             "wabl_inbound_blocked_items", "Webhook items of blocked users removed before forwarding", ["connector"],
             registry=r,
@@ -86,13 +210,14 @@ class Metrics:
             "wabl_upstream_errors", "Upstream calls that failed without a response (connect errors, timeouts)",
             ["upstream"], registry=r,
         )  # fmt: skip
-        self.store_seconds = Histogram(
-            "wabl_store_seconds", "Time of each blocklist store (Redis) operation", buckets=STORE_BUCKETS, registry=r
+        self.store_seconds = PlainHistogram(
+            "wabl_store_seconds", "Time of each blocklist store (Redis) operation", buckets=STORE_BUCKETS
         )
-        self.store_errors = Counter(
-            "wabl_store_errors", "Blocklist store operations that failed (Redis unreachable, timed out, loading)",
-            registry=r,
-        )  # fmt: skip
+        r.register(self.store_seconds)
+        self.store_errors = PlainCounter(
+            "wabl_store_errors", "Blocklist store operations that failed (Redis unreachable, timed out, loading)"
+        )
+        r.register(self.store_errors)
         self.webhook_forwards = Counter(
             "wabl_webhook_forwards", "Webhooks forwarded to contact centers, by connector and result "
             "(delivered, rejected, unreachable, timeout)", ["connector", "result"], registry=r,
@@ -114,26 +239,41 @@ class Metrics:
         self.graph_errors = self.upstream_errors.labels("graph")
         self.contact_center_seconds = self.upstream_seconds.labels("contact_center")
         self.contact_center_errors = self.upstream_errors.labels("contact_center")
-        self._per_request: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._request_counts = self.requests.values
+        self._request_series = self.request_seconds.series
+        self._latency_bounds = self.request_seconds.bounds
+        self._store_series = self.store_seconds.series[()]
+        self._store_bounds = self.store_seconds.bounds
 
     def watch_cache(self, cache: CheckCache | None) -> None:
         """Report this check cache's hits and misses."""
         self._cache.cache = cache
 
     def request_done(self, info: RequestInfo, status: int, seconds: float) -> None:
-        """The request middleware's hook (see :func:`wa_blocklist.proxy.base.logs.make_request_middleware`)."""
-        children = self._per_request.get((info.face, info.outcome))
-        if children is None:  # faces and outcomes are a handful of fixed words, so this stays small
-            children = (self.requests.labels(info.face, info.outcome), self.request_seconds.labels(info.face))
-            self._per_request[(info.face, info.outcome)] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        """The request middleware's hook (see :func:`wa_blocklist.proxy.base.logs.make_request_middleware`): counts
+        the request in ``wabl_requests_total`` and its time in ``wabl_request_seconds``.
+
+        Inlined :meth:`PlainCounter.inc` and :meth:`PlainHistogram.observe` (faces and outcomes are a handful of
+        fixed words, so the series stay few).
+        """
+        key = (info.face, info.outcome)
+        counts = self._request_counts
+        if key in counts:
+            counts[key] += 1
+        else:
+            self.requests.inc(key)
+        face = (info.face,)
+        series = self._request_series.get(face) or self.request_seconds.start(face)
+        series[bisect_left(self._latency_bounds, seconds)] += 1
+        series[-1] += seconds
 
     def store_call(self, seconds: float, failed: bool) -> None:
-        """The store's hook, after each Redis operation."""
-        self.store_seconds.observe(seconds)
+        """The store's hook, after each Redis operation (``wabl_store_seconds``, ``wabl_store_errors_total``)."""
+        series = self._store_series
+        series[bisect_left(self._store_bounds, seconds)] += 1
+        series[-1] += seconds
         if failed:
-            self.store_errors.inc()
+            self.store_errors.values[()] += 1
 
     def trace(self, upstream: str) -> aiohttp.TraceConfig:
         """A client trace that times every call of a session to ``upstream`` (``graph`` or ``contact_center``)."""

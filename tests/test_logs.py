@@ -313,3 +313,160 @@ def test_the_quick_skip_never_skips_a_secret(text: str) -> None:
     full = logs._SECRET_IN_URL.sub(lambda m: f"{m.group('name')}{m.group('sep')}{REDACTED}", full)
     full = logs._BEARER.sub(lambda m: f"{m.group('name')} {REDACTED}", full)
     assert redact(text) == full
+
+
+# --- access lines from a template, written in batches ---------------------------------------------------------------
+
+ACCESS_KEYS = [
+    "ts", "level", "logger", "message", "request_id", "method", "path", "face", "connector", "outcome", "status",
+    "latency_ms", "remote",
+]  # fmt: skip
+ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=40)  # control characters, quotes, surrogates too
+
+
+@given(
+    method=ANY_TEXT, path=ANY_TEXT, status=st.integers(0, 999), request_id=ANY_TEXT, face=ANY_TEXT,
+    connector=ANY_TEXT, outcome=ANY_TEXT, latency_ms=st.floats() | st.integers(0, 10**6), remote=ANY_TEXT,
+    created=st.floats(0, 4e9),
+)  # fmt: skip
+@settings(max_examples=500, derandomize=True, database=None)
+def test_the_access_line_template_writes_exactly_what_the_formatters_write(
+    method: str, path: str, status: int, request_id: str, face: str, connector: str, outcome: str,
+    latency_ms: float, remote: str, created: float,
+) -> None:  # fmt: skip
+    from wa_blocklist.proxy.base import logs
+
+    record = logging.LogRecord("aiohttp.access", logging.INFO, __file__, 1, "%s %s %s", (method, path, status), None)
+    record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0  # as LogRecord sets them
+    record.request = {  # type: ignore[attr-defined]  # what the logging path's record carries
+        "request_id": request_id, "method": method, "path": path, "face": face, "connector": connector,
+        "outcome": outcome, "status": status, "latency_ms": latency_ms, "remote": remote,
+    }  # fmt: skip
+    fields = (method, path, status, request_id, face, connector, outcome, latency_ms, remote)
+    ts = logs._timestamp_of(created)
+    assert ts == logs._timestamp(record)
+    assert logs._json_line(ts, "aiohttp.access", *fields) == JsonFormatter().format(record) + "\n"
+    assert logs._human_line(ts, "aiohttp.access", *fields) == HumanFormatter().format(record) + "\n"
+
+
+@pytest.fixture
+async def served(
+    aiohttp_server: Any, aiohttp_client: Any, make_config: ConfigFactory, clock: FakeClock
+) -> TestClient[Any, Any]:
+    """The proxy as ``wa-blocklist serve`` serves it (its access logger), no test handler on ``aiohttp.access``."""
+    server = await aiohttp_server(create_app(make_config(), clock=clock), access_log_class=RedactingAccessLogger)
+    client: TestClient[Any, Any] = await aiohttp_client(server)
+    return client
+
+
+@pytest.fixture
+def records_made() -> Iterator[list[str]]:
+    """The logger names of the LogRecords made meanwhile."""
+    made: list[str] = []
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        made.append(record.name)
+        return record
+
+    logging.setLogRecordFactory(counting)
+    yield made
+    logging.setLogRecordFactory(factory)
+
+
+async def wait_for_lines(stream: io.StringIO, count: int) -> list[str]:
+    for _ in range(200):
+        if len(stream.getvalue().splitlines()) >= count:
+            break
+        await asyncio.sleep(0.01)
+    return stream.getvalue().splitlines()
+
+
+async def test_served_access_lines_come_from_the_template_in_batches(
+    served: TestClient[Any, Any], restore_root_logging: None, records_made: list[str]
+) -> None:
+    stream = io.StringIO()
+    setup_logging(stream)  # as `wa-blocklist serve` does: the only handler is the batching one
+    for i in range(3):
+        resp = await served.get(f"/healthz?access_token={GRAPH_TOKEN}&n={i}", headers={"X-Request-Id": f"cc-{i}"})
+        assert resp.status == 200
+    logged = [json.loads(line) for line in await wait_for_lines(stream, 3)]
+    assert "aiohttp.access" not in records_made  # no LogRecord: the template wrote the lines
+    assert [list(line) for line in logged] == [ACCESS_KEYS] * 3
+    for i, line in enumerate(logged):
+        path = f"/healthz?access_token={REDACTED}&n={i}"
+        assert line["path"] == path and line["message"] == f"GET {path} 200" and GRAPH_TOKEN not in str(line)
+        assert (line["request_id"], line["face"], line["outcome"], line["status"]) == (f"cc-{i}", "ops", "ok", 200)
+        assert (line["logger"], line["level"], line["connector"], line["remote"]) == (
+            "aiohttp.access", "info", "", "127.0.0.1"
+        )  # fmt: skip
+        assert isinstance(line["latency_ms"], float) and line["ts"].endswith("Z")
+
+    # The logger's level still rules: above INFO, no access line.
+    access = logging.getLogger("aiohttp.access")
+    level = access.level
+    access.setLevel(logging.WARNING)
+    try:
+        assert (await served.get("/healthz")).status == 200
+        await asyncio.sleep(0.05)
+    finally:
+        access.setLevel(level)
+    assert len(stream.getvalue().splitlines()) == 3
+
+
+async def test_batched_lines_keep_their_order_and_are_never_lost(restore_root_logging: None) -> None:
+    from wa_blocklist.proxy.base.logs import BatchingStreamHandler
+
+    stream = io.StringIO()
+    setup_logging(stream, as_json=False)
+    [handler] = logging.getLogger().handlers
+    assert isinstance(handler, BatchingStreamHandler)
+    handler.add_line("access 1\n")
+    handler.add_line("access 2\n")
+    assert stream.getvalue() == ""  # waiting for the end of this loop iteration
+    logging.getLogger("wa_blocklist.proxy.test").warning("made after the two requests")
+    handler.add_line("access 3\n")
+    await asyncio.sleep(0)  # the loop comes round: one write
+    out = stream.getvalue().splitlines()
+    assert out[:2] == ["access 1", "access 2"] and out[2].endswith("made after the two requests")
+    assert out[3:] == ["access 3"]
+
+    handler.add_line("access 4\n")
+    handler.flush()  # what logging.shutdown() does at exit (a clean stop), or a handler's replacement
+    assert stream.getvalue().splitlines()[-1] == "access 4"
+
+    handler.add_line("access 5\n")
+    setup_logging(io.StringIO())  # set up again: the old handler's waiting lines still reach its stream
+    assert stream.getvalue().splitlines()[-1] == "access 5"
+
+    many = BatchingStreamHandler(io.StringIO())
+    for i in range(many.max_pending):  # a loop that never comes round still gets its lines written
+        many.add_line(f"{i}\n")
+    assert len(many.stream.getvalue().splitlines()) == many.max_pending
+    many.close()
+
+
+async def test_any_other_logging_set_up_gets_records(
+    served: TestClient[Any, Any], restore_root_logging: None, records_made: list[str]
+) -> None:
+    stream = io.StringIO()
+    setup_logging(stream)
+    access = logging.getLogger("aiohttp.access")
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            seen.append(record)
+            return True
+
+    keep = Keep()
+    access.addFilter(keep)  # an operator's or a plugin's filter on the access logger
+    try:
+        assert (await served.get("/healthz")).status == 200
+        await wait_for_lines(stream, 1)
+    finally:
+        access.removeFilter(keep)
+    assert [r.name for r in seen] == ["aiohttp.access"] and "aiohttp.access" in records_made
+    [line] = lines(stream)
+    assert list(line) == ACCESS_KEYS and line["face"] == "ops"  # the same line, through logging

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    enable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from wa_blocklist.proxy.app import create_app
 from wa_blocklist.proxy.appkeys import METRICS
+from wa_blocklist.proxy.base.logs import RequestInfo
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
+from wa_blocklist.proxy.metrics import Metrics
 
 import payloads as p
 from fakes import FakeContactCenter, FakeGraph, sign
@@ -135,3 +147,63 @@ async def test_each_app_has_its_own_registry(make_config: ConfigFactory, clock: 
     assert value(await scrape(one), "wabl_requests_total", face="ops", outcome="ok") == 2
     assert value(await scrape(two), "wabl_requests_total", face="ops", outcome="ok") == 1
     assert one.app[METRICS].registry is not two.app[METRICS].registry
+
+
+def _plain_families_text(registry: CollectorRegistry) -> str:
+    """The exposition text with the ``_created`` timestamps blanked (they differ by the microsecond)."""
+    return re.sub(r"(_created(?:\{[^}]*\})?) \S+", r"\1 T", generate_latest(registry).decode())
+
+
+@pytest.mark.parametrize("created_series", [True, False])
+def test_plain_metrics_scrape_exactly_as_prometheus_clients_own(created_series: bool) -> None:
+    """The per-request and per-Redis-call metrics are plain numbers; a scrape must not tell them from
+    prometheus_client's ``Counter`` and ``Histogram`` given the same observations (names, labels, HELP, types,
+    buckets, ``_count``/``_sum``/``_created``, series order)."""
+    if not created_series:
+        disable_created_metrics()
+    try:
+        metrics = Metrics()
+        reference = CollectorRegistry()
+        requests = Counter(
+            "wabl_requests", "Requests handled, by face (gateway, webhooks, admin, ops) and outcome",
+            ["face", "outcome"], registry=reference,
+        )  # fmt: skip
+        request_seconds = Histogram(
+            "wabl_request_seconds", "Time to answer a request, by face", ["face"], registry=reference,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+        )  # fmt: skip
+        store_seconds = Histogram(
+            "wabl_store_seconds", "Time of each blocklist store (Redis) operation", registry=reference,
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )  # fmt: skip
+        store_errors = Counter(
+            "wabl_store_errors", "Blocklist store operations that failed (Redis unreachable, timed out, loading)",
+            registry=reference,
+        )  # fmt: skip
+        # Bounds exactly (an observation equal to a bound is in that bucket), between bounds, beyond the last, 0.
+        requests_seen = [
+            ("gateway", "ok", 0.0042), ("gateway", "blocked", 0.001), ("webhooks", "forwarded", 0.0025),
+            ("gateway", "ok", 31.0), ("admin", "refused", 0.0), ("gateway", "ok", 30.0), ("ops", "ok", 1e-7),
+            ("webhooks", "error", 0.75),
+        ]  # fmt: skip
+        for face, outcome, seconds in requests_seen:
+            metrics.request_done(RequestInfo("r", face, outcome=outcome), 200, seconds)
+            requests.labels(face, outcome).inc()
+            request_seconds.labels(face).observe(seconds)
+        for seconds, failed in [(0.0001, False), (0.00031, False), (2.5, True), (1.0, False), (0.0, True)]:
+            metrics.store_call(seconds, failed)
+            store_seconds.observe(seconds)
+            if failed:
+                store_errors.inc()
+
+        ours = CollectorRegistry()
+        for collector in (metrics.requests, metrics.request_seconds, metrics.store_seconds, metrics.store_errors):
+            ours.register(collector)
+        expected = _plain_families_text(reference)
+        assert _plain_families_text(ours) == expected
+        assert "wabl_requests_created" in expected if created_series else "_created" not in expected
+        whole = re.sub(r"(_created(?:\{[^}]*\})?) \S+", r"\1 T", metrics.render().decode())
+        first, second = expected.split("# HELP wabl_store_seconds ")
+        assert first in whole and "# HELP wabl_store_seconds " + second in whole  # as listed in the whole scrape
+    finally:
+        enable_created_metrics()
