@@ -6,7 +6,10 @@ every upstream call made while handling the request (Graph API, contact centers)
 hooks or :func:`tag_upstream`.
 
 Handlers deep in a face note what they learned (the connector, an outcome such as ``blocked``) with :func:`note`;
-the access logger writes the line when the response is done.
+the access logger (:class:`RedactingAccessLogger`) makes the line when the response is done. With the logging
+:func:`setup_logging` sets up, the line is filled into a template (the formatter's very text, without a
+``LogRecord``) and written in batches, once per event-loop iteration (:class:`BatchingStreamHandler`); with any
+other set-up it goes through ``logging`` as a record.
 
 Secrets never reach a log line: :class:`RedactingFilter` runs :func:`redact` over every record's message, and the
 access line logs the path with :func:`redact_query` applied to its query string. What is a secret is decided by the
