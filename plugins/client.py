@@ -378,15 +378,8 @@ class DirectBlocklistClient(BlocklistClient):
         return ReferenceCheck(sender is not None, blocked, self.service.config.gateway.unknown_references)
 
     async def check_join_request(self, join_request_id: str) -> ReferenceCheck:
-        service = self.service
-        pnids = [c.phone_number_id for c in service.config.connectors]
-        users = [who for pnid in pnids if (who := await service.join_request_user(pnid, join_request_id)) is not None]
-        blocked = False
-        for pnid in pnids if users else ():
-            if await service.first_blocked(pnid, users) is not None:
-                blocked = True
-                break
-        return ReferenceCheck(bool(users), blocked, service.config.gateway.unknown_references)
+        blocked = await self.service.join_request_blocked(join_request_id)
+        return ReferenceCheck(blocked is not None, bool(blocked), self.service.config.gateway.unknown_references)
 
     async def is_blocked(self, pnid: str, number_or_bsuid: str) -> bool:
         # Every reading Meta may take of the text, as the proxy's gateway and its check endpoint do.

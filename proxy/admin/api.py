@@ -123,19 +123,9 @@ async def check_join_request(request: web.Request) -> web.Response:
     """Whether the user behind a group join request is blocked on any connector: what the gateway checks before
     an approval (``POST /{group_id}/join_requests``)."""
     service = request.config_dict[SERVICE]
-    connectors = [c.phone_number_id for c in service.config.connectors]
-    users = [
-        who
-        for pnid in connectors
-        if (who := await service.join_request_user(pnid, request.match_info["join_request_id"])) is not None
-    ]
-    blocked = False
-    for pnid in connectors if users else ():
-        if await service.first_blocked(pnid, users) is not None:
-            blocked = True
-            break
+    blocked = await service.join_request_blocked(request.match_info["join_request_id"])
     policy = service.config.gateway.unknown_references
-    return web.json_response({"known": bool(users), "blocked": blocked, "unknown_references": policy})
+    return web.json_response({"known": blocked is not None, "blocked": bool(blocked), "unknown_references": policy})
 
 
 @routes.get("/api/connectors/{pnid}/audit")

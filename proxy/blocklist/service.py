@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ..base.csvsafe import strip_bidi
 from ..base.errors import (
@@ -51,6 +51,8 @@ Owned = Sequence[tuple[str, int]]
 """``(message, call or join request ID, index of its user in the users given)`` pairs from a verified webhook."""
 
 ChangeListener = Callable[[Literal["block", "unblock"], str, BlockEntry], Awaitable[None]]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,13 @@ class BlocklistService:
             except InvalidNumber:
                 pass
             raise
+
+    async def _read_linked(self, pnid: str, key: str, read: Callable[[str, str], Awaitable[_T | None]]) -> _T | None:
+        """What ``read`` finds for an identity's key, else for the identity linked to it (wa_id ↔ BSUID)."""
+        found = await read(pnid, key)
+        if found is None and (other := await self.store.linked(pnid, key)):
+            found = await read(pnid, other)
+        return found
 
     async def block(
         self,
@@ -465,6 +474,19 @@ class BlocklistService:
             return None
         return _owner_identity(await self.store.join_request_owner(pnid, join_request_id))
 
+    async def join_request_blocked(self, join_request_id: str) -> bool | None:
+        """Whether the user behind a group join request is blocked on any connector (an approval lets them into a
+        group, whichever connector they would write to); None if no connector saw the join request in a verified
+        webhook, so its user is unknown."""
+        pnids = [c.phone_number_id for c in self.config.connectors]
+        users = [who for pnid in pnids if (who := await self.join_request_user(pnid, join_request_id)) is not None]
+        if not users:
+            return None
+        for pnid in pnids:
+            if await self.first_blocked(pnid, users) is not None:
+                return True
+        return False
+
     async def follow_number_change(
         self, pnid: str, old: InboundUser, new_wa_id: str = "", new_bsuid: str = ""
     ) -> list[BlockEntry]:
@@ -517,11 +539,7 @@ class BlocklistService:
     async def last_inbound_ms(self, pnid: str, number: str) -> int | None:
         """When the user last messaged the connector (Unix ms), or None if not in the last 24 hours."""
         self.connector(pnid)
-        who = self._lookup_identity(pnid, number)
-        found = await self.store.last_inbound_ms(pnid, who.key)
-        if found is None:
-            other = await self.store.linked(pnid, who.key)
-            found = await self.store.last_inbound_ms(pnid, other) if other else None
+        found = await self._read_linked(pnid, self._lookup_identity(pnid, number).key, self.store.last_inbound_ms)
         if found is None or found < self.now_ms() - DAY_MS:
             return None
         return found
@@ -716,10 +734,7 @@ class BlocklistService:
         """
         self.connector(pnid)
         who = self._lookup_identity(pnid, number)
-        existing = await self.store.optout(pnid, who.key)
-        if existing is None:
-            other = await self.store.linked(pnid, who.key)
-            existing = await self.store.optout(pnid, other) if other else None
+        existing = await self._read_linked(pnid, who.key, self.store.optout)
         if existing is None:
             raise NotOptedOut(f"{who.value} has not opted out on this connector")
         await self.store.set_optout(
