@@ -10,7 +10,7 @@ from aiohttp import web
 from ..appkeys import SERVICE
 from ..base.errors import BadRequest
 from ..blocklist.service import parse_expiry
-from .http import PRINCIPAL, actor, json_object, path_connector
+from .http import PRINCIPAL, actor, body_number, json_object, path_connector
 from .openapi import OPENAPI
 
 _BODY_FIELDS = frozenset({"number", "reason", "duration", "expires_at"})
@@ -71,11 +71,7 @@ async def list_blocks(request: web.Request) -> web.Response:
 async def add_block(request: web.Request) -> web.Response:
     service, pnid = path_connector(request)
     body = await json_object(request, _BODY_FIELDS)
-    number = body.get("number")
-    if isinstance(number, int) and not isinstance(number, bool):
-        number = str(number)
-    if not isinstance(number, str) or not number.strip():
-        raise BadRequest('"number" is required: the phone number (with country code) or BSUID to block')
+    number = body_number(body)
     expires_at_ms, duration_seconds = parse_expiry(duration=body.get("duration"), expires_at=body.get("expires_at"))
     entry, created = await service.block(
         pnid,

@@ -28,7 +28,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from aiohttp import web
@@ -68,10 +68,11 @@ class _Failures:
     last: float = 0.0
 
 
+@dataclass(kw_only=True, eq=False)
 class AuthThrottle:
     """Failed authentications per client address, with exponential back-off.
 
-    Args:
+    Attributes:
         free: failures allowed before the address is closed.
         base_seconds: how long the first closing lasts; each further failure doubles it.
         max_seconds: the longest closing.
@@ -81,23 +82,13 @@ class AuthThrottle:
         clock: monotonic seconds (tests pass their own).
     """
 
-    def __init__(
-        self,
-        *,
-        free: int = 5,
-        base_seconds: float = 1.0,
-        max_seconds: float = 900.0,
-        forget_seconds: float = 3600.0,
-        max_addresses: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.free = free
-        self.base_seconds = base_seconds
-        self.max_seconds = max_seconds
-        self.forget_seconds = forget_seconds
-        self.max_addresses = max_addresses
-        self.clock = clock
-        self._failures: OrderedDict[str, _Failures] = OrderedDict()
+    free: int = 5
+    base_seconds: float = 1.0
+    max_seconds: float = 900.0
+    forget_seconds: float = 3600.0
+    max_addresses: int = 100_000
+    clock: Callable[[], float] = time.monotonic
+    _failures: OrderedDict[str, _Failures] = field(default_factory=OrderedDict, init=False, repr=False)
 
     def check(self, address: str) -> None:
         """Raise :class:`TooManyAttempts` while ``address`` is closed."""

@@ -20,22 +20,13 @@ from ..appkeys import SERVICE
 from ..base.errors import BadRequest
 from ..blocklist.service import MAX_REASON, NotOptedOut, parse_expiry
 from .api import undo
-from .http import actor, json_object, path_connector
+from .http import actor, body_number, json_object, path_connector
 
 routes = web.RouteTableDef()
 
 _EVERYWHERE_FIELDS = frozenset({"number", "reason", "duration", "expires_at", "connectors", "include_unsynced"})
 _OPTOUT_FIELDS = frozenset({"number", "reason"})
 MAX_CONNECTORS = 1000
-
-
-def _number(body: dict[str, Any]) -> str:
-    number = body.get("number")
-    if isinstance(number, int) and not isinstance(number, bool):
-        number = str(number)
-    if not isinstance(number, str) or not number.strip():
-        raise BadRequest('"number" is required: the phone number (with country code) or BSUID')
-    return number
 
 
 def _reason(value: Any) -> str:
@@ -67,7 +58,7 @@ async def block_everywhere(request: web.Request) -> web.Response:
         raise BadRequest('"include_unsynced" must be true or false')
     expires_at_ms, duration_seconds = parse_expiry(duration=body.get("duration"), expires_at=body.get("expires_at"))
     outcomes = await request.config_dict[SERVICE].block_everywhere(
-        _number(body),
+        body_number(body),
         actor=actor(request),
         reason=_reason(body.get("reason")),
         pnids=_connectors(body.get("connectors")),
@@ -122,7 +113,7 @@ async def add_optout(request: web.Request) -> web.Response:
     service, pnid = path_connector(request)
     body = await json_object(request, _OPTOUT_FIELDS)
     reason = _reason(body.get("reason"))
-    entry, created = await service.opt_out(pnid, _number(body), actor=actor(request), reason=reason)
+    entry, created = await service.opt_out(pnid, body_number(body), actor=actor(request), reason=reason)
     return web.json_response(_optout_json(entry), status=201 if created else 200)
 
 

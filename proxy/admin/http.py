@@ -144,3 +144,17 @@ async def json_object(
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(unknown)[:200]} (allowed: {', '.join(sorted(allowed))})")
     return body
+
+
+def body_number(body: dict[str, Any]) -> str:
+    """The body's ``number``: a non-blank string, or a JSON whole number taken as its digits.
+
+    Raises:
+        BadRequest: missing, blank or of another type.
+    """
+    number = body.get("number")
+    if isinstance(number, int) and not isinstance(number, bool):
+        number = str(number)
+    if not isinstance(number, str) or not number.strip():
+        raise BadRequest('"number" is required: the phone number (with country code) or BSUID')
+    return number
