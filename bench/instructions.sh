@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 WORK=$(mktemp -d /tmp/wabl-instr-XXXX)
-UP=18981; RP=18982; PORT=18983
+UP=${UP:-18981}; RP=${RP:-18982}; PORT=${PORT:-18983}  # override to run two at once
 REDIS=$(command -v redis-server || $PY -c 'from wa_blocklist.proxy.store.embedded import redis_server_binary; print(redis_server_binary())')
 ONLY=" $* "
 cleanup() {

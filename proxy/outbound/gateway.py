@@ -157,6 +157,23 @@ def upstream_url(base_url: str, request: web.Request) -> URL:
             or ``//`` targets, ``.``/``..`` segments, backslashes).
     """
     raw = request.raw_path
+    if len(raw) <= _MEMO_URL:
+        return _upstream_url(base_url, raw)
+    return _checked_url(base_url, raw)
+
+
+_MEMO_URL = 256
+"""Longest request target whose upstream URL is remembered (4,096 of them at most)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _upstream_url(base_url: str, raw: str) -> URL:
+    """:func:`_checked_url`, remembered: a contact center sends to a handful of paths, and a URL is immutable
+    (refusals are not remembered)."""
+    return _checked_url(base_url, raw)
+
+
+def _checked_url(base_url: str, raw: str) -> URL:
     path_part = raw.split("?", 1)[0]
     if not raw.startswith("/") or raw.startswith("//") or "\\" in path_part or "%5c" in path_part.lower():
         raise bad_request("the request path is not a Graph API path")
@@ -698,10 +715,12 @@ async def relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.S
 async def _relay_reqwest(request: web.Request, upstream: ReqwestResponse) -> web.StreamResponse:
     """:func:`relay` for an answer of the pyreqwest client."""
     named = {h.strip().lower() for value in upstream.get_header_all("Connection") for h in value.split(",")}
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.headers.items():
-        if name not in RESPONSE_HEADERS_DROPPED and name not in named:  # reqwest gives names in lower case
-            headers.add(name, value)
+    # reqwest gives names in lower case; a list, which aiohttp copies once (a CIMultiDict would be copied again)
+    headers = [
+        (name, value)
+        for name, value in upstream.headers.items()
+        if name not in RESPONSE_HEADERS_DROPPED and name not in named
+    ]
     status = upstream.status
     if request.method == "HEAD" or status in (204, 304):
         return web.Response(status=status, headers=headers)
@@ -713,8 +732,8 @@ async def _relay_reqwest(request: web.Request, upstream: ReqwestResponse) -> web
             log.warning("Graph API response broke off: %s", type(exc).__name__)
             raise unavailable(502, f"the Graph API response broke off ({type(exc).__name__}); retry later") from None
         return web.Response(status=status, headers=headers, body=body)
-    tag_upstream(headers)  # the request's X-Request-Id, before the headers are sent (see routes.gateway_first)
     response = web.StreamResponse(status=status, headers=headers)
+    tag_upstream(response.headers)  # the request's X-Request-Id, before the headers are sent (routes.gateway_first)
     await response.prepare(request)
     reader = upstream.body_reader
     try:
