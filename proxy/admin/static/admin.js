@@ -282,19 +282,22 @@ function instantiate(kind, id, build) {
 /**
  * The page's two listings, copies of the #listing template: a table with its column headers, an empty-state line and
  * a foot with the count and a "more" button, with the ids `${name}-table`, `-body`, `-empty`, `-count`. A column is
- * [label key, class, and for a label inside a span, the span's class].
+ * [label key, the class of its cells if they are plain (text, labelled by the column on narrow screens), its header's
+ * class, and for a header label inside a span, the span's class]. The template #`row` holds a row's other cells; the
+ * plain ones are put in their places among them.
  */
 const LISTINGS = {
   connectors: {
     caption: "connectorsTitle",
     foot: "list-foot",
     more: ["connectors-more", "showMoreConnectors"],
+    row: "connector-row",
     columns: [
       ["colName"],
-      ["colDisplayNumber"],
-      ["colPhoneNumberId"],
-      ["colBlockedCount", "numeric"],
-      ["colActions", "actions", ""],
+      ["colDisplayNumber", "connector-display"],
+      ["colPhoneNumberId", "connector-pnid mono"],
+      ["colBlockedCount", "connector-count numeric", "numeric"],
+      ["colActions", "", "actions", ""],
     ],
   },
   blocks: {
@@ -302,13 +305,14 @@ const LISTINGS = {
     scroll: true,
     foot: "dialog-foot",
     more: ["load-more", "loadMore"],
+    row: "block-row",
     columns: [
       ["colNumber"],
-      ["colBlockedAt"],
-      ["colReason"],
-      ["colBlockedBy"],
-      ["colExpires"],
-      ["colActions", "actions edit-only", "visually-hidden"],
+      ["colBlockedAt", "block-date"],
+      ["colReason", "block-reason"],
+      ["colBlockedBy", "block-by"],
+      ["colExpires", "block-expires"],
+      ["colActions", "", "actions edit-only", "visually-hidden"],
     ],
   },
 };
@@ -328,15 +332,21 @@ function buildListing(listing, name) {
     table.setAttribute("aria-labelledby", spec.labelledBy);
     table.setAttribute("aria-busy", "false");
   }
-  for (const [label, className, spanClass] of spec.columns) {
+  const row = $(spec.row).content.firstElementChild;
+  spec.columns.forEach(([label, cell, header, span], i) => {
     const th = document.createElement("th");
     th.scope = "col";
-    if (className) th.className = className;
-    const text = spanClass === undefined ? th : th.appendChild(document.createElement("span"));
-    if (spanClass) text.className = spanClass;
+    if (header) th.className = header;
+    const text = span === undefined ? th : th.appendChild(document.createElement("span"));
+    if (span) text.className = span;
     text.dataset.i18n = label;
     table.tHead.rows[0].append(th);
-  }
+    if (cell) {
+      const td = document.createElement("td");
+      td.className = cell;
+      row.insertBefore(td, row.children[i] ?? null);
+    }
+  });
   table.tBodies[0].id = `${name}-body`;
   empty.id = `${name}-empty`;
   foot.className = spec.foot;
@@ -751,6 +761,22 @@ function connectorMatches(connector, query) {
   return display.includes(digits) || String(connector.phone_number_id).includes(digits);
 }
 
+/** Label a listing row's plain cells with their columns' names (shown before the value on narrow screens). */
+function labelCells(row, name) {
+  LISTINGS[name].columns.forEach(([label, cell], i) => {
+    if (cell) row.cells[i].dataset.label = t(label);
+  });
+}
+
+/** A <time> element showing a date, with the full date and time as its tooltip. */
+function timeElement(iso) {
+  const time = document.createElement("time");
+  time.dateTime = iso;
+  time.textContent = formatDate(iso);
+  time.title = formatDate(iso, true);
+  return time;
+}
+
 function renderConnectors() {
   const editable = canEdit();
   const matching = state.connectors.filter((c) => connectorMatches(c, state.connectorQuery));
@@ -758,17 +784,11 @@ function renderConnectors() {
   const rows = shown.map((connector) => {
     const row = el.connectorRow.content.firstElementChild.cloneNode(true);
     row.dataset.pnid = connector.phone_number_id;
+    labelCells(row, "connectors");
     row.querySelector(".connector-name").textContent = connector.name;
-    const cells = [
-      [".connector-display", "colDisplayNumber", connector.display_number || t("none")],
-      [".connector-pnid", "colPhoneNumberId", connector.phone_number_id],
-      [".connector-count", "colBlockedCount", formatCount(connector.blocked_count)],
-    ];
-    for (const [selector, label, text] of cells) {
-      const cell = row.querySelector(selector);
-      cell.textContent = text;
-      cell.dataset.label = t(label);
-    }
+    row.querySelector(".connector-display").textContent = connector.display_number || t("none");
+    row.querySelector(".connector-pnid").textContent = connector.phone_number_id;
+    row.querySelector(".connector-count").textContent = formatCount(connector.blocked_count);
     const button = row.querySelector(".button-block");
     if (editable) {
       button.querySelector(".button-label").textContent = t("blockButton");
@@ -943,6 +963,7 @@ function renderBlocks() {
   const rows = state.blocks.map((entry) => {
     const row = el.blockRow.content.firstElementChild.cloneNode(true);
     row.dataset.number = entry.number;
+    labelCells(row, "blocks");
     row.querySelector(".block-number-text").textContent = displayNumber(entry);
     if (entry.source === "auto") {
       const badge = document.createElement("span");
@@ -950,28 +971,14 @@ function renderBlocks() {
       badge.textContent = t("autoBlock");
       row.querySelector(".block-by").append(entry.blocked_by, badge);
     }
-    const labels = {
-      ".block-date": "colBlockedAt",
-      ".block-reason": "colReason",
-      ".block-by": "colBlockedBy",
-      ".block-expires": "colExpires",
-    };
-    for (const [selector, label] of Object.entries(labels)) row.querySelector(selector).dataset.label = t(label);
-    const time = row.querySelector("time");
-    time.dateTime = entry.blocked_at;
-    time.textContent = formatDate(entry.blocked_at);
-    time.title = formatDate(entry.blocked_at, true);
+    row.querySelector(".block-date").append(timeElement(entry.blocked_at));
     const reason = row.querySelector(".block-reason");
     reason.textContent = entry.reason || t("none");
     reason.classList.toggle("muted", !entry.reason);
     if (entry.source !== "auto") row.querySelector(".block-by").textContent = entry.blocked_by;
     const expires = row.querySelector(".block-expires");
     if (entry.expires_at) {
-      const until = document.createElement("time");
-      until.dateTime = entry.expires_at;
-      until.textContent = formatDate(entry.expires_at);
-      until.title = formatDate(entry.expires_at, true);
-      expires.replaceChildren(until);
+      expires.replaceChildren(timeElement(entry.expires_at));
     } else {
       expires.textContent = t("never");
       expires.classList.add("muted");
