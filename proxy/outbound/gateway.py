@@ -30,13 +30,15 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import StreamReader, web
 from multidict import CIMultiDict, CIMultiDictProxy
+from prometheus_client import Counter
 from pyreqwest.client import Client as ReqwestClient
 from pyreqwest.client import ClientBuilder
 from pyreqwest.exceptions import DecodeError, PyreqwestError, RequestTimeoutError
@@ -213,6 +215,37 @@ def _own_face(raw_path: str) -> bool:
 
 BlockUsersHandler = Callable[["Gateway", web.Request, URL, Target], Awaitable[web.StreamResponse]]
 """Answers a Block Users API call for the gateway (passed in, so that the gateway does not import its handler)."""
+
+
+@dataclass(frozen=True)
+class UserRefusal:
+    """What the gateway says when it refuses a send for its user's state on a connector."""
+
+    outcome: str
+    """The access line's outcome."""
+    log: str
+    """The log line (``%s``: the connector's phone number ID)."""
+    code: int
+    title: str
+    details: str
+    """``error_data.details``, with ``{user}`` (masked), ``{name}`` and ``{pnid}`` of the connector."""
+
+
+BLOCKED = UserRefusal(
+    "blocked",
+    "refused a send to a blocked user on %s",
+    RECIPIENT_BLOCKED,
+    "Recipient is blocked on this connector",
+    "The user {user} is blocked on connector {name!r} ({pnid}) by its blocklist; the request was not sent to WhatsApp",
+)
+OPTED_OUT = UserRefusal(
+    "opted_out",
+    "refused a template send to a user who opted out on %s",
+    RECIPIENT_OPTED_OUT,
+    "Recipient opted out of template and marketing messages",
+    "The user {user} opted out on connector {name!r} ({pnid}); templates and marketing messages are refused, "
+    "free-form replies in the customer service window are not; the request was not sent to WhatsApp",
+)
 
 
 class Gateway:
@@ -410,16 +443,7 @@ class Gateway:
         for connector in connectors:
             blocked = await self._under_store_policy(connector, self.service.first_blocked, identities, warn=True)
             if blocked is not None:
-                log.info("refused a send to a blocked user on %s", connector.phone_number_id)
-                note(connector=connector.phone_number_id, outcome="blocked")
-                self.app[METRICS].outbound_refused.labels(connector.phone_number_id).inc()
-                raise GraphRefusal(
-                    400,
-                    RECIPIENT_BLOCKED,
-                    "Recipient is blocked on this connector",
-                    f"The user {masked(blocked)} is blocked on connector {connector.name!r} "
-                    f"({connector.phone_number_id}) by its blocklist; the request was not sent to WhatsApp",
-                )
+                self._refuse(BLOCKED, connector, blocked, self.app[METRICS].outbound_refused)
 
     async def refuse_if_opted_out(self, connector: ConnectorConfig, identities: list[Identity]) -> None:
         """Raise the 139901 refusal if a template / marketing send's recipient opted out on the connector.
@@ -428,17 +452,16 @@ class Gateway:
         """
         opted_out = await self._under_store_policy(connector, self.service.first_opted_out, identities, warn=False)
         if opted_out is not None:
-            log.info("refused a template send to a user who opted out on %s", connector.phone_number_id)
-            note(connector=connector.phone_number_id, outcome="opted_out")
-            self.app[METRICS].optout_refused.labels(connector.phone_number_id).inc()
-            raise GraphRefusal(
-                400,
-                RECIPIENT_OPTED_OUT,
-                "Recipient opted out of template and marketing messages",
-                f"The user {masked(opted_out)} opted out on connector {connector.name!r} "
-                f"({connector.phone_number_id}); templates and marketing messages are refused, free-form replies "
-                "in the customer service window are not; the request was not sent to WhatsApp",
-            )
+            self._refuse(OPTED_OUT, connector, opted_out, self.app[METRICS].optout_refused)
+
+    @staticmethod
+    def _refuse(why: UserRefusal, connector: ConnectorConfig, user: str, counter: Counter) -> NoReturn:
+        """Log, note, count and raise the refusal of a send for its user's state on ``connector``."""
+        log.info(why.log, connector.phone_number_id)
+        note(connector=connector.phone_number_id, outcome=why.outcome)
+        counter.labels(connector.phone_number_id).inc()
+        details = why.details.format(user=masked(user), name=connector.name, pnid=connector.phone_number_id)
+        raise GraphRefusal(400, why.code, why.title, details)
 
     async def _under_store_policy(
         self,
@@ -691,25 +714,11 @@ async def relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.S
         try:
             body = await upstream.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("Graph API response broke off: %s", type(exc).__name__)
-            raise unavailable(502, f"the Graph API response broke off ({type(exc).__name__}); retry later") from None
+            raise _broke_off(exc) from None
         return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
-    tag_upstream(headers)  # the request's X-Request-Id, before the headers are sent (see routes.gateway_first)
+    chunks = (chunk async for chunk, _ in upstream.content.iter_chunks())
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
-    await response.prepare(request)
-    try:
-        async for chunk, _ in upstream.content.iter_chunks():
-            await response.write(chunk)
-    except ConnectionResetError:
-        raise  # writing to a caller who hung up (ClientConnectionResetError is a ClientError too): handle() logs it
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        # Headers are gone already: the only honest signal left is to cut the connection short.
-        log.warning("Graph API response broke off after the headers: %s", type(exc).__name__)
-        if request.transport is not None:
-            request.transport.close()
-        return response
-    await response.write_eof()
-    return response
+    return await _stream(request, response, chunks, (aiohttp.ClientError, TimeoutError))
 
 
 async def _relay_reqwest(request: web.Request, upstream: ReqwestResponse) -> web.StreamResponse:
@@ -729,18 +738,43 @@ async def _relay_reqwest(request: web.Request, upstream: ReqwestResponse) -> web
         try:
             body = (await upstream.bytes()).to_bytes()
         except PyreqwestError as exc:
-            log.warning("Graph API response broke off: %s", type(exc).__name__)
-            raise unavailable(502, f"the Graph API response broke off ({type(exc).__name__}); retry later") from None
+            raise _broke_off(exc) from None
         return web.Response(status=status, headers=headers, body=body)
-    response = web.StreamResponse(status=status, headers=headers)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        reader = upstream.body_reader
+        while (chunk := await reader.read_chunk()) is not None:
+            yield chunk.to_bytes()
+
+    return await _stream(request, web.StreamResponse(status=status, headers=headers), chunks(), (PyreqwestError,))
+
+
+def _broke_off(exc: BaseException) -> GraphRefusal:
+    """The 502 for an upstream answer that broke off before anything was sent back (logged)."""
+    log.warning("Graph API response broke off: %s", type(exc).__name__)
+    return unavailable(502, f"the Graph API response broke off ({type(exc).__name__}); retry later")
+
+
+async def _stream(
+    request: web.Request,
+    response: web.StreamResponse,
+    chunks: AsyncIterator[bytes],
+    broken: tuple[type[BaseException], ...],
+) -> web.StreamResponse:
+    """Send ``response``'s headers, then each chunk of the upstream answer as it comes.
+
+    Args:
+        broken: the upstream client's errors for an answer that breaks off: once the headers are gone, the only
+            honest signal left is to cut the connection short.
+    """
     tag_upstream(response.headers)  # the request's X-Request-Id, before the headers are sent (routes.gateway_first)
     await response.prepare(request)
-    reader = upstream.body_reader
     try:
-        while (chunk := await reader.read_chunk()) is not None:
-            await response.write(chunk.to_bytes())
-    except PyreqwestError as exc:
-        # Headers are gone already: the only honest signal left is to cut the connection short.
+        async for chunk in chunks:
+            await response.write(chunk)
+    except ConnectionResetError:
+        raise  # writing to a caller who hung up (ClientConnectionResetError is a ClientError too): handle() logs it
+    except broken as exc:
         log.warning("Graph API response broke off after the headers: %s", type(exc).__name__)
         if request.transport is not None:
             request.transport.close()
@@ -777,7 +811,6 @@ def _too_large(limit: int) -> GraphRefusal:
     )
 
 
-
 # --- parse_fields: a send's parameters as the gateway reads them (the fuzz tests read bodies with it) -----------
 
 
@@ -798,9 +831,9 @@ def parse_fields(body: bytes, content_type: str, query: str) -> dict[str, list[A
     return fields
 
 
-def gateway_client(config: Config) -> ReqwestClient:
-    """The gateway's pooled pyreqwest client (``GATEWAY_CLIENT``): bounded connect and read-idle time, no redirects,
-    no decompression (answers are relayed as Meta sent them), no cookies."""
+def _relay_client(max_connections: int) -> ClientBuilder:
+    """A pooled pyreqwest client that relays bytes as they are: no redirects, no decompression, no cookies, bounded
+    connect time, idle connections dropped after 15 s (as aiohttp's keep-alive: before a server drops them)."""
     return (
         ClientBuilder()
         .follow_redirects(False)
@@ -809,28 +842,18 @@ def gateway_client(config: Config) -> ReqwestClient:
         .zstd(False)
         .deflate(False)
         .default_cookie_store(False)
-        .max_connections(1000)
-        .pool_idle_timeout(timedelta(seconds=15))  # as aiohttp's keep-alive: idle connections go before a server's
+        .max_connections(max_connections)
+        .pool_idle_timeout(timedelta(seconds=15))
         .connect_timeout(timedelta(seconds=10))
-        .read_timeout(timedelta(seconds=config.graph.timeout_seconds))
-        .build()
     )
+
+
+def gateway_client(config: Config) -> ReqwestClient:
+    """The gateway's client (``GATEWAY_CLIENT``): :func:`_relay_client` with the Graph API's read-idle bound."""
+    return _relay_client(1000).read_timeout(timedelta(seconds=config.graph.timeout_seconds)).build()
 
 
 def webhook_client() -> ReqwestClient:
-    """The webhook forwarder's pooled pyreqwest client (``WEBHOOK_CLIENT``): the total time is bounded per delivery
-    (``webhooks.forward_timeout_seconds``); no redirects, no decompression, no cookies."""
-    return (
-        ClientBuilder()
-        .follow_redirects(False)
-        .gzip(False)
-        .brotli(False)
-        .zstd(False)
-        .deflate(False)
-        .default_cookie_store(False)
-        .max_connections(200)
-        .pool_idle_timeout(timedelta(seconds=15))
-        .connect_timeout(timedelta(seconds=10))
-        .build()
-    )
-
+    """The webhook forwarder's client (``WEBHOOK_CLIENT``): :func:`_relay_client`; the total time is bounded per
+    delivery (``webhooks.forward_timeout_seconds``)."""
+    return _relay_client(200).build()
