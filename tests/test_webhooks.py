@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wa_blocklist.proxy.app import create_app
-from wa_blocklist.proxy.appkeys import METRICS, SERVICE, WEBHOOK_TASKS
+from wa_blocklist.proxy.appkeys import METRICS, SERVICE, STORE, WEBHOOK_TASKS
 from wa_blocklist.proxy.blocklist.service import Actor, InboundUser
 from wa_blocklist.proxy.graph.signature import meta_dumps
+from wa_blocklist.proxy.inbound.replay import ReplayGuard
 
 import payloads as p
 from fakes import sign
@@ -842,6 +843,32 @@ async def test_a_replayed_signed_body_is_acknowledged_and_not_forwarded_again(cl
     # Another body (another message) is a new delivery.
     assert (await post(client, p.envelope(p.messages_change(PNID, [p.text(ALLOWED, "otra")])))).status == 200
     assert len(contact_center.received) == 2
+
+
+async def test_a_replay_with_no_user_to_record_is_claimed_on_its_own(client, app, contact_center):
+    # Statuses only: no recording script runs, so the replay guard claims the body with a round trip of its own.
+    body = p.encode(p.envelope(p.statuses_change(PNID, p.status(ALLOWED, "read"))))
+    assert (await post(client, body)).status == 200
+    assert (await post(client, body)).status == 200
+    assert len(contact_center.received) == 1
+    assert app[METRICS].webhook_replays._value.get() == 1
+
+
+async def test_a_delivered_body_is_remembered_for_the_window(client, app, contact_center, config):
+    first = p.encode(p.envelope(p.messages_change(PNID, [p.text(ALLOWED, "primera")])))
+    second = p.encode(p.envelope(p.messages_change(PNID, [p.text(ALLOWED, "segunda")])))
+    assert (await post(client, first)).status == 200
+    store = app[STORE]
+    key = ReplayGuard.key(PNID, first)
+    assert 0 < await store.redis.ttl(key) <= config.webhooks.forward_timeout_seconds + 30  # claimed for the delivery
+    # The confirmation rides on the next webhook's script for the connector (or a batch a moment later).
+    assert (await post(client, second)).status == 200
+    assert await store.redis.ttl(key) > config.webhooks.forward_timeout_seconds + 30
+    for _ in range(100):  # the second one's confirmation is written by the batch, with nothing after it
+        if await store.redis.ttl(ReplayGuard.key(PNID, second)) > config.webhooks.forward_timeout_seconds + 30:
+            break
+        await asyncio.sleep(0.02)
+    assert await store.redis.ttl(ReplayGuard.key(PNID, second)) > config.webhooks.forward_timeout_seconds + 30
 
 
 async def test_a_failed_delivery_is_not_remembered_so_metas_retry_goes_through(client, contact_center):

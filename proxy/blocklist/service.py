@@ -778,16 +778,21 @@ class BlocklistService:
         join_requests: Owned = (),
         keywords: Sequence[tuple[int, Keyword, str]] = (),
         counted: Sequence[tuple[int, list[str]]] = (),
-    ) -> list[int]:
+        claim: tuple[str, int] | None = None,
+        confirm: Sequence[tuple[str, int]] = (),
+    ) -> list[int] | None:
         """:meth:`record_inbound` plus opt-out keywords and flood counting, in the same round trip.
 
         Args:
             keywords: ``(user index, "optout" | "optin", the message's text)`` for keyword messages.
             counted: ``(user index, their inbound message IDs)`` for flood protection; ignored when the connector's
                 ``flood_max_messages`` is 0.
+            claim, confirm: the webhook replay guard's, in the same script (see
+                :meth:`wa_blocklist.proxy.store.blocks.BlocklistStore.record_inbound_detail`).
 
         Returns:
-            Per user: 0 not blocked, 1 blocked, 2 blocked just now by flood protection (source ``auto``).
+            Per user: 0 not blocked, 1 blocked, 2 blocked just now by flood protection (source ``auto``); None when
+            ``claim`` says the body is a replay (nothing recorded).
         """
         connector = self.connector(pnid)
         now = self.now_ms()
@@ -825,8 +830,11 @@ class BlocklistService:
                               "expires": expires, "number": who.value, "kind": who.kind, "reason": reason})  # fmt: skip
         pairs, usable, joins = _recordable(users, messages, join_requests)
         flags = await self.store.record_inbound_detail(
-            pnid, pairs, now, messages=usable, join_requests=joins, prefs=prefs, flood=flood
-        )
+            pnid, pairs, now, messages=usable, join_requests=joins, prefs=prefs, flood=flood, claim=claim,
+            confirm=confirm,
+        )  # fmt: skip
+        if flags is None:
+            return None
         if self.cache is not None and (prefs or 2 in flags):
             self.cache.invalidate(pnid)
         for flag, who in zip(flags, people, strict=True):

@@ -122,8 +122,12 @@ def bsuid(text: str) -> Identity | None:
     return Identity("bsuid", value, value)
 
 
+@lru_cache(maxsize=16_384)
 def from_wa_id(wa_id: str) -> Identity:
     """Identity for a wa_id as Meta sends it (digits), without validating the number plan.
+
+    Memoised like :func:`recipient_readings`: every webhook reads its users' wa_ids several times (recording, owners,
+    automatic entries), and the same users write all day. Pure function of its argument; errors are not cached.
 
     Webhooks and send bodies carry what WhatsApp uses; we must match them even for ranges phonenumbers does
     not know yet, so only the shape is checked.

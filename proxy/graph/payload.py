@@ -46,7 +46,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 WABA_OBJECT = "whatsapp_business_account"
 ENVELOPE_KEYS = frozenset({"messaging_product", "metadata", "contacts"})
@@ -116,9 +116,12 @@ class PayloadError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True)
-class Person:
-    """One user as an item names them: a wa_id, a BSUID, or both (empty string when absent)."""
+class Person(NamedTuple):
+    """One user as an item names them: a wa_id, a BSUID, or both (empty string when absent).
+
+    A named tuple: items are grouped and looked up by person several times per webhook, and a tuple hashes and
+    compares in C.
+    """
 
     wa_id: str = ""
     bsuid: str = ""
@@ -127,7 +130,10 @@ class Person:
         return bool(self.wa_id or self.bsuid)
 
 
-@dataclass
+_NOBODY = Person()
+
+
+@dataclass(slots=True)
 class Item:
     """One user's item inside a change value.
 
@@ -178,7 +184,8 @@ def parse(body: bytes) -> dict[str, Any]:
     webhook raises :class:`PayloadError`. ``NaN``/``Infinity`` are not JSON and are refused.
     """
     try:
-        payload = json.loads(body, parse_constant=_no_constant)
+        # json.loads(body, parse_constant=...) without building a decoder per call: the same decoding of bytes.
+        payload = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: absurd nesting
         raise PayloadError("invalid_json", "the webhook body is not valid JSON") from None
     check(payload)
@@ -212,6 +219,9 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def changes(payload: dict[str, Any]) -> list[Change]:
     """Every change of a parsed payload (see :func:`parse`) with its user items."""
     found: list[Change] = []
@@ -223,7 +233,7 @@ def changes(payload: dict[str, Any]) -> list[Change]:
             pnid = _text(metadata.get("phone_number_id")) if isinstance(metadata, dict) else ""
             item = Change((e, c), _text(change.get("field")), value, pnid, waba_id)
             if pnid:
-                item.items = _complete(list(_items(value)))
+                item.items = _complete(_items(value))
             found.append(item)
     return found
 
@@ -242,8 +252,9 @@ def _list(container: Any, key: str) -> list[Any]:
 
 def _person(item: Any, wa_field: str, bsuid_field: str) -> Person:
     if not isinstance(item, dict):
-        return Person()
-    return Person(_text(item.get(wa_field)), _text(item.get(bsuid_field)))
+        return _NOBODY
+    wa_id, bsuid = item.get(wa_field), item.get(bsuid_field)
+    return Person(wa_id if isinstance(wa_id, str) else "", bsuid if isinstance(bsuid, str) else "")
 
 
 def _id(value: Any) -> str:
@@ -252,56 +263,74 @@ def _id(value: Any) -> str:
     return text if _ID.fullmatch(text) else ""
 
 
-def _items(value: dict[str, Any]) -> Iterator[Item]:
-    for i, contact in enumerate(_list(value, "contacts")):
-        yield Item(Kind.CONTACT, ("contacts", i), _person(contact, "wa_id", "user_id"))
-    for i, message in enumerate(_list(value, "messages")):
-        if not isinstance(message, dict):
-            continue
-        system = message.get("system")
-        new_wa_id = new_bsuid = ""
-        if isinstance(system, dict) and system.get("type") in CHANGED_NUMBER_TYPES:
-            new_wa_id = _text(system.get("new_wa_id")) or _text(system.get("wa_id"))
-            new_bsuid = _text(system.get("user_id"))
-        yield Item(
-            Kind.MESSAGE,
-            ("messages", i),
-            _person(message, "from", "from_user_id"),
-            message_id=_id(message.get("id")),
-            new_wa_id=new_wa_id,
-            new_bsuid=new_bsuid,
-            text=typed_text(message),
-        )
-    for i, status in enumerate(_list(value, "statuses")):
-        # A status of a group message names the group in recipient_id and the member in recipient_participant_*.
-        person = _person(status, "recipient_participant_id", "recipient_participant_user_id")
-        yield Item(Kind.STATUS, ("statuses", i), person or _person(status, "recipient_id", "recipient_user_id"))
-    for i, call in enumerate(_list(value, "calls")):
-        if not isinstance(call, dict):
-            continue
-        if _text(call.get("direction")).upper() == "BUSINESS_INITIATED":
-            yield Item(Kind.BUSINESS_CALL, ("calls", i), _person(call, "to", "to_user_id"))
-        else:
-            connect = call.get("event") == "connect"
-            yield Item(
-                Kind.USER_CALL, ("calls", i), _person(call, "from", "from_user_id"),
-                call_id=_id(call.get("id")) if connect else "",
-            )  # fmt: skip
-    for h, chunk in enumerate(_list(value, "history")):
-        for t, thread in enumerate(_list(chunk, "threads")):
-            yield Item(Kind.HISTORY_THREAD, ("history", h, "threads", t), _thread_person(thread))
-    for g, group in enumerate(_list(value, "groups")):
-        yield from _group_items(g, group)
-    for i, pref in enumerate(_list(value, "user_preferences")):
-        yield Item(Kind.USER_PREFERENCE, ("user_preferences", i), _person(pref, "wa_id", "user_id"))
-    for i, update in enumerate(_list(value, "user_id_update")):
-        change = _person(update, "wa_id", "")
-        bsuids = update.get("user_id") if isinstance(update, dict) else None
-        previous = _person(bsuids, "", "previous").bsuid
-        current = _person(bsuids, "", "current").bsuid
-        yield Item(Kind.USER_ID_UPDATE, ("user_id_update", i), Person(change.wa_id, previous), new_bsuid=current)
-    for i, echo in enumerate(_list(value, "message_echoes")):
-        yield Item(Kind.ECHO, ("message_echoes", i), _person(echo, "to", "to_user_id"))
+def _items(value: dict[str, Any]) -> list[Item]:
+    # One pass per list the value has, in a fixed order (contacts first: _complete pairs identities from them).
+    items: list[Item] = []
+    add = items.append
+    get = value.get
+    if isinstance(found := get("contacts"), list):
+        for i, contact in enumerate(found):
+            add(Item(Kind.CONTACT, ("contacts", i), _person(contact, "wa_id", "user_id")))
+    if isinstance(found := get("messages"), list):
+        for i, message in enumerate(found):
+            if not isinstance(message, dict):
+                continue
+            system = message.get("system")
+            new_wa_id = new_bsuid = ""
+            if isinstance(system, dict) and system.get("type") in CHANGED_NUMBER_TYPES:
+                new_wa_id = _text(system.get("new_wa_id")) or _text(system.get("wa_id"))
+                new_bsuid = _text(system.get("user_id"))
+            add(
+                Item(
+                    Kind.MESSAGE,
+                    ("messages", i),
+                    _person(message, "from", "from_user_id"),
+                    message_id=_id(message.get("id")),
+                    new_wa_id=new_wa_id,
+                    new_bsuid=new_bsuid,
+                    text=typed_text(message),
+                )
+            )
+    if isinstance(found := get("statuses"), list):
+        for i, status in enumerate(found):
+            # A status of a group message names the group in recipient_id and the member in recipient_participant_*.
+            person = _person(status, "recipient_participant_id", "recipient_participant_user_id")
+            add(Item(Kind.STATUS, ("statuses", i), person or _person(status, "recipient_id", "recipient_user_id")))
+    if isinstance(found := get("calls"), list):
+        for i, call in enumerate(found):
+            if not isinstance(call, dict):
+                continue
+            if _text(call.get("direction")).upper() == "BUSINESS_INITIATED":
+                add(Item(Kind.BUSINESS_CALL, ("calls", i), _person(call, "to", "to_user_id")))
+            else:
+                connect = call.get("event") == "connect"
+                add(
+                    Item(
+                        Kind.USER_CALL, ("calls", i), _person(call, "from", "from_user_id"),
+                        call_id=_id(call.get("id")) if connect else "",
+                    )
+                )  # fmt: skip
+    if isinstance(found := get("history"), list):
+        for h, chunk in enumerate(found):
+            for t, thread in enumerate(_list(chunk, "threads")):
+                add(Item(Kind.HISTORY_THREAD, ("history", h, "threads", t), _thread_person(thread)))
+    if isinstance(found := get("groups"), list):
+        for g, group in enumerate(found):
+            items += _group_items(g, group)
+    if isinstance(found := get("user_preferences"), list):
+        for i, pref in enumerate(found):
+            add(Item(Kind.USER_PREFERENCE, ("user_preferences", i), _person(pref, "wa_id", "user_id")))
+    if isinstance(found := get("user_id_update"), list):
+        for i, update in enumerate(found):
+            change = _person(update, "wa_id", "")
+            bsuids = update.get("user_id") if isinstance(update, dict) else None
+            previous = _person(bsuids, "", "previous").bsuid
+            current = _person(bsuids, "", "current").bsuid
+            add(Item(Kind.USER_ID_UPDATE, ("user_id_update", i), Person(change.wa_id, previous), new_bsuid=current))
+    if isinstance(found := get("message_echoes"), list):
+        for i, echo in enumerate(found):
+            add(Item(Kind.ECHO, ("message_echoes", i), _person(echo, "to", "to_user_id")))
+    return items
 
 
 def typed_text(message: dict[str, Any]) -> str:
@@ -353,16 +382,17 @@ def _group_items(g: int, group: Any) -> Iterator[Item]:
 
 def _complete(items: list[Item]) -> list[Item]:
     """Items naming one identity get the other from the value's ``contacts[]`` (wa_id ↔ BSUID)."""
-    pairs = [(i.person.wa_id, i.person.bsuid) for i in items if i.kind is Kind.CONTACT]
-    by_wa = {wa: uid for wa, uid in pairs if wa and uid}
-    by_uid = {uid: wa for wa, uid in pairs if wa and uid}
-    for i in items:
-        wa, uid = i.person.wa_id, i.person.bsuid
-        if wa and not uid and wa in by_wa:
-            i.person = Person(wa, by_wa[wa])
-        elif uid and not wa and uid in by_uid:
-            i.person = Person(by_uid[uid], uid)
-    return [i for i in items if i.person]
+    pairs = [i.person for i in items if i.kind is Kind.CONTACT and i.person.wa_id and i.person.bsuid]
+    if pairs:
+        by_wa = {wa: uid for wa, uid in pairs}
+        by_uid = {uid: wa for wa, uid in pairs}
+        for i in items:
+            wa, uid = i.person
+            if wa and not uid and wa in by_wa:
+                i.person = Person(wa, by_wa[wa])
+            elif uid and not wa and uid in by_uid:
+                i.person = Person(by_uid[uid], uid)
+    return [i for i in items if i.person.wa_id or i.person.bsuid]
 
 
 def references(
@@ -416,24 +446,23 @@ def filter_value(change: Change, is_blocked: Callable[[Person], bool], policy: P
     """Remove from one change value the items ``policy`` removes whose user ``is_blocked``."""
     kept_people: set[str] = set()
     doomed: list[Item] = []
+    contacts: list[Item] = []
     for item in change.items:
         if item.kind is Kind.CONTACT:
-            continue
-        if policy[item.kind].remove and is_blocked(item.person):
+            contacts.append(item)
+        elif policy[item.kind].remove and is_blocked(item.person):
             doomed.append(item)
         else:
-            kept_people.update(i for i in (item.person.wa_id, item.person.bsuid) if i)
-    gone_people = {i for item in doomed for i in (item.person.wa_id, item.person.bsuid) if i}
-    for item in change.items:
-        ids = {i for i in (item.person.wa_id, item.person.bsuid) if i}
-        # A contact goes with its user's removed items; it stays only beside kept items of that user alone (a status).
-        if (
-            item.kind is Kind.CONTACT
-            and policy[item.kind].remove
-            and is_blocked(item.person)
-            and (ids & gone_people or not ids & kept_people)
-        ):
-            doomed.append(item)
+            kept_people.update(i for i in item.person if i)
+    if contacts and policy[Kind.CONTACT].remove:
+        gone_people = {i for item in doomed for i in item.person if i}
+        for item in contacts:
+            # A contact goes with its user's removed items; it stays only beside kept items of that user alone (a
+            # status).
+            if is_blocked(item.person):
+                ids = {i for i in item.person if i}
+                if ids & gone_people or not ids & kept_people:
+                    doomed.append(item)
     if not doomed:
         return Filtered(change.value, [])
     value = _without(change.value, _promoted(change.value, {item.path for item in doomed}))
@@ -452,17 +481,32 @@ def _promoted(value: dict[str, Any], paths: set[tuple[str | int, ...]]) -> set[t
     return out
 
 
-def _without(node: Any, paths: set[tuple[str | int, ...]], prefix: tuple[str | int, ...] = ()) -> Any:
+def _without(node: Any, paths: set[tuple[str | int, ...]]) -> Any:
     """A copy of ``node`` without the elements at ``paths``; containers left empty by a removal are removed too
     (Meta omits an empty list rather than sending ``[]``), untouched parts are shared, not copied."""
+    trie: dict[Any, Any] = {}
+    for path in sorted(paths, key=len):  # a removed element's own removed parts need no walk
+        level = trie
+        for step in path[:-1]:
+            inner = level.get(step)
+            if inner is _GONE:
+                break
+            level = inner if inner is not None else level.setdefault(step, {})
+        else:
+            level[path[-1]] = _GONE
+    return _prune(node, trie)
+
+
+def _prune(node: Any, trie: dict[Any, Any]) -> Any:
+    # trie: key or index -> _GONE (the element goes) or the trie of what goes inside it.
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for key, child in node.items():
-            here = (*prefix, key)
-            if not any(p[: len(here)] == here for p in paths):
+            inner = trie.get(key)
+            if inner is None or inner is _GONE:  # a path ending at an object's key removes nothing
                 out[key] = child
                 continue
-            new = _without(child, paths, here)
+            new = _prune(child, inner)
             if new is not _EMPTIED:
                 out[key] = new
             elif key in _KEEP_EMPTY:
@@ -471,16 +515,11 @@ def _without(node: Any, paths: set[tuple[str | int, ...]], prefix: tuple[str | i
     if isinstance(node, list):
         kept: list[Any] = []
         for i, child in enumerate(node):
-            here = (*prefix, i)
-            if here in paths:
-                continue
-            if any(p[: len(here)] == here for p in paths):
-                new = _without(child, paths, here)
-                if new is _EMPTIED:
-                    continue
-                kept.append(new)
-            else:
+            inner = trie.get(i)
+            if inner is None:
                 kept.append(child)
+            elif inner is not _GONE and (new := _prune(child, inner)) is not _EMPTIED:
+                kept.append(new)
         return kept if kept else _EMPTIED
     return node
 
@@ -490,6 +529,9 @@ _KEEP_EMPTY = frozenset({"threads"})
 
 _EMPTIED: Any = object()
 """Marks a container whose every element was removed, so its parent drops it."""
+
+_GONE: Any = object()
+"""Marks, in :func:`_without`'s trie of paths, an element that goes as a whole."""
 
 
 def rebuild(payload: dict[str, Any], kept: Mapping[tuple[int, int], dict[str, Any]]) -> dict[str, Any]:

@@ -244,7 +244,7 @@ class BlocklistStore:
             join_requests: ``(group join request ID, index of its user in users)``, kept as long.
         """
         flags = await self.record_inbound_detail(pnid, users, now_ms, messages=messages, join_requests=join_requests)
-        return [bool(f) for f in flags]
+        return [bool(f) for f in flags or ()]
 
     async def record_inbound_detail(
         self,
@@ -256,19 +256,26 @@ class BlocklistStore:
         join_requests: Owned = (),
         prefs: Sequence[dict[str, Any]] = (),
         flood: Sequence[dict[str, Any]] = (),
-    ) -> list[int]:
-        """:meth:`record_inbound` with the opt-out keywords and flood counting of issue 19 in the same script.
+        claim: tuple[str, int] | None = None,
+        confirm: Sequence[tuple[str, int]] = (),
+    ) -> list[int] | None:
+        """:meth:`record_inbound` with the opt-out keywords and flood counting of issue 19 in the same script, and the
+        webhook replay guard's claim and confirmations (:mod:`wa_blocklist.proxy.inbound.replay`) in the same trip.
 
         Args:
             prefs: per keyword message, ``{"mode": "optout"|"optin", "key", "entry" (JSON), "drop" (keys an opt-in
                 removes), "number", "kind", "reason"}``; each change is audited (by ``user``, source ``keyword``).
             flood: per user to count, ``{"user" (index), "fkey" (the flood key's suffix), "ids" (message IDs),
                 "window", "max", "key", "entry", "expires" (ms), "number", "kind", "reason"}``.
+            claim: ``(key, hold_ms)``, a key of this connector: set for ``hold_ms`` before anything is recorded; when it
+                is set already the body is a replay and nothing is recorded.
+            confirm: ``(key, seconds)``, keys of this connector given that expiry first (earlier deliveries' claims).
 
         Returns:
-            Per user: 0 not blocked, 1 blocked, 2 blocked just now by flood protection.
+            Per user: 0 not blocked, 1 blocked, 2 blocked just now by flood protection; None when ``claim`` was set
+            already (nothing recorded).
         """
-        if not users:
+        if not users and claim is None and not confirm:
             return []
         k = connector_keys(pnid)
         args: list[Any] = [now_ms, now_ms - DAY_MS, INVALIDATION_CHANNEL, pnid, OWNERSHIP_TTL_MS, len(users)]
@@ -277,13 +284,18 @@ class BlocklistStore:
         owned = [(f"{k['tag']}:msg:{mid}", u) for mid, u in messages]
         owned += [(f"{k['tag']}:join:{jid}", u) for jid, u in join_requests]
         args += [u for _, u in owned]
-        extra = {"owned": len(owned), "prefs": list(prefs), "flood": list(flood), "maxlen": AUDIT_MAXLEN,
-                 "at": iso_ms(now_ms)}  # fmt: skip
-        args.append(json.dumps(extra, separators=(",", ":"), ensure_ascii=False))
+        extra = {"argv": [str(a) for a in args], "owned": len(owned), "prefs": list(prefs), "flood": list(flood),
+                 "maxlen": AUDIT_MAXLEN, "at": iso_ms(now_ms), "confirm": [s for _, s in confirm]}  # fmt: skip
+        if claim is not None:
+            extra["claim"] = claim[1]
         keys = [k["blocks"], k["links"], k["seen"], k["expiry"], *(key for key, _ in owned)]
         keys += [k["optouts"], k["audit"], k["order"], *(f"{k['tag']}:flood:{f['fkey']}" for f in flood)]
-        flags = await self._call(self._inbound(keys=keys, args=args))
-        return [int(f) for f in flags]
+        keys += [key for key, _ in confirm]
+        if claim is not None:
+            keys.append(claim[0])
+        argument = json.dumps(extra, separators=(",", ":"), ensure_ascii=False)
+        flags = await self._call(self._inbound(keys=keys, args=[argument]))
+        return None if flags is None else [int(f) for f in flags]
 
     async def opted_out_key(self, pnid: str, keys: Sequence[str]) -> str | None:
         """The first of ``keys`` (or an identity linked to it) opted out on ``pnid``, or None."""

@@ -154,8 +154,14 @@ return out
 )
 
 # KEYS: blocks links seen expiry, then one key per ownership record (``msg:<id>`` / ``join:<id>``).
-# ARGV: now_ms cutoff_ms invalidation_channel pnid ttl_ms user_count, then per user (wa_key, bsuid, active) with ''
-# for absent and active '1' when the item counts as the user writing, then per ownership record the index of its user.
+# ARGV: one JSON object (one argument is far cheaper for the client to send than twenty): ``argv``, the list of
+# strings now_ms cutoff_ms invalidation_channel pnid ttl_ms user_count, then per user (wa_key, bsuid, active) with ''
+# for absent and active '1' when the item counts as the user writing, then per ownership record the index of its user;
+# ``owned``, ``prefs``, ``flood``, ``maxlen``, ``at`` (opt-out keywords and flood protection, below), ``confirm`` and
+# ``claim``.
+# Replay guard (proxy/inbound/replay.py), after the flood keys: KEYS of earlier deliveries' confirmations get their
+# window (extra.confirm: seconds each), then with extra.claim (ms) the delivered-body key is set NX for that long
+# before anything is recorded: when it is already set the body is a replay, nothing is recorded and nil is returned.
 # Records the last inbound time of active users (blocked or not), learns links, records who owns each inbound message
 # and join request (the owner as "wa_key\tbsuid", kept ttl_ms), returns 1/0 blocked per user.
 # A link is written in both directions at once and the stale reverse entries of both sides are removed, so a later
@@ -164,11 +170,20 @@ return out
 INBOUND = (
     _EXPIRY_FUNCTIONS
     + """
-local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2])
+local extra = cjson.decode(ARGV[1])
+local ARG = extra['argv']
+local owned = tonumber(extra['owned'])
+local guard = 7 + owned + #extra['flood']  -- KEYS index before the replay guard's keys
+local confirm = extra['confirm'] or {}
+for n, seconds in ipairs(confirm) do redis.call('EXPIRE', KEYS[guard + n], seconds) end
+if extra['claim'] and not redis.call('SET', KEYS[guard + #confirm + 1], '1', 'NX', 'PX', extra['claim']) then
+  return false
+end
+local now = tonumber(ARG[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARG[2])
 local out = {}
 local changed = false
-local users = tonumber(ARGV[6])
+local users = tonumber(ARG[6])
 local function unlink(id, partner)
   -- drop id's link unless it already points at partner; drop the reverse entry only if it points back at id
   local old = redis.call('HGET', KEYS[2], id)
@@ -179,9 +194,9 @@ local function unlink(id, partner)
   end
 end
 for i = 1, users do
-  local wa = ARGV[4 + 3 * i]
-  local bs = ARGV[5 + 3 * i]
-  local active = ARGV[6 + 3 * i] == '1'
+  local wa = ARG[4 + 3 * i]
+  local bs = ARG[5 + 3 * i]
+  local active = ARG[6 + 3 * i] == '1'
   if wa ~= '' and bs ~= '' and (redis.call('HGET', KEYS[2], wa) ~= bs or redis.call('HGET', KEYS[2], bs) ~= wa) then
     unlink(wa, bs)
     unlink(bs, wa)
@@ -191,7 +206,7 @@ for i = 1, users do
   local blocked = 0
   for _, id in ipairs({wa, bs}) do
     if id ~= '' then
-      if active then redis.call('ZADD', KEYS[3], 'GT', ARGV[1], id) end
+      if active then redis.call('ZADD', KEYS[3], 'GT', ARG[1], id) end
       if blocked == 0 then
         if live(KEYS[1], KEYS[4], id, now) then
           blocked = 1
@@ -205,11 +220,9 @@ for i = 1, users do
   out[i] = blocked
 end
 local first = 7 + 3 * users
-local extra = cjson.decode(ARGV[#ARGV])
-local owned = tonumber(extra['owned'])
 for k = 5, 4 + owned do
-  local u = tonumber(ARGV[first + k - 5]) + 1  -- indexes are 0-based
-  redis.call('SET', KEYS[k], ARGV[4 + 3 * u] .. '\t' .. ARGV[5 + 3 * u], 'PX', ARGV[5])
+  local u = tonumber(ARG[first + k - 5]) + 1  -- indexes are 0-based
+  redis.call('SET', KEYS[k], ARG[4 + 3 * u] .. '\t' .. ARG[5 + 3 * u], 'PX', ARG[5])
 end
 -- Opt-out keywords (issue 19): KEYS[4 + owned + 1] optouts, + 2 audit, + 3 order, then one flood key per entry.
 local optouts, audit, order = KEYS[5 + owned], KEYS[6 + owned], KEYS[7 + owned]
@@ -248,7 +261,7 @@ for n, f in ipairs(extra['flood']) do
     end
   end
 end
-if changed then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+if changed then redis.call('PUBLISH', ARG[3], ARG[4]) end
 return out
 """
 )
