@@ -23,7 +23,7 @@ from wa_blocklist.proxy.base.errors import ConfigError, InvalidNumber
 from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
 from wa_blocklist.proxy.config import Config, parse_config
 from wa_blocklist.proxy.graph import identity
-from wa_blocklist.proxy.outbound.gateway import parse_fields
+from wa_blocklist.proxy.graph.classify import read_params
 
 import payloads as p
 from fakes import FakeContactCenter, FakeGraph, sign
@@ -216,7 +216,12 @@ async def test_every_reading_meta_may_give_a_recipient_is_checked(
 
 
 def _fields(body: bytes) -> dict[str, list[Any]]:
-    return parse_fields(body, "", "")
+    """Every parameter of a send that reached Meta as ``name → [values]``, both readings, as the gateway reads it."""
+    params = read_params((), body, "")
+    fields: dict[str, list[Any]] = {name: [value] for name, value in params.fields.items()}
+    for name, values in params.also.items():
+        fields.setdefault(name, []).extend(values)
+    return fields
 
 
 def _is_blocked_identity(value: Any) -> bool:

@@ -11,7 +11,14 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from wa_blocklist.proxy.base.errors import BadRequest, NotBlocked
-from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, InboundUser, expiry_ms, parse_duration
+from wa_blocklist.proxy.blocklist.service import (
+    Actor,
+    BlocklistService,
+    InboundUser,
+    check_expiry,
+    parse_duration,
+    parse_expiry,
+)
 from wa_blocklist.proxy.graph.identity import recipient
 from wa_blocklist.proxy.ops.expiry import SWEEP_SECONDS, sweep_once
 from wa_blocklist.proxy.store.schema import BlockEntry
@@ -45,21 +52,29 @@ def test_bad_durations(text: Any) -> None:
         parse_duration(text)
 
 
+def expiry(now: int, **terms: Any) -> int | None:
+    """The expiry a block made at ``now`` with these terms gets, as BlocklistService.block computes it."""
+    at, seconds = parse_expiry(**terms)
+    expires = now + seconds * 1000 if seconds is not None else at
+    check_expiry(expires, now)
+    return expires
+
+
 def test_expiry_validation() -> None:
     now = 1_800_000_000_000
-    assert expiry_ms(now) is None
-    assert expiry_ms(now, duration="1d") == now + DAY * 1000
-    assert expiry_ms(now, expires_at=iso(now / 1000 + 3600)) == now + 3_600_000
+    assert expiry(now) is None
+    assert expiry(now, duration="1d") == now + DAY * 1000
+    assert expiry(now, expires_at=iso(now / 1000 + 3600)) == now + 3_600_000
     with pytest.raises(BadRequest, match="either duration or expires_at"):
-        expiry_ms(now, duration="1d", expires_at=iso(now / 1000 + 3600))
+        expiry(now, duration="1d", expires_at=iso(now / 1000 + 3600))
     with pytest.raises(BadRequest, match="in the future"):
-        expiry_ms(now, expires_at=iso(now / 1000 - 1))
+        expiry(now, expires_at=iso(now / 1000 - 1))
     with pytest.raises(BadRequest, match="at most a year"):
-        expiry_ms(now, duration="400d")
+        expiry(now, duration="400d")
     with pytest.raises(BadRequest, match="time zone"):
-        expiry_ms(now, expires_at="2030-01-01T00:00:00")
+        expiry(now, expires_at="2030-01-01T00:00:00")
     with pytest.raises(BadRequest, match="ISO 8601"):
-        expiry_ms(now, expires_at="next tuesday")
+        expiry(now, expires_at="next tuesday")
 
 
 def test_entries_stored_before_expiry_existed_still_load() -> None:

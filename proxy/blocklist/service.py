@@ -1012,27 +1012,6 @@ def parse_expiry(*, duration: Any = None, expires_at: Any = None) -> tuple[int |
     return None, None
 
 
-def expiry_ms(now_ms: int, *, duration: Any = None, expires_at: Any = None) -> int | None:
-    """The expiry of a block made at ``now_ms`` from a ``duration`` or an ``expires_at`` (at most one of them).
-
-    Returns:
-        Unix ms, or None for a permanent block (neither given).
-
-    Raises:
-        BadRequest: both given, either malformed, not in the future, or more than a year away.
-    """
-    if duration not in (None, "") and expires_at not in (None, ""):
-        raise BadRequest("give either duration or expires_at, not both")
-    if duration not in (None, ""):
-        expires = now_ms + parse_duration(duration) * 1000
-    elif expires_at not in (None, ""):
-        expires = parse_expires_at(expires_at)
-    else:
-        return None
-    check_expiry(expires, now_ms)
-    return expires
-
-
 def check_expiry(expires_at_ms: int | None, now_ms: int) -> None:
     """Refuse an expiry that is not in the future or is more than a year away."""
     if expires_at_ms is None:

@@ -811,26 +811,6 @@ def _too_large(limit: int) -> GraphRefusal:
     )
 
 
-# --- parse_fields: a send's parameters as the gateway reads them (the fuzz tests read bodies with it) -----------
-
-
-def parse_fields(body: bytes, content_type: str, query: str) -> dict[str, list[Any]]:
-    """Every parameter of a send as ``name → [values]`` (both readings), read as the gateway reads it.
-
-    Raises:
-        GraphRefusal: 400 when the request cannot be read one way only.
-    """
-    try:
-        target = classify_target("POST", "/1/messages", query, [("Content-Type", content_type)])
-        params = read_params(target.query, body, content_type)
-    except Refused as refused:
-        raise GraphRefusal(refused.status, refused.code, refused.title, refused.details) from None
-    fields: dict[str, list[Any]] = {name: [value] for name, value in params.fields.items()}
-    for name, values in params.also.items():
-        fields.setdefault(name, []).extend(values)
-    return fields
-
-
 def _relay_client(max_connections: int) -> ClientBuilder:
     """A pooled pyreqwest client that relays bytes as they are: no redirects, no decompression, no cookies, bounded
     connect time, idle connections dropped after 15 s (as aiohttp's keep-alive: before a server drops them)."""
