@@ -184,16 +184,25 @@ def request_id_from(headers: Any) -> str:
     return presented if _SANE_ID.match(presented) else new_request_id()
 
 
-_ids: tuple[int, str, itertools.count[int]] = (-1, "", itertools.count())
+def _fresh_ids() -> tuple[str, itertools.count[int]]:
+    return secrets.token_hex(8), itertools.count(1)
+
+
+_ids = _fresh_ids()
+
+
+def _new_process_ids() -> None:
+    global _ids
+    _ids = _fresh_ids()
+
+
+os.register_at_fork(after_in_child=_new_process_ids)  # a forked worker must not repeat its parent's IDs
 
 
 def new_request_id() -> str:
     """A fresh request ID: 32 hex digits, a random prefix per process and a counter (unique without asking the OS
-    for randomness on every request, which costs more than the rest of the ID)."""
-    global _ids
-    pid, prefix, counter = _ids
-    if pid != os.getpid():  # a new process (a forked worker) must not repeat its parent's IDs
-        _ids = pid, prefix, counter = os.getpid(), secrets.token_hex(8), itertools.count(1)
+    for randomness, or for the process ID, on every request)."""
+    prefix, counter = _ids
     return f"{prefix}{next(counter):016x}"
 
 
