@@ -73,11 +73,35 @@ request = function()
 end
 """
 
+# Every delivery carries new message IDs, as Meta's do (the same body twice is a replay, which the proxy acknowledges
+# without checking or forwarding it): the bodies differ in a number k, their signatures are precomputed one per line,
+# each thread takes every threads-th k, and each run (the warm-up, then the measured run) starts after the last k the
+# run before may have used (kept in a file: wrk gives a script no state across runs).
 WEBHOOK_LUA = """
-local body = [==[%(body)s]==]
-request = function()
+local parts = {%(parts)s}
+local counter, signatures, threads = [==[%(counter)s]==], [==[%(signatures)s]==], %(threads)d
+local start = 0
+local saved = io.open(counter)
+if saved then start = tonumber(saved:read("*l")) or 0; saved:close() end
+local made = 0
+function setup(thread) thread:set("id", made); made = made + 1 end
+local sigs, k = {}, 0
+function init(args)
+  for line in io.lines(signatures) do sigs[#sigs + 1] = line end
+  k = start + id
+end
+function request()
+  local body = parts[1]
+  for i = 2, #parts do body = body .. k .. parts[i] end
+  local signature = sigs[k + 1]
+  k = k + threads
   return wrk.format("POST", "/webhooks/whatsapp",
-    {["Content-Type"] = "application/json", ["X-Hub-Signature-256"] = "%(signature)s"}, body)
+    {["Content-Type"] = "application/json", ["X-Hub-Signature-256"] = signature}, body)
+end
+function done(summary, latency, requests)
+  local out = io.open(counter, "w")
+  out:write(tostring(start + threads * (summary.requests + 1000)))  -- the requests still in flight at the end too
+  out:close()
 end
 """
 
@@ -337,8 +361,10 @@ http {{
 
     def webhook_script(self, blocked_too: bool) -> Path:
         def message(wa_id: str, n: int) -> dict[str, object]:
-            return {"from": wa_id, "id": f"wamid.BENCH{n}", "timestamp": "1764038400", "type": "text",
-                    "text": {"body": "Hola"}}  # fmt: skip
+            return {"from": wa_id, "id": f"wamid.BENCH{int(blocked_too)}.{mark}.{n}", "timestamp": "1764038400",
+                    "type": "text", "text": {"body": "Hola"}}  # fmt: skip
+
+        mark = "@K@"  # where each delivery's number goes
 
         users = ["573001234567"] + (["573109999999"] if blocked_too else [])
         payload = {
@@ -350,10 +376,20 @@ http {{
                 "messages": [message(u, i) for i, u in enumerate(users)],
             }}]}],
         }  # fmt: skip
-        body = json.dumps(payload, separators=(",", ":"))
-        signature = "sha256=" + hmac.new(APP_SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
-        path = self.work / f"webhook-{int(blocked_too)}.lua"
-        path.write_text(WEBHOOK_LUA % {"body": body, "signature": signature})
+        parts = json.dumps(payload, separators=(",", ":")).split(mark)
+        # enough for the three webhook scenarios (warm-up and measured run each) at several thousand deliveries/s
+        count = 3 * self.args.threads * (6_000 * (2 + self.args.duration) + 1_000)
+        name = f"webhook-{int(blocked_too)}"
+        signatures = self.work / f"{name}.signatures"
+        key = APP_SECRET.encode()
+        with signatures.open("w") as out:
+            for k in range(count):
+                body = str(k).join(parts).encode()
+                out.write("sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest() + "\n")
+        path = self.work / f"{name}.lua"
+        lua_parts = ", ".join(f"[==[{part}]==]" for part in parts)
+        path.write_text(WEBHOOK_LUA % {"parts": lua_parts, "counter": self.work / f"{name}.next",
+                                       "signatures": signatures, "threads": self.args.threads})  # fmt: skip
         return path
 
     def block_for_webhook(self) -> None:

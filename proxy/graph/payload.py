@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -52,8 +51,9 @@ WABA_OBJECT = "whatsapp_business_account"
 ENVELOPE_KEYS = frozenset({"messaging_product", "metadata", "contacts"})
 """Keys of a change value that carry no event of their own: a value left with only these is not forwarded."""
 
-_ID = re.compile(r"[\x21-\x7e]{1,512}")
-"""Message / join-request IDs that are learned: visible ASCII, at most 512 characters (Meta's are far shorter)."""
+MAX_ID_LENGTH = 512
+"""Message / join-request IDs that are learned: visible ASCII (``!`` to ``~``), at most this long (Meta's are far
+shorter)."""
 
 
 class Kind(StrEnum):
@@ -131,6 +131,7 @@ class Person(NamedTuple):
 
 
 _NOBODY = Person()
+_new_person = tuple.__new__
 
 
 @dataclass(slots=True)
@@ -184,10 +185,14 @@ def parse(body: bytes) -> dict[str, Any]:
     webhook raises :class:`PayloadError`. ``NaN``/``Infinity`` are not JSON and are refused.
     """
     try:
-        # json.loads(body, parse_constant=...) without building a decoder per call: the same decoding of bytes.
-        payload = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: absurd nesting
+        # json.loads(body, parse_constant=...) without a decoder built per call or its two whitespace regexes: the
+        # bytes decoded as json.loads decodes them, JSON's whitespace around the value, one value and nothing else.
+        text = body.decode(json.detect_encoding(body), "surrogatepass").strip(_JSON_SPACE)
+        payload, end = _DECODER.scan_once(text, 0)  # type: ignore[attr-defined]
+    except (StopIteration, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; Recursion: absurd nesting
         raise PayloadError("invalid_json", "the webhook body is not valid JSON") from None
+    if end != len(text):
+        raise PayloadError("invalid_json", "the webhook body is not valid JSON")
     check(payload)
     return payload  # type: ignore[no-any-return]
 
@@ -220,6 +225,8 @@ def _no_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)
+_JSON_SPACE = " \t\n\r"
+"""JSON's whitespace (RFC 8259 §2): what may stand around the value."""
 
 
 def changes(payload: dict[str, Any]) -> list[Change]:
@@ -254,13 +261,22 @@ def _person(item: Any, wa_field: str, bsuid_field: str) -> Person:
     if not isinstance(item, dict):
         return _NOBODY
     wa_id, bsuid = item.get(wa_field), item.get(bsuid_field)
-    return Person(wa_id if isinstance(wa_id, str) else "", bsuid if isinstance(bsuid, str) else "")
+    # tuple.__new__: the named tuple's own __new__ is a Python function, called for every item of every webhook
+    return _new_person(Person, (wa_id if isinstance(wa_id, str) else "", bsuid if isinstance(bsuid, str) else ""))
 
 
 def _id(value: Any) -> str:
-    # Visible ASCII only: these become Redis key names, and what Meta sends (wamid.…, numeric IDs) is ASCII.
-    text = _text(value)
-    return text if _ID.fullmatch(text) else ""
+    # Visible ASCII only: these become Redis key names, and what Meta sends (wamid.…, numeric IDs) is ASCII. For ASCII
+    # text, printable means space to "~", so printable without a space is exactly "!" to "~".
+    if (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_ID_LENGTH
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    ):
+        return value
+    return ""
 
 
 def _items(value: dict[str, Any]) -> list[Item]:

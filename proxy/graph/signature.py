@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -20,6 +21,20 @@ LEGACY_SIGNATURE_HEADER = "X-Hub-Signature"
 """SHA-1, still sent by Meta and checked by some older consumers."""
 
 _ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+# _ENCODER's C encoder, made once (JSONEncoder.encode makes one per call) and without the check for circular
+# references: what is written is a parsed JSON payload, which cannot refer to itself.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE = (
+    _c_make_encoder(None, _not_json, encode_basestring_ascii, None, ":", ",", False, False, False)
+    if _c_make_encoder is not None
+    else None
+)
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -60,4 +75,5 @@ def meta_dumps(payload: Any) -> bytes:
     ``/`` only occurs inside JSON strings, so replacing it in the encoded text cannot touch the structure; an escaped
     backslash before it (``\\\\``) stays a backslash followed by ``\\/``.
     """
-    return _ENCODER.encode(payload).replace("/", "\\/").encode("ascii")
+    text = "".join(_C_ENCODE(payload, 0)) if _C_ENCODE is not None else _ENCODER.encode(payload)
+    return text.replace("/", "\\/").encode("ascii")

@@ -284,8 +284,10 @@ class BlocklistStore:
         owned = [(f"{k['tag']}:msg:{mid}", u) for mid, u in messages]
         owned += [(f"{k['tag']}:join:{jid}", u) for jid, u in join_requests]
         args += [u for _, u in owned]
+        # "at" dates the audit records of keyword and flood entries only: no date is formatted for other webhooks
         extra = {"argv": [str(a) for a in args], "owned": len(owned), "prefs": list(prefs), "flood": list(flood),
-                 "maxlen": AUDIT_MAXLEN, "at": iso_ms(now_ms), "confirm": [s for _, s in confirm]}  # fmt: skip
+                 "maxlen": AUDIT_MAXLEN, "at": iso_ms(now_ms) if prefs or flood else "",
+                 "confirm": [s for _, s in confirm]}  # fmt: skip
         if claim is not None:
             extra["claim"] = claim[1]
         keys = [k["blocks"], k["links"], k["seen"], k["expiry"], *(key for key, _ in owned)]
