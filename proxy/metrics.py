@@ -5,12 +5,13 @@ apps in one process (tests, plugins) never collide. With ``wa-blocklist serve --
 its own registry and a scrape reaches one worker: scrape each worker separately or sum over ``instance`` only as
 far as that goes (see README.md, "Prometheus metrics").
 
-The metrics moved on every request and every Redis call (``wabl_requests_total``, ``wabl_request_seconds``,
-``wabl_store_seconds``, ``wabl_store_errors_total``) are kept as plain numbers (:class:`PlainCounter`,
-:class:`PlainHistogram`) and handed to prometheus_client at scrape time as the very families its ``Counter`` and
-``Histogram`` would give (names, labels, HELP, buckets, ``_created``): its objects take a lock, a label lookup and a
-walk over the buckets per observation, tens of thousands of instructions on a path that costs a few hundred
-thousand. They are updated from the event loop's thread only.
+The metrics moved on every request, every upstream call and every Redis call (``wabl_requests_total``,
+``wabl_request_seconds``, ``wabl_upstream_seconds``, ``wabl_store_seconds``, ``wabl_store_errors_total``) are
+kept as plain numbers (:class:`PlainCounter`, :class:`PlainHistogram`) and handed to prometheus_client at scrape
+time as the very families its ``Counter`` and ``Histogram`` would give (names, labels, HELP, buckets,
+``_created``): its objects take a lock, a label lookup and a walk over the buckets per observation, tens of
+thousands of instructions on a path that costs a few hundred thousand. They are updated from the event loop's
+thread only.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -130,6 +131,10 @@ class PlainHistogram(Collector):
         series[bisect_left(self.bounds, amount)] += 1
         series[-1] += amount
 
+    def labels(self, *labelvalues: str) -> PlainSeries:
+        """The series of ``labelvalues``, bound once for a hot path (as ``Histogram.labels``)."""
+        return PlainSeries(self.start(labelvalues), self.bounds)
+
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         with_created = _created_series_wanted()
@@ -145,6 +150,20 @@ class PlainHistogram(Collector):
                 labels = dict(zip(self.labelnames, labelvalues, strict=True))
                 family.samples.append(Sample(f"{self.name}_created", labels, self.created[labelvalues], None))
         yield family
+
+
+class PlainSeries:
+    """One series of a :class:`PlainHistogram`, bound: ``observe(seconds)`` as a prometheus_client child's."""
+
+    __slots__ = ("bounds", "series")
+
+    def __init__(self, series: list[float], bounds: tuple[float, ...]) -> None:
+        self.series, self.bounds = series, bounds
+
+    def observe(self, amount: float) -> None:
+        series = self.series
+        series[bisect_left(self.bounds, amount)] += 1
+        series[-1] += amount
 
 
 class _CacheCollector(Collector):
@@ -175,8 +194,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        # The four moved on every request or Redis call are plain numbers (see the module docstring), registered
-        # in the order the scrape has always listed them.
+        # Those moved on every request, upstream call or Redis call are plain numbers (see the module docstring),
+        # registered in the order the scrape has always listed them.
         self.requests = PlainCounter(
             "wabl_requests",
             "Requests handled, by face (gateway, webhooks, admin, ops) and outcome",
@@ -202,10 +221,11 @@ class Metrics:
             "wabl_optout_refused", "Template and marketing sends refused because the user opted out", ["connector"],
             registry=r,
         )  # fmt: skip
-        self.upstream_seconds = Histogram(
+        self.upstream_seconds = PlainHistogram(
             "wabl_upstream_seconds", "Time to the response headers of upstream calls (graph, contact_center)",
-            ["upstream"], buckets=LATENCY_BUCKETS, registry=r,
+            ["upstream"], buckets=LATENCY_BUCKETS,
         )  # fmt: skip
+        r.register(self.upstream_seconds)
         self.upstream_errors = Counter(
             "wabl_upstream_errors", "Upstream calls that failed without a response (connect errors, timeouts)",
             ["upstream"], registry=r,
