@@ -10,7 +10,8 @@ routed by its WhatsApp Business Account (``entry[].id``) to the contact centers 
 2. verify ``X-Hub-Signature-256`` on the raw bytes (:mod:`wa_blocklist.proxy.graph.signature`) before anything is
    learned from it;
 3. per connector, one Redis round trip records who wrote (only user-sent items count), learns wa_id↔BSUID links and
-   who sent which message / join request, and says who is blocked (nothing is recorded from an unverified body);
+   who sent which message / join request, and says who is blocked (nothing is recorded from an unverified body); the
+   same script first claims the body for the replay guard (:mod:`wa_blocklist.proxy.inbound.replay`);
 4. remove the blocked users' items as the policy table of :mod:`wa_blocklist.proxy.graph.payload` says; reject their
    incoming calls at Meta in the background; a blocked user's change of number carries the block to the new wa_id;
 5. forward each contact center's share, concurrently: the original bytes and signature when it gets the whole POST
