@@ -2,7 +2,9 @@
 
 ``python -m bench.floor hello PORT``: answer every request at once with a canned body (the server alone).
 ``python -m bench.floor proxy PORT UPSTREAM``: read the body, send it upstream with a pooled aiohttp client session,
-answer with the upstream's status and body: no routing, checks, logs or metrics. Both run on uvloop, as the proxy does.
+answer with the upstream's status and body: no routing, checks, logs or metrics.
+``python -m bench.floor reqwest PORT UPSTREAM``: the same relay with the gateway's upstream client (pyreqwest, as
+``gateway_client`` builds it): the floor under the proxy's own send path. All run on uvloop, as the proxy does.
 
 Nothing here is a product path; the bench runs these to show how much of the gap to nginx belongs to aiohttp itself.
 """
@@ -15,6 +17,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import uvloop
 from aiohttp import web
+
+from wa_blocklist.proxy.outbound.gateway import relay_client
 
 BODY = b'{"messaging_product":"whatsapp","contacts":[{"input":"x","wa_id":"x"}],"messages":[{"id":"wamid.FLOOR"}]}'
 SESSION = web.AppKey("session", aiohttp.ClientSession)
@@ -30,6 +34,19 @@ def main() -> None:
     app = web.Application()
     if mode == "hello":
         app.router.add_route("*", "/{tail:.*}", hello)
+    elif mode == "reqwest":
+        upstream = sys.argv[3].rstrip("/")
+        client = relay_client(1000).build()
+
+        async def relay(request: web.Request) -> web.Response:
+            body = await request.read()
+            headers = [("Content-Type", request.headers.get("Content-Type", "application/octet-stream"))]
+            built = client.request(request.method, upstream + request.raw_path).headers(headers).body_bytes(body)
+            async with built.build_streamed() as resp:
+                answer = (await resp.bytes()).to_bytes()
+                return web.Response(body=answer, status=resp.status, content_type="application/json")
+
+        app.router.add_route("*", "/{tail:.*}", relay)
     else:
         upstream = sys.argv[3].rstrip("/")
 

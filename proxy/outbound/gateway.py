@@ -811,7 +811,7 @@ def _too_large(limit: int) -> GraphRefusal:
     )
 
 
-def _relay_client(max_connections: int) -> ClientBuilder:
+def relay_client(max_connections: int) -> ClientBuilder:
     """A pooled pyreqwest client that relays bytes as they are: no redirects, no decompression, no cookies, bounded
     connect time, idle connections dropped after 15 s (as aiohttp's keep-alive: before a server drops them)."""
     return (
@@ -829,11 +829,11 @@ def _relay_client(max_connections: int) -> ClientBuilder:
 
 
 def gateway_client(config: Config) -> ReqwestClient:
-    """The gateway's client (``GATEWAY_CLIENT``): :func:`_relay_client` with the Graph API's read-idle bound."""
-    return _relay_client(1000).read_timeout(timedelta(seconds=config.graph.timeout_seconds)).build()
+    """The gateway's client (``GATEWAY_CLIENT``): :func:`relay_client` with the Graph API's read-idle bound."""
+    return relay_client(1000).read_timeout(timedelta(seconds=config.graph.timeout_seconds)).build()
 
 
 def webhook_client() -> ReqwestClient:
-    """The webhook forwarder's client (``WEBHOOK_CLIENT``): :func:`_relay_client`; the total time is bounded per
+    """The webhook forwarder's client (``WEBHOOK_CLIENT``): :func:`relay_client`; the total time is bounded per
     delivery (``webhooks.forward_timeout_seconds``)."""
-    return _relay_client(200).build()
+    return relay_client(200).build()
