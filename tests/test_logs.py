@@ -7,11 +7,13 @@ import io
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, make_mocked_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,10 +21,12 @@ from wa_blocklist.proxy.app import create_app
 from wa_blocklist.proxy.appkeys import SERVICE
 from wa_blocklist.proxy.base.logs import (
     REDACTED,
+    REQUEST_INFO,
     HumanFormatter,
     JsonFormatter,
     RedactingAccessLogger,
     RedactingFilter,
+    RequestInfo,
     new_request_id,
     redact,
     redact_query,
@@ -470,3 +474,23 @@ async def test_any_other_logging_set_up_gets_records(
     assert [r.name for r in seen] == ["aiohttp.access"] and "aiohttp.access" in records_made
     [line] = lines(stream)
     assert list(line) == ACCESS_KEYS and line["face"] == "ops"  # the same line, through logging
+
+
+def test_the_access_line_times_the_request_from_the_middleware_not_the_loop_clock() -> None:
+    """uvloop's loop clock, which aiohttp hands the access logger, moves in whole milliseconds: the line takes the
+    span from the middleware's start instead, to the microsecond."""
+    stream = io.StringIO()
+    logger = logging.getLogger("test.access.latency")
+    logger.propagate = False
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        request = make_mocked_request("POST", f"/v21.0/{PNID}/messages")
+        request[REQUEST_INFO] = RequestInfo("req-1", "gateway", started=time.perf_counter() - 0.0123)
+        RedactingAccessLogger(logger, "").log(request, web.Response(status=200), 0.012)
+    finally:
+        logger.removeHandler(handler)
+    latency = json.loads(stream.getvalue())["latency_ms"]
+    assert 12.3 <= latency < 1000 and latency != 12.0
