@@ -16,11 +16,14 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wa_blocklist.proxy.app import create_app
 from wa_blocklist.proxy.base.errors import ConfigError
 from wa_blocklist.proxy.blocklist.service import Actor, InboundUser
 from wa_blocklist.proxy.config import parse_config
+from wa_blocklist.proxy.graph import classify
 from wa_blocklist.proxy.graph.classify import (
     GUARDED_EDGES,
     METHODS,
@@ -141,7 +144,7 @@ def send(to: Any = ALLOWED, **extra: Any) -> bytes:
 
 def multipart(*parts: tuple[str, str, str]) -> tuple[dict[str, str], bytes]:
     body = b"".join(
-        f"--b0\r\nContent-Disposition: form-data; name=\"{name}\"{extra}\r\n\r\n{value}\r\n".encode()
+        f'--b0\r\nContent-Disposition: form-data; name="{name}"{extra}\r\n\r\n{value}\r\n'.encode()
         for name, value, extra in parts
     )
     return {"Content-Type": "multipart/form-data; boundary=b0"}, body + b"--b0--\r\n"
@@ -359,7 +362,7 @@ def test_the_upload_scanner_sees_a_batch_part_across_chunk_boundaries(split: int
 
 
 def test_a_file_that_mentions_batch_in_its_content_is_not_a_batch_part() -> None:
-    PartNameScanner().feed(b"--b0\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nbatch method name=batch\r\n")
+    PartNameScanner().feed(b'--b0\r\nContent-Disposition: form-data; name="file"\r\n\r\nbatch method name=batch\r\n')
 
 
 def test_read_params_reads_one_way_only() -> None:
@@ -430,3 +433,38 @@ async def test_answering_a_blocked_users_call_is_refused_and_unseen_calls_too(cl
         status, _ = await raw(client, "POST", calls, JSON, json.dumps(body_).encode())
         assert status == 200, body_
     assert len(fake_graph.requests) == 2
+
+
+# --- the remembered classification answers as the full one -------------------------------------------------------
+
+_SEGMENTS = st.sampled_from(
+    ["v21.0", "V2", PNID, "1234567890123", "0123", "+57", "messages", "MESSAGES", "media", "block_users", "admin",
+     "participants", "a.b", "%2e", "x;y", "", "upload:MTph", "marketing_messages", "calls", "whatsapp_business_profile"]
+)  # fmt: skip
+_HEADER_NAMES = st.sampled_from(
+    ["Content-Type", "content-type", "Content-Encoding", "X-HTTP-Method-Override", "X-Method", "Authorization",
+     "X-Content-Type-Options", "Accept", "x-content-encoding-hint"]
+)  # fmt: skip
+
+
+def _outcome(call: Any) -> Any:
+    try:
+        return call()
+    except Refused as refused:
+        return ("refused", refused.status, refused.code, refused.details)
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "POST", "DELETE", "PUT", "post"]),
+    parts=st.lists(_SEGMENTS, max_size=4),
+    query=st.sampled_from(["", "fields=id", "method=post", "Batch=1", "to=1&to=2", "access_token=x", "a%FF=1"]),
+    headers=st.lists(st.tuples(_HEADER_NAMES, st.just("v")), max_size=4),
+)
+def test_a_remembered_classification_is_the_full_one(method: str, parts: list[str], query: str, headers: Any) -> None:
+    """classify_target remembers what it answers for requests whose headers it cannot refuse; every answer, twice
+    asked, equals the unremembered classification's (the same Target, or the same refusal)."""
+    path = "/" + "/".join(parts)
+    full = _outcome(lambda: classify._classify(method, path, query, headers, ()))
+    assert _outcome(lambda: classify_target(method, path, query, headers)) == full
+    assert _outcome(lambda: classify_target(method, path, query, headers)) == full
