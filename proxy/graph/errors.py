@@ -42,4 +42,3 @@ def error_envelope(
     if transient:
         error["is_transient"] = True
     return {"error": error}
-

@@ -317,9 +317,7 @@ async def _list(
             response.headers["Content-Type"] = resp.headers.get("Content-Type", "application/json")
             return response
     try:
-        entries, cursor = await gateway.service.list_blocks(
-            connector.phone_number_id, limit=limit, cursor=after
-        )
+        entries, cursor = await gateway.service.list_blocks(connector.phone_number_id, limit=limit, cursor=after)
     except StoreUnavailable:
         raise store_unavailable() from None
     except BadRequest as exc:
