@@ -126,3 +126,16 @@ async def test_the_recording_script_claims_first_and_a_replay_records_nothing(co
         later = await store.record_inbound_detail(PNID, [user], 3_000_000, claim=(other, 40_000), confirm=[(key, 900)])
         assert later == [0]
         assert 40 < await store.redis.ttl(key) <= 900
+
+
+async def test_the_recording_script_is_loaded_again_when_redis_lost_it(config: Config) -> None:
+    # The store runs the script by its SHA; a restarted or flushed Redis answers NOSCRIPT and the script is loaded
+    # again, as redis-py's own wrapper does.
+    body = p.encode(p.envelope(p.messages_change(PNID, [p.text("573001234567", "otra vez")])))
+    async with open_store(config.store) as store:
+        await store.redis.script_flush()
+        flags = await store.record_inbound_detail(
+            PNID, [("573001234567", "", True)], 1_000_000, claim=(ReplayGuard.key(PNID, body), 40_000)
+        )
+        assert flags == [0]
+        assert await store.last_inbound_ms(PNID, "573001234567") == 1_000_000

@@ -796,7 +796,9 @@ class BlocklistService:
         """
         connector = self.connector(pnid)
         now = self.now_ms()
-        people = [_primary(u) for u in users]
+        flooding = connector.flood_max_messages > 0 and bool(counted)
+        # The identities automatic entries are made for: only worked out when a keyword or flood counting may need them
+        people = [_primary(u) for u in users] if keywords or flooding else []
         prefs: list[dict[str, Any]] = []
         for u, mode, text in keywords:
             who = people[u] if 0 <= u < len(people) else None
@@ -811,7 +813,7 @@ class BlocklistService:
             prefs.append({"mode": mode, "key": who.key, "entry": entry.dumps(), "drop": drop, "number": who.value,
                           "kind": who.kind, "reason": entry.reason})  # fmt: skip
         flood: list[dict[str, Any]] = []
-        if connector.flood_max_messages > 0:
+        if flooding:
             window = connector.flood_window_seconds * 1000
             for u, message_ids in counted:
                 who = people[u] if 0 <= u < len(people) else None
@@ -837,9 +839,10 @@ class BlocklistService:
             return None
         if self.cache is not None and (prefs or 2 in flags):
             self.cache.invalidate(pnid)
-        for flag, who in zip(flags, people, strict=True):
-            if flag == 2 and who is not None:
-                log.info("flood protection blocked %s on %s", masked(who.value), pnid)
+        if flooding and 2 in flags:
+            for flag, who in zip(flags, people, strict=True):
+                if flag == 2 and who is not None:
+                    log.info("flood protection blocked %s on %s", masked(who.value), pnid)
         return flags
 
     async def _notify(self, action: Literal["block", "unblock"], pnid: str, entry: BlockEntry) -> None:

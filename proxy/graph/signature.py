@@ -10,7 +10,6 @@ same digest: on an ASCII body re-escaping changes nothing.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 from json.encoder import encode_basestring_ascii
@@ -39,12 +38,12 @@ _C_ENCODE = (
 
 def sign(secret: str, body: bytes) -> str:
     """The ``X-Hub-Signature-256`` value Meta would send for ``body``: ``sha256=<hex HMAC-SHA256>``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return "sha256=" + hmac.digest(secret.encode(), body, "sha256").hex()  # one C call (hmac.new: a Python object)
 
 
 def sign_sha1(secret: str, body: bytes) -> str:
     """The legacy ``X-Hub-Signature`` value: ``sha1=<hex HMAC-SHA1>``."""
-    return "sha1=" + hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+    return "sha1=" + hmac.digest(secret.encode(), body, "sha1").hex()
 
 
 def verify(secret: str, body: bytes, header: str | None) -> bool:

@@ -20,6 +20,7 @@ from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.commands.core import AsyncScript
 
 from ..base.errors import BadRequest, StoreUnavailable
 from . import scripts
@@ -34,6 +35,12 @@ from .schema import (
     iso_ms,
     parse_owner,
 )
+
+_OWNERSHIP_TTL = str(OWNERSHIP_TTL_MS)
+
+_ARGUMENT_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_dumps = _ARGUMENT_ENCODER.encode
+"""``json.dumps(..., separators=(",", ":"), ensure_ascii=False)`` without an encoder built per call."""
 
 _SCAN_LIMIT = 5_000  # entries examined per search request before a partial page is returned with a cursor
 
@@ -277,27 +284,40 @@ class BlocklistStore:
         """
         if not users and claim is None and not confirm:
             return []
-        k = connector_keys(pnid)
-        args: list[Any] = [now_ms, now_ms - DAY_MS, INVALIDATION_CHANNEL, pnid, OWNERSHIP_TTL_MS, len(users)]
+        tag = f"wabl:{{{pnid}}}"  # connector_keys(pnid)'s prefix, its keys written out here (one dict fewer a webhook)
+        argv = [str(now_ms), str(now_ms - DAY_MS), INVALIDATION_CHANNEL, pnid, _OWNERSHIP_TTL, str(len(users))]
         for user in users:
-            args += [user[0], user[1], "0" if len(user) > 2 and not user[2] else "1"]
-        owned = [(f"{k['tag']}:msg:{mid}", u) for mid, u in messages]
-        owned += [(f"{k['tag']}:join:{jid}", u) for jid, u in join_requests]
-        args += [u for _, u in owned]
+            argv += (user[0], user[1], "0" if len(user) > 2 and not user[2] else "1")
+        keys = [f"{tag}:blocks", f"{tag}:links", f"{tag}:seen", f"{tag}:expiry"]
+        for mid, u in messages:
+            keys.append(f"{tag}:msg:{mid}")
+            argv.append(str(u))
+        for jid, u in join_requests:
+            keys.append(f"{tag}:join:{jid}")
+            argv.append(str(u))
         # "at" dates the audit records of keyword and flood entries only: no date is formatted for other webhooks
-        extra = {"argv": [str(a) for a in args], "owned": len(owned), "prefs": list(prefs), "flood": list(flood),
+        extra = {"argv": argv, "owned": len(keys) - 4, "prefs": list(prefs), "flood": list(flood),
                  "maxlen": AUDIT_MAXLEN, "at": iso_ms(now_ms) if prefs or flood else "",
                  "confirm": [s for _, s in confirm]}  # fmt: skip
         if claim is not None:
             extra["claim"] = claim[1]
-        keys = [k["blocks"], k["links"], k["seen"], k["expiry"], *(key for key, _ in owned)]
-        keys += [k["optouts"], k["audit"], k["order"], *(f"{k['tag']}:flood:{f['fkey']}" for f in flood)]
+        keys += (f"{tag}:optouts", f"{tag}:audit", f"{tag}:order")
+        keys += [f"{tag}:flood:{f['fkey']}" for f in flood]
         keys += [key for key, _ in confirm]
         if claim is not None:
             keys.append(claim[0])
-        argument = json.dumps(extra, separators=(",", ":"), ensure_ascii=False)
-        flags = await self._call(self._inbound(keys=keys, args=[argument]))
+        flags = await self._call(self._evalsha(self._inbound, keys, _dumps(extra)))
         return None if flags is None else [int(f) for f in flags]
+
+    async def _evalsha(self, script: AsyncScript, keys: list[str], argument: str) -> Any:
+        """``script(keys=keys, args=[argument])`` without redis-py's wrapper (it copies keys and args into new tuples
+        and checks the client against the Pipeline protocol on every call): EVALSHA, and on NOSCRIPT (a restarted or
+        flushed Redis) the script loaded and run again, as the wrapper does."""
+        try:
+            return await self.redis.evalsha(script.sha, len(keys), *keys, argument)
+        except redis_errors.NoScriptError:
+            script.sha = await self.redis.script_load(script.script)
+            return await self.redis.evalsha(script.sha, len(keys), *keys, argument)
 
     async def opted_out_key(self, pnid: str, keys: Sequence[str]) -> str | None:
         """The first of ``keys`` (or an identity linked to it) opted out on ``pnid``, or None."""
