@@ -188,8 +188,9 @@ async def open_admin(browser: Browser, client: TestClient[Any, Any]) -> AsyncIte
         if not request.url.startswith(origin + "/"):
             foreign.append(request.url)
 
-    async def opener(locale: str = "en-US") -> Page:
-        context = await browser.new_context(locale=locale, timezone_id=TIME_ZONE)
+    async def opener(locale: str = "en-US", headers: dict[str, str] | None = None) -> Page:
+        # headers: sent with every request of the page, as an authenticating reverse proxy would add them
+        context = await browser.new_context(locale=locale, timezone_id=TIME_ZONE, extra_http_headers=headers)
         context.set_default_timeout(10_000)
         contexts.append(context)
         page = await context.new_page()

@@ -562,7 +562,8 @@ function encode(segment) {
  * @returns {Promise<{status: number, data: any}>}
  */
 async function api(method, path, { body, token = state.token, signal } = {}) {
-  const headers = { Accept: "application/json", Authorization: `Bearer ${token}` };
+  const headers = { Accept: "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`; // none: the reverse proxy says who is signed in
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
@@ -589,7 +590,7 @@ async function api(method, path, { body, token = state.token, signal } = {}) {
   if (!response.ok) {
     const error = data && data.error ? data.error : {};
     const apiError = new ApiError(response.status, String(error.code || "http_error"), String(error.message || ""));
-    if (response.status === 401 && state.token && token === state.token) signOut(apiError);
+    if (response.status === 401 && state.session && token === state.token) signOut(apiError);
     throw apiError;
   }
   return { status: response.status, data };
@@ -1361,13 +1362,29 @@ async function start() {
   wire();
   setLanguage(initialLanguage(), false);
   const saved = storageGet(sessionStorage, TOKEN_KEY);
+  el.signinView.hidden = true;
   if (saved) {
-    el.signinView.hidden = true;
     await signIn(saved, true);
-  } else {
+  } else if (!(await signedInByProxy())) {
     showSignIn(null);
   }
   document.body.classList.add("ready");
+}
+
+/** Behind an authenticating reverse proxy (admin.proxy_auth) the person is known without a token: ask the API once
+ * without one. A 403 (signed in, but no role) is said on the sign-in form; anything else just shows the form. */
+async function signedInByProxy() {
+  try {
+    await api("GET", "api/session", { token: null });
+  } catch (err) {
+    if (err.status === 403) {
+      showSignIn(err);
+      return true;
+    }
+    return false;
+  }
+  await signIn(null);
+  return true;
 }
 
 start();
