@@ -169,6 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers < 1:
             print("error: --workers must be at least 1", file=sys.stderr)
             return 2
+        from .run.startup import StartupError, refuse_public_development_values
+
+        try:
+            refuse_public_development_values(config, args.host or config.server.host)
+        except StartupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         if args.workers > 1:
             from .run.supervisor import serve_workers
 

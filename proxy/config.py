@@ -100,6 +100,8 @@ class ServerConfig:
     body_timeout_seconds: float = 30.0
     """Time allowed to receive a body the proxy reads itself (webhooks, admin API, inspected sends), and the longest
     pause between two pieces of a streamed upload."""
+    allow_development_secrets: bool = False
+    """Serve on an address other than the loopback with dev.env's public tokens and secrets (a throwaway machine)."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -21,7 +22,12 @@ from hypothesis import strategies as st
 
 from wa_blocklist.proxy.config import load_config, parse_config
 from wa_blocklist.proxy.inbound.receiver import sign
-from wa_blocklist.proxy.run.startup import DEVELOPMENT_VALUES, development_values_in_use
+from wa_blocklist.proxy.run.startup import (
+    DEVELOPMENT_VALUES,
+    StartupError,
+    development_values_in_use,
+    refuse_public_development_values,
+)
 from wa_blocklist.proxy.run.trial import describe, meta_bytes, sink_app, text_message_webhook
 
 from support import APP_SECRET, PNID, base_config_data, free_port, wait_until
@@ -285,3 +291,29 @@ json_values = st.recursive(
 def test_the_sink_describes_any_json_without_failing(payload: Any) -> None:
     lines = list(describe(payload))
     assert all(isinstance(line, str) and line for line in lines)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "proxy.internal"])
+def test_serve_refuses_the_public_development_secrets_beyond_the_loopback(tmp_path: Path, host: str) -> None:
+    """dev.env's tokens are public: on an address others can reach they would let anyone sign in as an admin."""
+    development = dict(re.findall(r'export (\w+)="\$\{\w+:-([^}]*)\}"', (REPO / "dev.env").read_text()))
+    assert set(development) == set(SECRET_VARIABLES) and set(development.values()) <= DEVELOPMENT_VALUES
+    config = secret_config(tmp_path, "redis://127.0.0.1:1/0")
+    done = run(config, "serve", "--host", host, "--port", str(free_port()), env=plain_env(**development))
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: refusing to serve on {host} with the public development tokens or secrets")
+    assert "admin.tokens[0].token" in line and "server.allow_development_secrets" in line
+    assert not any(value in line for value in DEVELOPMENT_VALUES)
+
+
+def test_the_loopback_and_the_explicit_option_let_development_secrets_serve() -> None:
+    data = base_config_data("redis://127.0.0.1:1/0")
+    data["admin"]["tokens"][0]["token"] = sorted(DEVELOPMENT_VALUES)[0]
+    config = parse_config(data)
+    for host in ("127.0.0.1", "::1", "[::1]", "localhost", "127.8.9.10"):
+        refuse_public_development_values(config, host)  # no refusal
+    with pytest.raises(StartupError):
+        refuse_public_development_values(config, "0.0.0.0")
+    data["server"] = {"allow_development_secrets": True}
+    refuse_public_development_values(parse_config(data), "0.0.0.0")

@@ -84,7 +84,8 @@ def test_unknown_key_is_named_with_the_known_ones() -> None:
     data["server"] = {"prot": 8080}
     found = problems(data)
     assert found == [
-        "server.prot: unknown key (known keys here: host, port, idle_timeout_seconds, body_timeout_seconds)"
+        "server.prot: unknown key (known keys here: host, port, idle_timeout_seconds, body_timeout_seconds, "
+        "allow_development_secrets)"
     ]
 
 

@@ -4,7 +4,8 @@
   one's Redis and lose it when the first stops, so it is refused with the first one's PID (an advisory ``flock``
   on ``data_dir/serve.lock``, released by the kernel however the holder ends, even ``kill -9``).
 - A port already in use is one line naming the address, not a traceback.
-- A warning while development tokens or secrets (those of ``dev.env``) are in use.
+- A warning while development tokens or secrets (those of ``dev.env``) are in use, and a refusal to serve them on
+  anything but the loopback (``server.allow_development_secrets`` on a throwaway machine).
 - Where each face listens, the admin page's URL first; "shutting down" and "stopped" logged.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import ipaddress
 import logging
 import os
 import socket
@@ -108,6 +110,33 @@ def development_values_in_use(config: Config) -> list[str]:
             if getattr(connector, name) in DEVELOPMENT_VALUES:
                 keys.append(f"connectors[{i}].{name}")
     return keys
+
+
+def refuse_public_development_values(config: Config, host: str) -> None:
+    """Refuse to serve on anything but the loopback while dev.env's public tokens or secrets are in use: anyone who
+    can reach the address could sign in as an admin or sign webhooks with them (``server.allow_development_secrets``
+    allows it on a throwaway machine).
+
+    Raises:
+        StartupError: development values in use on a non-loopback address.
+    """
+    keys = development_values_in_use(config)
+    if not keys or _loopback(host) or config.server.allow_development_secrets:
+        return
+    raise StartupError(
+        f"refusing to serve on {host} with the public development tokens or secrets of dev.env ({', '.join(keys)}): "
+        "anyone who can reach that address could use them. Set real ones in the environment (docs/operations.md), "
+        "serve on 127.0.0.1, or set server.allow_development_secrets: true on a throwaway machine"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def base_url(host: str, port: int) -> str:
