@@ -164,6 +164,7 @@ class _Share:
     follows: list[wp.Item] = field(default_factory=list)  # blocked users' items naming their new wa_id / BSUID
     auto_blocked: int = 0  # users blocked by flood protection while this webhook was checked
     users: list[InboundUser] = field(default_factory=list)
+    people: list[wp.Person] = field(default_factory=list)  # the same users as the walker names them
     claim: tuple[str, int] | None = None  # (replay-guard key, hold in ms) for the recording script to claim
     replayed: bool = False  # the recording script found the body claimed already: nothing was recorded
 
@@ -214,7 +215,9 @@ async def _process(request: web.Request) -> web.Response:
     involved = list({c.phone_number_id: c for c in [s.connector for s in shares.values()] +
                      [c for _, owners in account for c in owners]}.values())  # fmt: skip
     for share in shares.values():
-        share.users = users_of(share.changes)
+        named = wp.users(share.changes)
+        share.people = [person for person, _ in named]
+        share.users = [InboundUser(p.wa_id, p.bsuid, active) for p, active in named]
     header = request.headers.get(SIGNATURE_HEADER)
     secret, verified = verify_signature(config, involved, body, header)
 
@@ -403,22 +406,17 @@ def _unknown_connectors(config: Config, unknown: list[wp.Change]) -> None:
 # --- checking -------------------------------------------------------------------------------------------------
 
 
-def users_of(changes: Iterable[wp.Change], policy: wp.Policy = wp.POLICY) -> list[InboundUser]:
-    """The users a connector's changes name, each once (see :func:`wa_blocklist.proxy.graph.payload.users`)."""
-    return [InboundUser(p.wa_id, p.bsuid, active) for p, active in wp.users(list(changes), policy)]
-
-
 async def _check_share(service: BlocklistService, share: _Share, verified: bool, confirmations: Confirmations) -> None:
     """Record (verified bodies only; claiming the body first when ``share.claim`` is set) and check the users of one
     connector, then filter its changes. Earlier deliveries' replay confirmations for the connector ride along."""
     users = share.users
-    index = {wp.Person(u.wa_id, u.bsuid): i for i, u in enumerate(users)}
+    index = {person: i for i, person in enumerate(share.people)}
     blocked: set[str] = set()
     if users:
         pnid = share.connector.phone_number_id
         if verified:
             items = [i for c in share.changes for i in c.items]
-            messages, joins = wp.references(share.changes, list(index))
+            messages, joins = wp.references(share.changes, share.people)
             keywords, counted = _keywords_and_counts(share.connector, items, index)
             confirm = confirmations.take(pnid)
             try:

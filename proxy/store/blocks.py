@@ -39,8 +39,19 @@ from .schema import (
 _OWNERSHIP_TTL = str(OWNERSHIP_TTL_MS)
 
 _ARGUMENT_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_dumps = _ARGUMENT_ENCODER.encode
-"""``json.dumps(..., separators=(",", ":"), ensure_ascii=False)`` without an encoder built per call."""
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_C_ARGUMENT = (  # the C encoder made once, as proxy/graph/signature.py does (JSONEncoder.encode makes one per call)
+    _c_make_encoder(None, _ARGUMENT_ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    if _c_make_encoder is not None
+    else None
+)
+
+
+def _dumps(value: Any) -> str:
+    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)`` without an encoder built per call (the value
+    is built here from strings, numbers, lists and dicts: no reference cycle to check for)."""
+    return "".join(_C_ARGUMENT(value, 0)) if _C_ARGUMENT is not None else _ARGUMENT_ENCODER.encode(value)
+
 
 _SCAN_LIMIT = 5_000  # entries examined per search request before a partial page is returned with a cursor
 
