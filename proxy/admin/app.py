@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .api import routes as api_routes
-from .auth import AuthThrottle
+from .auth import SharedAuthThrottle
 from .changes import routes as change_routes
 from .csv_routes import routes as csv_routes
 from .everywhere import routes as everywhere_routes
@@ -16,7 +16,7 @@ from .page import setup_page
 def create_admin_app() -> web.Application:
     """The admin sub-application, mounted at ``/admin/``."""
     app = web.Application(middlewares=[error_middleware, auth_middleware])
-    app[THROTTLE] = AuthThrottle()
+    app[THROTTLE] = SharedAuthThrottle()
     app.add_routes(csv_routes)
     app.add_routes(change_routes)  # PATCH a block, restore an export
     app.add_routes(everywhere_routes)  # block on every connector, opt-outs (issue 19)

@@ -14,8 +14,9 @@ Failed token checks are throttled per client address (:class:`AuthThrottle`): a 
 further failure closes the address for twice as long as the previous one (1 s, 2 s, 4 s ... at most 15 minutes);
 while closed, every authenticated request from that address is answered 429 with ``Retry-After``, whatever its
 token, so a closed address learns nothing. A success reopens the address. Failures are logged at warning with the
-address, never the token. The count is per process: with ``--workers N`` or several replicas an attacker gets N
-times the free failures, no more.
+address, never the token. The count is kept in the store (:class:`SharedAuthThrottle` over
+:class:`~wa_blocklist.proxy.store.throttle.AuthFailures`), so it holds across ``--workers N``, replicas and restarts;
+while the store does not answer, each process counts on its own (:class:`AuthThrottle`) and says so once at warning.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from typing import Literal
 from aiohttp import web
 
 from ..base.csvsafe import strip_bidi
-from ..base.errors import BlocklistError, Forbidden, Unauthorized
+from ..base.errors import BlocklistError, Forbidden, StoreUnavailable, Unauthorized
 from ..config import AdminConfig, AdminToken, ProxyAuthConfig
+from ..store.blocks import BlocklistStore
+from ..store.throttle import AuthFailures
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,110 @@ class AuthThrottle:
         """Reopen an address after a successful authentication."""
         self._failures.pop(address, None)
 
+    def knows(self, address: str) -> bool:
+        """Whether ``address`` has failures on record (a success then has something to reopen)."""
+        return address in self._failures
+
+
+STORE_RETRY_SECONDS = 1.0
+"""After the store failed to answer, failures are counted in the process for this long before it is asked again, so
+a guess costs at most one store deadline, not one per step."""
+
+
+@dataclass(kw_only=True, eq=False)
+class SharedAuthThrottle:
+    """:class:`AuthThrottle`'s rules and answers, counted in the store so they hold across workers, replicas and
+    restarts; counted in this process (``local``) when there is no store or it does not answer.
+
+    The local count is consulted first on every check, so an address closed while the store was down stays closed
+    after it answers again. Falling back is logged once at warning (and answering again once at info), never
+    silently.
+
+    Attributes:
+        local: the in-process throttle; its numbers (free failures, closings, forgetting) are the shared one's too.
+        monotonic: the clock of the pause before the store is asked again after it failed to answer.
+    """
+
+    local: AuthThrottle = field(default_factory=AuthThrottle)
+    monotonic: Callable[[], float] = time.monotonic
+    _shared: AuthFailures | None = field(default=None, init=False, repr=False)
+    _retry_at: float = field(default=0.0, init=False, repr=False)
+    _falling_back: bool = field(default=False, init=False, repr=False)
+
+    def _failures(self, store: BlocklistStore | None) -> AuthFailures | None:
+        """The shared count on ``store``, or None to count locally (no store, or paused after a store failure)."""
+        if store is None or (self._falling_back and self.monotonic() < self._retry_at):
+            return None
+        if self._shared is None or self._shared.store is not store:
+            local = self.local
+            self._shared = AuthFailures(
+                store,
+                free=local.free,
+                base_ms=round(local.base_seconds * 1000),
+                max_ms=round(local.max_seconds * 1000),
+                forget_ms=round(local.forget_seconds * 1000),
+            )
+        return self._shared
+
+    def _fall_back(self, exc: StoreUnavailable) -> None:
+        self._retry_at = self.monotonic() + STORE_RETRY_SECONDS
+        if not self._falling_back:
+            self._falling_back = True
+            log.warning("admin sign-in throttle: %s; failed sign-ins are counted in this process only until it "
+                        "answers again", exc.message)  # fmt: skip
+
+    def _answered(self) -> None:
+        if self._falling_back:
+            self._falling_back = False
+            log.info("admin sign-in throttle: the store answers again; failed sign-ins are counted in it again")
+
+    async def check(self, store: BlocklistStore | None, address: str, now_ms: int) -> bool:
+        """Raise :class:`TooManyAttempts` while ``address`` is closed; whether it has failures on record.
+
+        Args:
+            store: the blocklist store; None counts in this process only.
+            address: the client address.
+            now_ms: the caller's wall clock (Unix ms), so that replicas agree.
+        """
+        self.local.check(address)
+        known = self.local.knows(address)
+        shared = self._failures(store)
+        if shared is None:
+            return known
+        try:
+            closed_ms, on_record = await shared.closed_ms(address, now_ms)
+        except StoreUnavailable as exc:
+            self._fall_back(exc)
+            return known
+        self._answered()
+        if closed_ms:
+            raise TooManyAttempts(closed_ms / 1000)
+        return known or on_record
+
+    async def failed(self, store: BlocklistStore | None, address: str, now_ms: int) -> float:
+        """Count a failure; how long the address is now closed (seconds; 0 while failures are still free)."""
+        shared = self._failures(store)
+        if shared is not None:
+            try:
+                closed_ms = await shared.failed(address, now_ms)
+            except StoreUnavailable as exc:
+                self._fall_back(exc)
+            else:
+                self._answered()
+                return closed_ms / 1000
+        return self.local.failed(address)
+
+    async def succeeded(self, store: BlocklistStore | None, address: str) -> None:
+        """Reopen an address after a successful authentication, here and in the store."""
+        self.local.succeeded(address)
+        shared = self._failures(store)
+        if shared is None:
+            return
+        try:
+            await shared.succeeded(address)
+        except StoreUnavailable as exc:
+            self._fall_back(exc)
+
 
 def token_for(tokens: tuple[AdminToken, ...], header: str) -> AdminToken:
     """Find the token presented in an ``Authorization: Bearer`` header, comparing in constant time.
@@ -178,8 +285,21 @@ def client_address(request: web.Request, config: ProxyAuthConfig) -> str:
     return request.remote or ""
 
 
-def authenticate(request: web.Request, config: AdminConfig, throttle: AuthThrottle) -> Principal:
+async def authenticate(
+    request: web.Request,
+    config: AdminConfig,
+    throttle: SharedAuthThrottle,
+    store: BlocklistStore | None,
+    now_ms: int,
+) -> Principal:
     """Who makes this admin request (see the module docstring for the order and the throttling).
+
+    Args:
+        request: the admin request.
+        config: the running ``admin`` settings.
+        throttle: the failed sign-ins per client address.
+        store: where failures are counted (None: in this process only).
+        now_ms: the caller's wall clock (Unix ms).
 
     Raises:
         TooManyAttempts: the client address is closed after too many failures.
@@ -195,11 +315,11 @@ def authenticate(request: web.Request, config: AdminConfig, throttle: AuthThrott
     if not header:  # nothing guessed, nothing counted
         raise Unauthorized("send an admin token as 'Authorization: Bearer <token>'")
     address = client_address(request, proxy)
-    throttle.check(address)
+    known = await throttle.check(store, address, now_ms)
     try:
         token = token_for(config.tokens, header)
     except Unauthorized as exc:
-        closed = throttle.failed(address)
+        closed = await throttle.failed(store, address, now_ms)
         log.warning(
             "admin authentication failed from %s on %s %s: %s%s",
             address or "an unknown address",
@@ -209,6 +329,7 @@ def authenticate(request: web.Request, config: AdminConfig, throttle: AuthThrott
             f"; address closed for {closed:g} s" if closed else "",
         )
         raise
-    throttle.succeeded(address)
+    if known:  # most requests come from addresses with nothing on record: no write for them
+        await throttle.succeeded(store, address)
     role: Role = "admin" if token.role == "admin" else "viewer"
     return Principal(name=token.name, role=role, kind="token")

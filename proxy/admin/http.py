@@ -14,18 +14,19 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..appkeys import CONFIG, SERVICE
+from ..appkeys import CLOCK, CONFIG, SERVICE, STORE
 from ..base.bodies import read_body
 from ..base.errors import BadRequest, BlocklistError, Forbidden, Unauthorized, json_error
 from ..blocklist.service import Actor, BlocklistService
 from ..graph.classify import nested_deeper_than
-from .auth import AuthThrottle, Principal, TooManyAttempts, authenticate
+from .auth import Principal, SharedAuthThrottle, TooManyAttempts, authenticate
 
 log = logging.getLogger(__name__)
 
 PRINCIPAL = web.RequestKey("admin_principal", Principal)
 """Who makes the request (a token's name or a person's e-mail address) and their role."""
-THROTTLE = web.AppKey("admin_auth_throttle", AuthThrottle)
+THROTTLE = web.AppKey("admin_auth_throttle", SharedAuthThrottle)
+"""Failed sign-ins per client address, counted in the store (in the process while it does not answer)."""
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 MAX_BODY = 64 * 1024
@@ -64,7 +65,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """Auth for every API route (a token or a person signed in by a trusted reverse proxy); only the ``admin`` role
     may change anything."""
     if request.path.startswith("/admin/api/") and request.path != "/admin/api/openapi.json":
-        who = authenticate(request, request.config_dict[CONFIG].current.admin, request.app[THROTTLE])
+        shared = request.config_dict
+        now_ms = int(shared[CLOCK]() * 1000)  # wall clock: every replica counts on one time line
+        admin = shared[CONFIG].current.admin
+        who = await authenticate(request, admin, request.app[THROTTLE], shared.get(STORE), now_ms)
         if request.method not in _READ_METHODS and who.role != "admin":
             what = "the token" if who.kind == "token" else ""
             raise Forbidden(f"{what} {who.name!r} has the {who.role} role and cannot change blocks".strip())
