@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from botbuilder.schema import ChannelAccount, ConversationAccount, ConversationReference  # type: ignore[import-untyped]
 
 from wa_blocklist.plugins.client import BlocklistClient
-from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService
+from wa_blocklist.proxy.blocklist.service import Actor, BlocklistService, InboundUser
 from wa_blocklist.proxy.config import Config
 
 from fakes import FakeGraph
@@ -44,6 +45,28 @@ async def block(service: BlocklistService, wa_id: str = BLOCKED, bsuid: str = ""
     """The user writes (so Meta's 24-hour rule allows it), then a supervisor blocks them."""
     await wrote_recently(service, pnid, wa_id, bsuid=bsuid)
     await service.block(pnid, wa_id, actor=Actor("supervisor", "test"), reason="abuse")
+
+
+async def two_wrote_one_blocked(service: BlocklistService) -> None:
+    """BLOCKED and ALLOWED each wrote one message (``wamid.FROM_BLOCKED``, ``wamid.FROM_ALLOWED``), then a supervisor
+    blocked BLOCKED: the set-up of the plugins' read-receipt and recipient checks."""
+    await service.record_inbound(
+        PNID,
+        [InboundUser(wa_id=BLOCKED), InboundUser(wa_id=ALLOWED)],
+        messages=[("wamid.FROM_BLOCKED", 0), ("wamid.FROM_ALLOWED", 1)],
+    )
+    await block(service, BLOCKED)
+
+
+def whatsapp_conversation(user: str, pnid: str = PNID) -> ConversationReference:
+    """A Bot Framework conversation with ``user`` on the WhatsApp channel of connector ``pnid``."""
+    return ConversationReference(
+        channel_id="whatsapp",
+        service_url="https://whatsapp.example",
+        user=ChannelAccount(id=user),
+        bot=ChannelAccount(id=pnid),
+        conversation=ConversationAccount(id=f"conversation-{user}"),
+    )
 
 
 def messages_payload(pnid: str, *senders: tuple[str, str, str]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import httpx
 import pytest
 import redis
 from aiohttp import web
+from hypothesis import HealthCheck, settings
 from playwright.async_api import Locator, Page, expect
 
 from wa_blocklist.proxy.blocklist.service import BlocklistService, InboundUser
@@ -98,6 +99,18 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(15)
         self.process = None
+
+
+def exhaustive(max_examples: int) -> settings:
+    """Hypothesis settings for the request-grammar properties: many examples, reproducible (derandomized, no example
+    database), no deadline, and no health check against function-scoped servers or large generated requests."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -217,10 +230,14 @@ class Proxy:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self._start(subprocess.PIPE)
+
+    def _start(self, stderr: Any) -> None:
+        """Start ``serve`` with its stderr going to ``stderr`` (a pipe or an open file) and wait until it serves."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "wa_blocklist.proxy.cli", "serve", "--config", str(self.config),
              "--port", str(self.port)],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
         wait_until(self.ready, timeout=30, what="the proxy to serve")
 
@@ -276,12 +293,7 @@ class LoggedProxy(Proxy):
 
     def start(self) -> None:
         with self.log.open("ab") as sink:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "wa_blocklist.proxy.cli", "serve", "--config", str(self.config),
-                 "--port", str(self.port)],
-                cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink,
-            )  # fmt: skip
-        wait_until(self.ready, timeout=30, what="the proxy to serve")
+            self._start(sink)
 
     def ready(self) -> bool:
         assert self.process is not None

@@ -19,14 +19,14 @@ from urllib.parse import quote, urlencode
 
 import pytest
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from meta_reading import World, reaches
 
 from wa_blocklist.proxy.blocklist.service import Actor, InboundUser
 
 from fakes import FakeGraph
-from support import PNID, PNID_BR
+from support import PNID, PNID_BR, exhaustive
 
 BLOCKED = "573001234567"
 BLOCKED_BSUID = "CO.BLOCKEDBSUID0001"
@@ -41,13 +41,7 @@ WORLDS = [
     World(PNID_BR, "55", {BLOCKED}, {BLOCKED_BSUID}, {MESSAGES["blocked"]}, {JOINS["blocked"]}),
 ]
 
-GRAMMAR = settings(
-    max_examples=1500,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+GRAMMAR = exhaustive(1500)
 
 BLOCKED_FORMS: list[Any] = [
     BLOCKED,

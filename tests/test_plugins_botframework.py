@@ -6,7 +6,7 @@ from typing import Any
 
 from botbuilder.core import MessageFactory, TurnContext
 from botbuilder.core.adapters import TestAdapter
-from botbuilder.schema import Activity, ChannelAccount, ConversationAccount, ConversationReference
+from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
 
 from wa_blocklist.plugins.botframework import REFUSED_KEY, BlocklistMiddleware
 from wa_blocklist.plugins.client import BlocklistClient
@@ -18,6 +18,7 @@ from plugin_support import (
     BLOCKED_BSUID,
     block,
     blocklist_fixture,  # noqa: F401  (the blocklist fixture, both modes)
+    whatsapp_conversation,
 )
 from support import PNID, PNID_BR, free_port
 
@@ -78,13 +79,7 @@ async def test_proactive_message_to_blocked_user_is_refused(
     results: dict[str, Any] = {}
 
     for user in (BLOCKED, ALLOWED):
-        reference = ConversationReference(
-            channel_id="whatsapp",
-            service_url="https://whatsapp.example",
-            user=ChannelAccount(id=user),
-            bot=ChannelAccount(id=PNID),
-            conversation=ConversationAccount(id=f"conversation-{user}"),
-        )
+        reference = whatsapp_conversation(user)
 
         async def callback(context: TurnContext, user: str = user) -> None:
             results[user] = await context.send_activity(f"offer for {user}")

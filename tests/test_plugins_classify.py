@@ -22,12 +22,10 @@ from botbuilder.core import BotAdapter, MessageFactory, TurnContext
 from botbuilder.schema import (
     Activity,
     ActivityTypes,
-    ChannelAccount,
-    ConversationAccount,
     ConversationReference,
     ResourceResponse,
 )
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from pywa_async import WhatsApp
 from pywa_async.errors import WhatsAppError
 from pywa_async.types.templates import TemplateLanguage
@@ -41,8 +39,15 @@ from wa_blocklist.proxy.config import Config
 from wa_blocklist.proxy.graph.errors import RECIPIENT_BLOCKED
 
 from fakes import FakeGraph
-from plugin_support import ALLOWED, BLOCKED, block, blocklist_fixture  # noqa: F401  (blocklist fixture, both modes)
-from support import PNID, free_port
+from plugin_support import (  # noqa: F401  (blocklist fixture, both modes)
+    ALLOWED,
+    BLOCKED,
+    block,
+    blocklist_fixture,
+    two_wrote_one_blocked,
+    whatsapp_conversation,
+)
+from support import PNID, exhaustive, free_port
 
 WABA = "102290129340398"
 GROUP = "Y2FwaV9ncm91cDoxMjM0NTY3ODkw"
@@ -169,12 +174,7 @@ async def test_aiohttp_middleware_refuses_what_the_proxy_refuses(
 async def test_pywa_sends_reads_and_uploads_for_allowed_users_pass_and_blocked_ones_are_refused(
     session: httpx.AsyncClient, service: BlocklistService, fake_graph: FakeGraph
 ) -> None:
-    await service.record_inbound(
-        PNID,
-        [InboundUser(wa_id=BLOCKED), InboundUser(wa_id=ALLOWED)],
-        messages=[("wamid.FROM_BLOCKED", 0), ("wamid.FROM_ALLOWED", 1)],
-    )
-    await block(service, BLOCKED)
+    await two_wrote_one_blocked(service)
     contacts = [{"input": ALLOWED, "wa_id": ALLOWED}]
     fake_graph.respond(
         "POST",
@@ -324,21 +324,10 @@ class GraphAdapter(BotAdapter):  # type: ignore[misc]  # botbuilder ships no typ
 async def test_botframework_channel_data_is_classified(
     blocklist: BlocklistClient, service: BlocklistService, graph_base: str, fake_graph: FakeGraph
 ) -> None:
-    await service.record_inbound(
-        PNID,
-        [InboundUser(wa_id=BLOCKED), InboundUser(wa_id=ALLOWED)],
-        messages=[("wamid.FROM_BLOCKED", 0), ("wamid.FROM_ALLOWED", 1)],
-    )
-    await block(service, BLOCKED)
+    await two_wrote_one_blocked(service)
     adapter = GraphAdapter(graph_base)
     adapter.use(BlocklistMiddleware(blocklist, phone_number_id=PNID))
-    reference = ConversationReference(
-        channel_id="whatsapp",
-        service_url="https://whatsapp.example",
-        user=ChannelAccount(id=ALLOWED),
-        bot=ChannelAccount(id=PNID),
-        conversation=ConversationAccount(id=f"conversation-{ALLOWED}"),
-    )
+    reference = whatsapp_conversation(ALLOWED)
     seen: dict[str, Any] = {}
 
     async def callback(context: TurnContext) -> None:
@@ -366,13 +355,7 @@ async def test_botframework_channel_data_is_classified(
 
 # --- the gateway's request grammar (tests/test_gateway_grammar.py), through the proxy and through the transport ---
 
-PARITY = settings(
-    max_examples=600,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+PARITY = exhaustive(600)
 
 
 @pytest.fixture

@@ -14,9 +14,6 @@ from botbuilder.core.adapters import TestAdapter  # type: ignore[import-untyped]
 from botbuilder.schema import (  # type: ignore[import-untyped]
     Activity,
     ActivityTypes,
-    ChannelAccount,
-    ConversationAccount,
-    ConversationReference,
 )
 from pywa_async import WhatsApp
 from pywa_async.errors import WhatsAppError
@@ -31,7 +28,13 @@ from wa_blocklist.proxy.graph.errors import RECIPIENT_OPTED_OUT, SERVICE_UNAVAIL
 
 import payloads as p
 from fakes import FakeContactCenter, FakeGraph, sign
-from plugin_support import ALLOWED, BLOCKED_BSUID, answer_sends, blocklist_fixture  # noqa: F401  (the blocklist fixture)
+from plugin_support import (  # noqa: F401  (the blocklist fixture)
+    ALLOWED,
+    BLOCKED_BSUID,
+    answer_sends,
+    blocklist_fixture,
+    whatsapp_conversation,
+)
 from support import APP_SECRET, PNID, VIEWER_TOKEN, Closer, auth, free_port
 
 USER = ALLOWED  # not blocked: only the opt-out stands in the way
@@ -124,13 +127,7 @@ async def test_botframework_channel_data_template_to_an_opted_out_user_is_remove
     await service.opt_out(PNID, USER, actor=SUPERVISOR)
     adapter = TestAdapter(lambda context: None)
     adapter.use(BlocklistMiddleware(blocklist, phone_number_id=PNID))
-    reference = ConversationReference(
-        channel_id="whatsapp",
-        service_url="https://whatsapp.example",
-        user=ChannelAccount(id=USER),
-        bot=ChannelAccount(id=PNID),
-        conversation=ConversationAccount(id=f"conversation-{USER}"),
-    )
+    reference = whatsapp_conversation(USER)
     results: dict[str, Any] = {}
 
     # The second template names no recipient: the channel connector sends it to the activity's recipient.
