@@ -299,9 +299,9 @@ class RedactingAccessLogger(AbstractAccessLogger):
         seconds = _perf_counter() - info.started if info is not None and info.started else time
         latency_ms = round(seconds * 1000, 2)
         remote = request.remote or ""
-        handler = _sole_batching_handler(logger)
-        if handler is not None:
-            template = _json_line if type(handler.formatter) is JsonFormatter else _human_line
+        batching = _sole_batching_handler(logger)
+        if batching is not None:
+            handler, template = batching
             handler.add_line(
                 template(
                     _timestamp_of(_wall_clock()), logger.name, method, path, status, request_id, face, connector,
@@ -448,8 +448,8 @@ class HumanFormatter(logging.Formatter):
         return line
 
 
-_TEMPLATED = (JsonFormatter, HumanFormatter)
-"""The formatters whose access lines :func:`_json_line` and :func:`_human_line` write."""
+_TEMPLATED: dict[type, Callable[..., str]] = {JsonFormatter: _json_line, HumanFormatter: _human_line}
+"""The formatters whose access lines a template writes, each with its template."""
 
 
 class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -519,11 +519,11 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             super().close()
 
 
-def _sole_batching_handler(logger: logging.Logger) -> BatchingStreamHandler | None:
-    """The one handler an INFO record of ``logger`` would reach, when it is a :class:`BatchingStreamHandler` writing
-    with :class:`JsonFormatter` or :class:`HumanFormatter` and filtering with :class:`RedactingFilter` only (which
-    leaves access lines alone), and nothing else would see the record (a filter on the logger, another handler
-    anywhere up the chain); else None."""
+def _sole_batching_handler(logger: logging.Logger) -> tuple[BatchingStreamHandler, Callable[..., str]] | None:
+    """The one handler an INFO record of ``logger`` would reach, with the template of its formatter, when it is a
+    :class:`BatchingStreamHandler` writing with :class:`JsonFormatter` or :class:`HumanFormatter` and filtering with
+    :class:`RedactingFilter` only (which leaves access lines alone), and nothing else would see the record (a filter
+    on the logger, another handler anywhere up the chain); else None."""
     if type(logger) is not logging.Logger or logger.filters:
         return None
     found: logging.Handler | None = None
@@ -536,12 +536,13 @@ def _sole_batching_handler(logger: logging.Logger) -> BatchingStreamHandler | No
         node = node.parent if node.propagate else None
     if type(found) is not BatchingStreamHandler or found.level > logging.INFO:
         return None
-    if type(found.formatter) not in _TEMPLATED:
+    template = _TEMPLATED.get(type(found.formatter))
+    if template is None:
         return None
     for chosen in found.filters:
         if type(chosen) is not RedactingFilter:
             return None
-    return found
+    return found, template
 
 
 def setup_logging(stream: TextIO | None = None, *, as_json: bool | None = None, level: int = logging.INFO) -> None:

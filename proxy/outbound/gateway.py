@@ -195,9 +195,15 @@ def _origin(base_url: str) -> tuple[str, str | None, int | None]:
     return base.scheme, base.host, base.port
 
 
+def _named_by_connection(values: Iterable[str]) -> set[str]:
+    """The header names (lower case) that the ``Connection`` header's values name: hop-by-hop for this connection
+    only, never forwarded (RFC 9110 §7.6.1)."""
+    return {h.strip().lower() for value in values for h in value.split(",")}
+
+
 def forward_headers(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> CIMultiDict[str]:
     """Copy headers minus ``dropped`` and minus every header the ``Connection`` header names."""
-    named = {h.strip().lower() for value in headers.getall("Connection", ()) for h in value.split(",")}
+    named = _named_by_connection(headers.getall("Connection", ()))
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         low = name.lower()
@@ -528,7 +534,7 @@ class Gateway:
         headers = request.headers
         info = current_request()
         dropped = REQUEST_HEADERS_DROPPED_IN_HAND if info is None else _DROPPED_TAGGED
-        named = {h.strip().lower() for value in headers.getall("Connection", ()) for h in value.split(",")}
+        named = _named_by_connection(headers.getall("Connection", ()))
         if named:
             dropped = dropped | named
         out = [(name, value) for name, value in headers.items() if name.lower() not in dropped]
@@ -723,7 +729,7 @@ async def relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.S
 
 async def _relay_reqwest(request: web.Request, upstream: ReqwestResponse) -> web.StreamResponse:
     """:func:`relay` for an answer of the pyreqwest client."""
-    named = {h.strip().lower() for value in upstream.get_header_all("Connection") for h in value.split(",")}
+    named = _named_by_connection(upstream.get_header_all("Connection"))
     # reqwest gives names in lower case; a list, which aiohttp copies once (a CIMultiDict would be copied again)
     headers = [
         (name, value)
