@@ -126,10 +126,8 @@ class PlainHistogram(Collector):
         return series
 
     def observe(self, amount: float, labelvalues: tuple[str, ...] = ()) -> None:
-        """Count one observation (the hot paths inline this)."""
-        series = self.series.get(labelvalues) or self.start(labelvalues)
-        series[bisect_left(self.bounds, amount)] += 1
-        series[-1] += amount
+        """Count one observation in the series of ``labelvalues``."""
+        _count(self.series.get(labelvalues) or self.start(labelvalues), self.bounds, amount)
 
     def labels(self, *labelvalues: str) -> PlainSeries:
         """The series of ``labelvalues``, bound once for a hot path (as ``Histogram.labels``)."""
@@ -161,9 +159,13 @@ class PlainSeries:
         self.series, self.bounds = series, bounds
 
     def observe(self, amount: float) -> None:
-        series = self.series
-        series[bisect_left(self.bounds, amount)] += 1
-        series[-1] += amount
+        _count(self.series, self.bounds, amount)
+
+
+def _count(series: list[float], bounds: tuple[float, ...], amount: float) -> None:
+    """One observation into a :class:`PlainHistogram` series: its bucket's count and the sum."""
+    series[bisect_left(bounds, amount)] += 1
+    series[-1] += amount
 
 
 class _CacheCollector(Collector):
@@ -260,10 +262,7 @@ class Metrics:
         self.contact_center_seconds = self.upstream_seconds.labels("contact_center")
         self.contact_center_errors = self.upstream_errors.labels("contact_center")
         self._request_counts = self.requests.values
-        self._request_series = self.request_seconds.series
-        self._latency_bounds = self.request_seconds.bounds
-        self._store_series = self.store_seconds.series[()]
-        self._store_bounds = self.store_seconds.bounds
+        self._store_seconds = self.store_seconds.labels()
 
     def watch_cache(self, cache: CheckCache | None) -> None:
         """Report this check cache's hits and misses."""
@@ -273,8 +272,8 @@ class Metrics:
         """The request middleware's hook (see :func:`wa_blocklist.proxy.base.logs.make_request_middleware`): counts
         the request in ``wabl_requests_total`` and its time in ``wabl_request_seconds``.
 
-        Inlined :meth:`PlainCounter.inc` and :meth:`PlainHistogram.observe` (faces and outcomes are a handful of
-        fixed words, so the series stay few).
+        :meth:`PlainCounter.inc` inlined for a series already started (faces and outcomes are a handful of fixed
+        words, so the series stay few).
         """
         key = (info.face, info.outcome)
         counts = self._request_counts
@@ -282,16 +281,11 @@ class Metrics:
             counts[key] += 1
         else:
             self.requests.inc(key)
-        face = (info.face,)
-        series = self._request_series.get(face) or self.request_seconds.start(face)
-        series[bisect_left(self._latency_bounds, seconds)] += 1
-        series[-1] += seconds
+        self.request_seconds.observe(seconds, (info.face,))
 
     def store_call(self, seconds: float, failed: bool) -> None:
         """The store's hook, after each Redis operation (``wabl_store_seconds``, ``wabl_store_errors_total``)."""
-        series = self._store_series
-        series[bisect_left(self._store_bounds, seconds)] += 1
-        series[-1] += seconds
+        self._store_seconds.observe(seconds)
         if failed:
             self.store_errors.values[()] += 1
 
