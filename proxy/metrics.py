@@ -5,8 +5,9 @@ apps in one process (tests, plugins) never collide. With ``wa-blocklist serve --
 its own registry and a scrape reaches one worker: scrape each worker separately or sum over ``instance`` only as
 far as that goes (see README.md, "Prometheus metrics").
 
-The metrics moved on every request, every upstream call and every Redis call (``wabl_requests_total``,
-``wabl_request_seconds``, ``wabl_upstream_seconds``, ``wabl_store_seconds``, ``wabl_store_errors_total``) are
+The metrics moved on every request, every upstream call, every Redis call and every webhook
+(``wabl_requests_total``, ``wabl_request_seconds``, ``wabl_upstream_seconds``, ``wabl_store_seconds``,
+``wabl_store_errors_total``, ``wabl_inbound_blocked_items_total``, ``wabl_webhook_forwards_total``) are
 kept as plain numbers (:class:`PlainCounter`, :class:`PlainHistogram`) and handed to prometheus_client at scrape
 time as the very families its ``Counter`` and ``Histogram`` would give (names, labels, HELP, buckets,
 ``_created``): its objects take a lock, a label lookup and a walk over the buckets per observation, tens of
@@ -196,8 +197,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        # Those moved on every request, upstream call or Redis call are plain numbers (see the module docstring),
-        # registered in the order the scrape has always listed them.
+        # Those moved on every request, upstream call, Redis call or webhook are plain numbers (see the module
+        # docstring), registered in the order the scrape has always listed them.
         self.requests = PlainCounter(
             "wabl_requests",
             "Requests handled, by face (gateway, webhooks, admin, ops) and outcome",
@@ -208,10 +209,10 @@ class Metrics:
             "wabl_request_seconds", "Time to answer a request, by face", ["face"], buckets=LATENCY_BUCKETS
         )
         r.register(self.request_seconds)
-        self.inbound_blocked = Counter(
-            "wabl_inbound_blocked_items", "Webhook items of blocked users removed before forwarding", ["connector"],
-            registry=r,
-        )  # fmt: skip
+        self.inbound_blocked = PlainCounter(
+            "wabl_inbound_blocked_items", "Webhook items of blocked users removed before forwarding", ["connector"]
+        )
+        r.register(self.inbound_blocked)
         self.outbound_refused = Counter(
             "wabl_outbound_refused", "Sends, calls and group adds refused because the user is blocked", ["connector"],
             registry=r,
@@ -240,10 +241,11 @@ class Metrics:
             "wabl_store_errors", "Blocklist store operations that failed (Redis unreachable, timed out, loading)"
         )
         r.register(self.store_errors)
-        self.webhook_forwards = Counter(
+        self.webhook_forwards = PlainCounter(
             "wabl_webhook_forwards", "Webhooks forwarded to contact centers, by connector and result "
-            "(delivered, rejected, unreachable, timeout)", ["connector", "result"], registry=r,
+            "(delivered, rejected, unreachable, timeout)", ["connector", "result"],
         )  # fmt: skip
+        r.register(self.webhook_forwards)
         self.webhook_replays = Counter(
             "wabl_webhook_replays", "Verified webhook bodies acknowledged without forwarding: already delivered "
             "within webhooks.replay_window_seconds", registry=r,

@@ -78,10 +78,6 @@ _CLAIM_MARGIN_SECONDS = 30
 _CONFIRMATIONS = web.AppKey("webhook_replay_confirmations", Confirmations)
 """The receiver's own batch of replay-guard confirmations (set and written out by its cleanup context)."""
 
-_SERIES = web.AppKey("webhook_metric_series", dict)
-"""The labelled metric series the receiver counts into, by ``(metric, *labels)``: prometheus_client's ``labels()``
-costs about a hundredth of a delivery's CPU each time, so each series is looked up once (same metrics, same names)."""
-
 _RESULTS = {0: "unreachable", -1: "timeout"}
 
 
@@ -100,7 +96,6 @@ async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks: set[asyncio.Task[None]] = set()
     app[WEBHOOK_TASKS] = tasks
     app[_CONFIRMATIONS] = confirmations = Confirmations(app[STORE])
-    app[_SERIES] = {}
     yield
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -288,16 +283,12 @@ async def _deliver_all(
         return None
 
     metrics = request.app[METRICS]
-    series = request.app[_SERIES]
     note(connector=",".join(shares))
     for share in shares.values():
         if share.auto_blocked:
             metrics.auto_blocks.labels(share.connector.phone_number_id).inc(share.auto_blocked)
         if share.removed:
-            pnid = share.connector.phone_number_id
-            if (blocked := series.get(("blocked", pnid))) is None:
-                blocked = series[("blocked", pnid)] = metrics.inbound_blocked.labels(pnid)
-            blocked.inc(len(share.removed))
+            metrics.inbound_blocked.inc((share.connector.phone_number_id,), len(share.removed))
             calls = [i.call_id for i in share.removed if i.call_id]
             if calls:
                 _reject_calls_later(request.app, share.connector, calls)
@@ -317,11 +308,7 @@ async def _deliver_all(
     results = await _all(deliveries)
     for r in results:
         result = _RESULTS.get(r.status) or ("delivered" if 200 <= r.status < 300 else "rejected")
-        if (forwards := series.get(("forwards", r.destination.label, result))) is None:
-            forwards = series[("forwards", r.destination.label, result)] = metrics.webhook_forwards.labels(
-                r.destination.label, result
-            )
-        forwards.inc()
+        metrics.webhook_forwards.inc((r.destination.label, result))
     failed = [r for r in results if not 200 <= r.status < 300]
     if failed:
         names = ", ".join(f"{r.destination.name} ({_describe(r.status)})" for r in failed)
